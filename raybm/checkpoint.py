@@ -1,0 +1,179 @@
+"""Checkpoints: written atomically, read without pickle.
+
+A checkpoint is a directory::
+
+    meta.json         step, model spec, config, RNG bookkeeping, tracking run id (JSON)
+    state.pt          parameters, optimizer state, centring offsets, generator state
+                      (tensors and plain containers only: read with ``weights_only=True``)
+    walkers.parquet   one row per walker: ``x`` (its visible state, bytes), ``log_weight``,
+                      ``label`` (absent column when the model has no label unit)
+
+It is first written to ``<name>.tmp-<pid>`` and renamed into place, then the run's ``latest``
+pointer is replaced atomically, so a crash at any moment leaves the previous checkpoint
+usable and never a half-written one under a checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from raybm.errors import InputError
+from raybm.models.rbm import RBM, build_rbm
+from raybm.walkers import WalkerState
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def model_spec(model: RBM) -> dict[str, int | str]:
+    return {
+        "kind": type(model).__name__,
+        "n_visible": model.n_visible,
+        "n_hidden": model.n_hidden,
+        "n_states": model.n_states,
+        "n_labels": model.n_labels,
+    }
+
+
+def model_from_spec(spec: dict[str, Any]) -> RBM:
+    return build_rbm(spec["n_visible"], spec["n_hidden"], spec["n_states"], spec["n_labels"])
+
+
+def walkers_to_table(walkers: WalkerState) -> pa.Table:
+    x = walkers.x.contiguous().numpy()
+    n, width = x.shape
+    cols = {
+        "x": pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), n, [None, pa.py_buffer(x.tobytes())]
+        ),
+        "log_weight": pa.array(walkers.log_weight.double().numpy()),
+    }
+    if walkers.label is not None:
+        cols["label"] = pa.array(walkers.label.long().numpy())
+    return pa.table(cols)
+
+
+def walkers_from_table(table: pa.Table, where: str) -> WalkerState:
+    for col in ("x", "log_weight"):
+        if col not in table.column_names:
+            raise InputError(where, col, "missing column in walker file")
+    xcol = table.column("x").combine_chunks()
+    width = xcol.type.byte_width
+    raw = np.frombuffer(xcol.buffers()[1], dtype=np.uint8)[: len(xcol) * width]
+    x = torch.from_numpy(raw.reshape(len(xcol), width).copy())
+    logw = torch.from_numpy(table.column("log_weight").to_numpy().astype(np.float64))
+    label = None
+    if "label" in table.column_names:
+        label = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+    return WalkerState(x=x, log_weight=logw, label=label)
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    step: int
+    model: RBM
+    meta: dict[str, Any]
+    state: dict[str, Any]
+    walkers: WalkerState | None
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    step: int,
+    model: RBM,
+    state: dict[str, Any],
+    walkers: WalkerState | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a checkpoint directory atomically and return its path."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    full_state = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}, **state}
+    torch.save(full_state, tmp / "state.pt")
+    if walkers is not None:
+        pq.write_table(walkers_to_table(walkers), tmp / "walkers.parquet")
+    full_meta = {"format_version": FORMAT_VERSION, "step": step, "model": model_spec(model), **meta}
+    (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
+    if directory.exists():  # re-saving the same step: swap, never leave it missing
+        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, directory)
+    return directory
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself or a run directory (its ``latest`` pointer)."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    pointer = path / "checkpoints" / "latest"
+    if pointer.is_file():
+        target = path / "checkpoints" / pointer.read_text().strip()
+        if (target / "meta.json").is_file():
+            return target
+        raise InputError(pointer, "", f"points at a missing checkpoint {target.name}")
+    if not path.exists():
+        raise InputError(path, "", "no such run or checkpoint directory")
+    raise InputError(path, "", "not a run directory or checkpoint (no meta.json, no checkpoints/latest)")
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint (or a run's latest) without unpickling arbitrary objects."""
+    ckpt = find_checkpoint(path)
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(ckpt / "meta.json", f"line {err.lineno}", "not valid JSON") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(ckpt / "meta.json", "format_version",
+                         f"expected {FORMAT_VERSION}, got {meta.get('format_version')!r}")
+    try:
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt / unsafe files
+        raise InputError(ckpt / "state.pt", "", f"cannot load ({type(err).__name__})") from None
+    model = model_from_spec(meta["model"])
+    model.load_state_dict(state.pop("model"))
+    walkers = None
+    wpath = ckpt / "walkers.parquet"
+    if wpath.is_file():
+        walkers = walkers_from_table(pq.read_table(wpath), str(wpath))
+    return Checkpoint(step=int(meta["step"]), model=model, meta=meta, state=state, walkers=walkers)
+
+
+def set_latest(run_dir: Path, checkpoint: Path) -> None:
+    """Point the run's ``checkpoints/latest`` at ``checkpoint`` (atomic)."""
+    atomic_write_text(Path(run_dir) / "checkpoints" / "latest", checkpoint.name + "\n")
+
+
+def load(path: str | Path) -> RBM:
+    """The model of a run directory or a checkpoint: ``raybm.load("runs/my-run")``."""
+    return load_checkpoint(path).model

@@ -1,0 +1,207 @@
+"""``raybm train | sample | eval | data``: parse, call, print.
+
+Bad input ends with one line on stderr (``raybm: error: <file or key>: <what>``) and exit
+code 2 (3 for diverged training); ``--debug`` or ``RAYBM_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from raybm.errors import InputError, RaybmError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raybm", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (default: F&F-10 with labels on digits)")
+    t.add_argument("config", nargs="?", help="YAML config (see docs/config.md)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set algorithm.k=20 (repeatable)")
+    t.add_argument("--out", help="run directory (default: runs/<run name>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--workers", type=int, help="same as --set distributed.workers=N")
+    t.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///$PWD/mlflow.db)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate samples from a trained run")
+    s.add_argument("run", help="run directory or checkpoint")
+    s.add_argument("--n", type=int, default=100, help="number of samples")
+    s.add_argument("--k", type=int, help="Gibbs sweeps from uniform noise (default: the run's k)")
+    s.add_argument("--label", type=int, help="clamp this label (models with a label unit)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="output file: .npz, .parquet or .png")
+
+    e = sub.add_parser("eval", help="evaluate a trained run on its data")
+    e.add_argument("run", help="run directory or checkpoint")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for evaluation, e.g. data.path=...")
+
+    d = sub.add_parser("data", help="data set tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    i = dsub.add_parser("inspect", help="print shape, alphabet and label counts; validate")
+    i.add_argument("file")
+    i.add_argument("--labels", help="IDX labels file for IDX images")
+    i.add_argument("--panel", help="1000 Genomes panel for .hapt files")
+    i.add_argument("--alphabet", help="protein | rna | explicit letters, for alignments")
+    i.add_argument("--threshold", type=float, help="binarisation threshold for images")
+    return p
+
+
+def _positive(value: int | None, name: str) -> None:
+    if value is not None and value <= 0:
+        raise InputError(name, "", f"must be > 0, got {value}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from raybm.config import load_config
+    from raybm.run import train_run
+
+    overrides = list(args.overrides)
+    if args.workers is not None:
+        overrides.append(f"distributed.workers={args.workers}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    if args.resume:
+        summary = train_run(resume=args.resume, overrides=overrides)
+    else:
+        config = load_config(args.config, overrides, use_default=True)
+        if config.distributed.workers > 0:
+            print(f"raybm: distributed.workers={config.distributed.workers}: the Ray worker "
+                  "path is not built yet; training in-process", file=sys.stderr)
+        summary = train_run(config, out=args.out)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary) -> None:
+    m = summary.metrics
+    print(f"\nrun directory : {summary.run_dir}")
+    print(f"time          : {summary.seconds:.1f} s")
+    for key in sorted(m):
+        if key.startswith(("test_accuracy", "aai", "spectrum_error", "entropy_ratio",
+                           "test_loglik", "copy_rate")):
+            print(f"{key:32s}: {m[key]:.4f}")
+    if summary.run_id:
+        print(f"MLflow run id : {summary.run_id}")
+        print(f"browse with   : {summary.ui_command}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from raybm.run import load_run
+
+    _positive(args.n, "--n")
+    _positive(args.k, "--k")
+    config, ckpt = load_run(args.run)
+    model = ckpt.model
+    if args.label is not None and not (0 <= args.label < max(model.n_labels, 0)):
+        raise InputError("--label", "", f"must be in 0..{model.n_labels - 1} "
+                         f"(this model has {model.n_labels} labels)" if model.n_labels
+                         else "this model has no label unit")
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".parquet", ".png"):
+        raise InputError(out, "", "output must end in .npz, .parquet or .png")
+    k = args.k or config.algorithm.k
+    gen = torch.Generator().manual_seed(args.seed)
+    label = None
+    if model.n_labels:
+        label = (torch.full((args.n,), args.label, dtype=torch.long) if args.label is not None
+                 else torch.randint(0, model.n_labels, (args.n,), generator=gen))
+    x = model.sample(args.n, k, label=label, generator=gen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    if out.suffix == ".npz":
+        arrays = {"x": x.numpy()} | ({"labels": label.numpy()} if label is not None else {})
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    elif out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        from raybm.checkpoint import walkers_to_table
+        from raybm.walkers import WalkerState
+
+        pq.write_table(walkers_to_table(WalkerState.unweighted(x, label)), tmp)
+    else:
+        import math
+
+        from raybm.metrics.plots import sample_grid
+
+        side = math.isqrt(model.n_visible)
+        if side * side != model.n_visible:
+            raise InputError(out, "", f"{model.n_visible} visibles are not a square image")
+        sample_grid(x, (side, side), tmp, ncol=10)
+    os.replace(tmp, out)
+    print(f"wrote {args.n} samples (k={k}) to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from raybm.config import Config, load_config
+    from raybm.evaluate import evaluate
+    from raybm.run import load_run
+    from raybm.train import load_data
+
+    config, ckpt = load_run(args.run)
+    if args.overrides:
+        import tempfile
+
+        import yaml
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+            yaml.safe_dump(config.model_dump(), fh)
+        config = load_config(fh.name, list(args.overrides))
+        os.unlink(fh.name)
+    assert isinstance(config, Config)
+    train, test = load_data(config)
+    metrics = evaluate(ckpt.model, train, test, config)
+    print(json.dumps({"step": ckpt.step, **metrics}, indent=2))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from raybm.data.inspect import inspect
+
+    kwargs = {}
+    if args.labels:
+        kwargs["labels_path"] = args.labels
+    if args.panel:
+        kwargs["panel_path"] = args.panel
+    if args.alphabet:
+        kwargs["alphabet"] = args.alphabet
+    if args.threshold is not None:
+        kwargs["threshold"] = args.threshold
+    if not Path(args.file).exists():
+        raise InputError(args.file, "", "file not found")
+    print(inspect(args.file, **kwargs))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("RAYBM_DEBUG") == "1"
+    handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data}
+    try:
+        return handler[args.command](args)
+    except RaybmError as err:
+        if debug:
+            raise
+        print(f"raybm: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("raybm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The in-memory data set every loader returns and every algorithm consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Dataset:
+    """Samples as compact integer states, with optional labels and sample weights.
+
+    x:           ``(n, n_visible)`` uint8; binary data holds 0/1, categorical (Potts) data holds
+                 state indices ``0 .. n_states-1``.
+    n_states:    2 for binary data (a Bernoulli RBM), the alphabet size for categorical data.
+    labels:      ``(n,)`` int64 in ``0 .. len(label_names)-1``, or None.
+    label_names: the name of each label value (e.g. ``["AFR", "AMR", ...]``), or None.
+    weights:     ``(n,)`` float32 per-sample weights (e.g. 1 / number of neighbours for protein
+                 alignments), or None for uniform weights.
+    alphabet:    for categorical data, the letter of each state (``"-ACGU"``), else None.
+    source:      where the data came from (a path, or a generator's name), used in messages.
+    info:        loader facts worth reporting (e.g. counts of non-standard letters and how they
+                 were handled), printed by ``raybm data inspect`` and logged to MLflow.
+    """
+
+    x: torch.Tensor
+    n_states: int = 2
+    labels: torch.Tensor | None = None
+    label_names: list[str] | None = None
+    weights: torch.Tensor | None = None
+    alphabet: str | None = None
+    source: str = ""
+    info: dict = field(default_factory=dict)
+    sub_labels: torch.Tensor | None = None
+    sub_label_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.dim() != 2:
+            raise ValueError(f"Dataset.x must be 2-D, got shape {tuple(self.x.shape)}")
+        if self.x.dtype != torch.uint8:
+            raise ValueError(f"Dataset.x must be uint8, got {self.x.dtype}")
+        n = self.x.shape[0]
+        for name in ("labels", "weights", "sub_labels"):
+            t = getattr(self, name)
+            if t is not None and t.shape != (n,):
+                raise ValueError(f"Dataset.{name} must have shape ({n},), got {tuple(t.shape)}")
+
+    @property
+    def n_samples(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def n_visible(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def n_labels(self) -> int:
+        return 0 if self.label_names is None else len(self.label_names)
+
+    def subset(self, index: torch.Tensor) -> "Dataset":
+        """The rows ``index`` (a LongTensor or bool mask), with everything that goes with them."""
+
+        def take(t):
+            return None if t is None else t[index]
+
+        return Dataset(
+            x=self.x[index],
+            n_states=self.n_states,
+            labels=take(self.labels),
+            label_names=self.label_names,
+            weights=take(self.weights),
+            alphabet=self.alphabet,
+            source=self.source,
+            info=dict(self.info),
+            sub_labels=take(self.sub_labels),
+            sub_label_names=self.sub_label_names,
+        )

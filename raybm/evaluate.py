@@ -1,0 +1,92 @@
+"""End-of-run evaluation: accuracy, generation scores over t_G, exact likelihood when small."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from raybm.config import Config
+from raybm.data.dataset import Dataset
+from raybm.metrics.exact import MAX_ENUMERATED
+from raybm.models.rbm import RBM, BernoulliRBM
+
+
+def generation_labels(gen: torch.Generator, model: RBM, reference: Dataset, n: int):
+    """Labels to clamp while generating: drawn from the reference set's label frequencies."""
+    if not model.n_labels or reference.labels is None:
+        return None
+    freq = torch.bincount(reference.labels, minlength=model.n_labels).double()
+    return torch.multinomial(freq / freq.sum(), n, replacement=True, generator=gen)
+
+
+def can_enumerate(model: RBM) -> bool:
+    small_visible = isinstance(model, BernoulliRBM) and model.n_visible <= MAX_ENUMERATED
+    return small_visible or model.n_hidden <= MAX_ENUMERATED
+
+
+@torch.no_grad()
+def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
+             seed: int | None = None) -> dict[str, float]:
+    """Every end-of-run metric as a flat ``{name: value}`` (names as logged to MLflow)."""
+    from raybm.metrics.classify import accuracy_exact, accuracy_sampled
+    from raybm.metrics.generation import score_curve
+
+    cfg = config.train
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 if seed is None else seed)
+    out: dict[str, float] = {}
+    if model.n_labels and test.n_samples:
+        k = config.algorithm.k
+        out["test_accuracy"] = accuracy_exact(model, test.x, test.labels)
+        out[f"test_accuracy_k{k}"] = accuracy_sampled(gen, model, test.x, test.labels, k)
+        out[f"test_accuracy_k{cfg.eval_k_long}"] = accuracy_sampled(
+            gen, model, test.x, test.labels, cfg.eval_k_long)
+    n = min(cfg.eval_samples, train.n_samples)
+    ref = train.subset(torch.randperm(train.n_samples, generator=gen)[:n])
+    label = generation_labels(gen, model, ref, n)
+    curves = score_curve(gen, model, ref.x, sorted(cfg.eval_t), n, label=label)
+    for name, values in curves.items():
+        for t, value in zip(sorted(cfg.eval_t), values):
+            out[f"{name}_t{t}"] = float(value)
+    if can_enumerate(model):
+        from raybm.metrics.exact import log_likelihood, log_partition
+
+        log_z = log_partition(model)
+        out["log_z_exact"] = log_z
+        out["train_loglik_exact"] = float(log_likelihood(model, train.x, log_z=log_z).mean())
+        if test.n_samples:
+            out["test_loglik_exact"] = float(log_likelihood(model, test.x, log_z=log_z).mean())
+    return out
+
+
+@torch.no_grad()
+def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
+                    metrics: dict[str, float], directory: Path) -> Path:
+    """Sample grids, the PCA plot of data vs samples and the score-vs-t_G plot, as PNGs."""
+    from raybm.metrics.plots import pca_plot, sample_grid, score_curve_plot
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = config.train
+    gen = torch.Generator().manual_seed(cfg.seed + 104729)
+    k = config.algorithm.k
+    n = min(cfg.eval_samples, 1000)
+    label = generation_labels(gen, model, train, n)
+    if label is not None:  # one row of samples per class in the grid
+        label = torch.arange(model.n_labels).repeat_interleave(10)
+    samples = model.sample(len(label) if label is not None else 100, k, label=label, generator=gen)
+    side = int(math.isqrt(model.n_visible))
+    if side * side == model.n_visible and model.n_states == 2:
+        sample_grid(samples, (side, side), directory / f"samples_t{k}.png", ncol=10)
+        sample_grid(train.x[:100], (side, side), directory / "data.png", ncol=10)
+    pca_samples = model.sample(n, k, label=generation_labels(gen, model, train, n), generator=gen)
+    pca_plot(train.x[:n], pca_samples, directory / f"pca_t{k}.png")
+    t_list = sorted(cfg.eval_t)
+    curves = {}
+    for key, value in metrics.items():
+        name, sep, t = key.rpartition("_t")
+        if sep and t.isdigit() and int(t) in t_list:
+            curves.setdefault(name, [math.nan] * len(t_list))[t_list.index(int(t))] = value
+    if curves:
+        score_curve_plot(curves, t_list, directory / "scores_vs_tG.png")
+    return directory

@@ -1,0 +1,1 @@
+"""Metrics: exact log Z for small models, AIS, classification, generation scores."""

@@ -1,0 +1,291 @@
+"""Restricted Boltzmann Machines with an optional label unit (binary and Potts visibles).
+
+Energy (Carbone, Decelle, Rosset, Seoane 2023, arXiv 2307.06797, "F&F"), with a single
+categorical label unit ``l`` of ``n_labels`` states coupled to the hidden layer only::
+
+    E(v, h, l) = -a.v - b.h - c_l - v^T W h - D_l.h
+
+For Bernoulli visibles ``v in {0,1}^N`` and ``a.v``, ``v^T W h`` are ordinary dot products; for
+Potts visibles ``v_i in {0..q-1}`` they read ``sum_i a_{i,v_i}`` and ``sum_{i,j} W_{i,v_i,j} h_j``.
+Hidden units are binary. Summing the hiddens out gives the free energy
+
+    F(v, l) = -a.v - c_l - sum_j softplus(b_j + (v W)_j + D_{l,j}),
+
+and, summing the label too, ``F(v) = -log sum_l exp(-F(v, l))``.
+
+Gauge: shifting ``D_l -> D_l - m`` for every ``l`` and ``b -> b + m`` leaves every
+probability unchanged (exactly one label is on), as does ``W_{i,s,:} -> W_{i,s,:} - m_i`` for
+every state ``s`` with ``b -> b + sum_i m_i`` for Potts visibles. :meth:`RBM.apply_gauge`
+fixes the zero-sum gauge, which removes the flat directions the optimiser would otherwise drift
+along.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RBM(nn.Module):
+    """Shared label-unit and hidden-layer logic; subclasses define the visible layer.
+
+    Walkers' visible states are compact integers (uint8); every method takes them as such and
+    converts internally. Fields are computed in ``self.dtype`` precision unless told otherwise.
+    """
+
+    n_visible: int
+    n_hidden: int
+    n_labels: int
+    n_states: int
+
+    def __init__(self, n_visible: int, n_hidden: int, n_labels: int = 0) -> None:
+        super().__init__()
+        if n_visible <= 0 or n_hidden <= 0 or n_labels < 0 or n_labels == 1:
+            raise ValueError(
+                f"need n_visible > 0, n_hidden > 0 and n_labels = 0 or >= 2, got "
+                f"{n_visible}, {n_hidden}, {n_labels}"
+            )
+        self.n_visible = n_visible
+        self.n_hidden = n_hidden
+        self.n_labels = n_labels
+        self.hbias = nn.Parameter(torch.zeros(n_hidden))
+        if n_labels:
+            self.lbias = nn.Parameter(torch.zeros(n_labels))
+            self.label_weight = nn.Parameter(torch.zeros(n_labels, n_hidden))
+
+    # ----------------------------------------------------------------- visible layer (abstract)
+    def visible_term(self, v: torch.Tensor) -> torch.Tensor:
+        """``a.v`` per walker, shape ``(n,)``."""
+        raise NotImplementedError
+
+    def visible_to_hidden(self, v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(v W)_j`` per walker, shape ``(n, n_hidden)``, computed in ``dtype``."""
+        raise NotImplementedError
+
+    def visible_field(self, h: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Logits of ``p(v | h)``: ``(n, N)`` for Bernoulli, ``(n, N, q)`` for Potts; the
+        matmul runs in ``dtype`` (e.g. bf16 for the fast path), the result is float32."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------- hidden layer
+    def hidden_field(
+        self, v: torch.Tensor, label: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """``b + v W (+ D_l)``: the logits of ``p(h_j = 1 | v, l)``, shape ``(n, n_hidden)``."""
+        field = self.visible_to_hidden(v, dtype).to(self.hbias.dtype) + self.hbias
+        if label is not None:
+            self._need_labels()
+            field = field + self.label_weight[label]
+        return field
+
+    def hidden_prob(self, v: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """``p(h_j = 1 | v, l)``; with labels, ``label`` is required (use :meth:`label_prob_v`)."""
+        if self.n_labels and label is None:
+            raise ValueError("this RBM has a label unit: pass label= (p(h|v) mixes over labels)")
+        return torch.sigmoid(self.hidden_field(v, label))
+
+    def label_field(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits of ``p(l | h)``: ``c_l + D_l.h``, shape ``(n, n_labels)``."""
+        self._need_labels()
+        return self.lbias + h.to(self.label_weight.dtype) @ self.label_weight.T
+
+    def label_prob(self, h: torch.Tensor) -> torch.Tensor:
+        """``p(l | h)``, shape ``(n, n_labels)``."""
+        return torch.softmax(self.label_field(h), dim=-1)
+
+    def label_prob_v(self, v: torch.Tensor) -> torch.Tensor:
+        """Exact ``p(l | v) = softmax_l(-F(v, l))``: the hiddens summed out, no sampling."""
+        return torch.softmax(-self.free_energy_per_label(v), dim=-1)
+
+    # ----------------------------------------------------------------------- energies
+    def energy(
+        self, v: torch.Tensor, h: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``E(v, h, l)`` per walker, shape ``(n,)``."""
+        h = h.to(self.hbias.dtype)
+        e = -self.visible_term(v) - (self.visible_to_hidden(v) + self.hbias).mul(h).sum(-1)
+        if self.n_labels:
+            if label is None:
+                raise ValueError("this RBM has a label unit: energy(v, h, label) needs label")
+            e = e - self.lbias[label] - (self.label_weight[label] * h).sum(-1)
+        return e
+
+    def free_energy(self, v: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(v, l)`` when ``label`` is given, else ``F(v)`` (labels summed out), shape ``(n,)``."""
+        base = self.visible_to_hidden(v) + self.hbias
+        if not self.n_labels:
+            return -self.visible_term(v) - F.softplus(base).sum(-1)
+        if label is not None:
+            return (
+                -self.visible_term(v)
+                - self.lbias[label]
+                - F.softplus(base + self.label_weight[label]).sum(-1)
+            )
+        return -torch.logsumexp(-self._free_energy_labels(v, base), dim=-1)
+
+    def free_energy_per_label(self, v: torch.Tensor) -> torch.Tensor:
+        """``F(v, l)`` for every label, shape ``(n, n_labels)``."""
+        self._need_labels()
+        base = self.visible_to_hidden(v) + self.hbias
+        return self._free_energy_labels(v, base)
+
+    def _free_energy_labels(self, v: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        sp = F.softplus(base.unsqueeze(1) + self.label_weight.unsqueeze(0)).sum(-1)
+        return -self.visible_term(v).unsqueeze(1) - self.lbias - sp
+
+    # ----------------------------------------------------------------------- utilities
+    def _need_labels(self) -> None:
+        if not self.n_labels:
+            raise ValueError("this RBM has no label unit (n_labels=0)")
+
+    @torch.no_grad()
+    def apply_gauge(self) -> None:
+        """Zero-sum gauge on the label couplings (and, in Potts, on the weights over states).
+
+        The shifts are compensated in the hidden bias, so every probability is unchanged.
+        """
+        if self.n_labels:
+            m = self.label_weight.mean(0)
+            self.label_weight.sub_(m)
+            self.hbias.add_(m)
+            self.lbias.sub_(self.lbias.mean())
+
+    @torch.no_grad()
+    def init_parameters(
+        self, generator: torch.Generator | None = None, weight_std: float = 1e-2
+    ) -> None:
+        """Small random couplings (``N(0, weight_std^2)``), zero biases."""
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * weight_std)
+            else:
+                p.zero_()
+        self.apply_gauge()
+
+    def sample(
+        self,
+        n: int,
+        k: int,
+        label: int | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``k`` Gibbs sweeps from the uniform distribution (the F&F generation protocol).
+
+        With a label unit, ``label`` (an int or an ``(n,)`` tensor) is clamped; without it the
+        label is sampled along with the other units. Returns the visibles, ``(n, N)`` uint8.
+        """
+        from raybm.samplers import gibbs
+
+        if isinstance(label, int):
+            label = torch.full((n,), label, dtype=torch.long)
+        gen = generator if generator is not None else torch.Generator().manual_seed(
+            int(torch.randint(0, 2**62, ()).item())
+        )
+        with torch.no_grad():
+            state = gibbs.init_uniform(gen, self, n, label=label)
+            state, _ = gibbs.step(gen, state, self, k, clamp_label=label is not None)
+        return state.x
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_visible={self.n_visible}, n_states={self.n_states}, "
+            f"n_hidden={self.n_hidden}, n_labels={self.n_labels}"
+        )
+
+
+class BernoulliRBM(RBM):
+    """RBM with binary visibles ``v in {0,1}^N``, parameters ``vbias (N,)``, ``weight (N, M)``."""
+
+    n_states = 2
+
+    def __init__(self, n_visible: int, n_hidden: int, n_labels: int = 0) -> None:
+        super().__init__(n_visible, n_hidden, n_labels)
+        self.vbias = nn.Parameter(torch.zeros(n_visible))
+        self.weight = nn.Parameter(torch.zeros(n_visible, n_hidden))
+
+    def visible_term(self, v: torch.Tensor) -> torch.Tensor:
+        return v.to(self.vbias.dtype) @ self.vbias
+
+    def visible_to_hidden(self, v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.weight.dtype
+        return v.to(dtype) @ self.weight.to(dtype)
+
+    def visible_field(self, h: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.weight.dtype
+        return self.vbias + (h.to(dtype) @ self.weight.to(dtype).T).to(self.vbias.dtype)
+
+    def visible_prob(self, h: torch.Tensor) -> torch.Tensor:
+        """``p(v_i = 1 | h)``, shape ``(n, N)``."""
+        return torch.sigmoid(self.visible_field(h))
+
+    @torch.no_grad()
+    def init_visible_bias(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                          eps: float = 1e-3) -> None:
+        """``a_i = logit(<v_i>_data)``: the independent-site model of the data (clipped)."""
+        p = _weighted_mean(x.float(), weights).clamp(eps, 1 - eps)
+        self.vbias.copy_(torch.log(p) - torch.log1p(-p))
+
+
+class PottsRBM(RBM):
+    """RBM with categorical visibles ``v_i in {0..q-1}``: ``vbias (N, q)``, ``weight (N, q, M)``."""
+
+    def __init__(self, n_visible: int, n_states: int, n_hidden: int, n_labels: int = 0) -> None:
+        if n_states < 2:
+            raise ValueError(f"n_states must be >= 2, got {n_states}")
+        super().__init__(n_visible, n_hidden, n_labels)
+        self.n_states = n_states
+        self.vbias = nn.Parameter(torch.zeros(n_visible, n_states))
+        self.weight = nn.Parameter(torch.zeros(n_visible, n_states, n_hidden))
+
+    def one_hot(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(n, N)`` states -> ``(n, N*q)`` one-hot rows."""
+        return F.one_hot(v.long(), self.n_states).reshape(v.shape[0], -1).to(dtype)
+
+    def visible_term(self, v: torch.Tensor) -> torch.Tensor:
+        return self.one_hot(v, self.vbias.dtype) @ self.vbias.reshape(-1)
+
+    def visible_to_hidden(self, v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.weight.dtype
+        return self.one_hot(v, dtype) @ self.weight.reshape(-1, self.n_hidden).to(dtype)
+
+    def visible_field(self, h: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.weight.dtype
+        flat = (h.to(dtype) @ self.weight.reshape(-1, self.n_hidden).to(dtype).T).to(self.vbias.dtype)
+        return self.vbias + flat.reshape(h.shape[0], self.n_visible, self.n_states)
+
+    def visible_prob(self, h: torch.Tensor) -> torch.Tensor:
+        """``p(v_i = s | h)``, shape ``(n, N, q)``."""
+        return torch.softmax(self.visible_field(h), dim=-1)
+
+    @torch.no_grad()
+    def apply_gauge(self) -> None:
+        super().apply_gauge()
+        m = self.weight.mean(1)  # (N, M): the part of W_{i,s,:} common to every state s
+        self.weight.sub_(m.unsqueeze(1))
+        self.hbias.add_(m.sum(0))
+        self.vbias.sub_(self.vbias.mean(1, keepdim=True))
+
+    @torch.no_grad()
+    def init_visible_bias(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                          eps: float = 1e-3) -> None:
+        """``a_{i,s} = log f_i(s)``: the independent-site model of the data (pseudocounted)."""
+        freq = _weighted_mean(F.one_hot(x.long(), self.n_states).float(), weights)
+        freq = (freq + eps) / (1 + eps * self.n_states)
+        logf = torch.log(freq)
+        self.vbias.copy_(logf - logf.mean(1, keepdim=True))
+
+
+def _weighted_mean(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return x.mean(0)
+    w = weights.to(x.dtype) / weights.sum()
+    return torch.tensordot(w, x, dims=1)
+
+
+def build_rbm(n_visible: int, n_hidden: int, n_states: int = 2, n_labels: int = 0) -> RBM:
+    """A Bernoulli RBM for binary data (``n_states == 2``), else a Potts RBM."""
+    if n_states == 2:
+        return BernoulliRBM(n_visible, n_hidden, n_labels)
+    return PottsRBM(n_visible, n_states, n_hidden, n_labels)
+

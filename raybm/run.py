@@ -1,0 +1,127 @@
+"""A tracked training run: run directory, MLflow run, updates, checkpoints, final evaluation.
+
+Layout of a run directory::
+
+    config.yaml                 the validated config (what --resume reads back)
+    checkpoints/step_XXXXXXXX/  atomic checkpoints; checkpoints/latest names the newest
+    artifacts/                  plots and sample grids, also logged to MLflow
+    summary.json                the final evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from raybm.checkpoint import Checkpoint, atomic_write_text, find_checkpoint, load_checkpoint
+from raybm.config import Config, dump_config, load_config
+from raybm.errors import DivergenceError
+from raybm.train import load_data, make_trainer, run_updates
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    run_id: str | None
+    tracking_uri: str
+    ui_command: str
+    metrics: dict[str, float]
+    seconds: float
+
+
+def default_run_name(config: Config) -> str:
+    data = Path(config.data.path).name.split(".")[0] if config.data.path else "digits"
+    return f"{config.algorithm.name}{config.algorithm.k}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_tracker(config: Config, run_name: str, run_id: str | None = None):
+    if not config.tracking.enabled:
+        from raybm.tracking import NullTracker
+
+        return NullTracker()
+    from raybm.tracking import Tracker
+
+    return Tracker(config.tracking.uri, config.tracking.experiment, run_name=run_name,
+                   run_id=run_id, tags={"raybm.algorithm": config.algorithm.name})
+
+
+def train_run(
+    config: Config | None = None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    overrides: list[str] = (),
+    evaluate_at_end: bool = True,
+) -> RunSummary:
+    """Train as the config says; with ``resume``, continue that run from its latest checkpoint."""
+    t_start = time.perf_counter()
+    run_id = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = find_checkpoint(run_dir)
+        if ckpt.parent.name == "checkpoints":
+            run_dir = ckpt.parent.parent
+        config = load_config(run_dir / "config.yaml", list(overrides))
+        if overrides:  # e.g. --set train.n_updates=...: the run's config records what it ran
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        run_id = json.loads((ckpt / "meta.json").read_text()).get("mlflow_run_id")
+        run_name = run_dir.name
+    else:
+        config = config or Config()
+        run_name = config.tracking.run_name or default_run_name(config)
+        run_dir = Path(out) if out is not None else Path("runs") / run_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    train_set, test_set = load_data(config)
+    trainer = make_trainer(config, train_set, resume=find_checkpoint(run_dir) if resume else None)
+    tracker = make_tracker(config, run_name, run_id)
+    if run_id is None:
+        tracker.log_params(config.flat())
+        tracker.log_params({"data.n_train": train_set.n_samples, "data.n_test": test_set.n_samples,
+                            "data.n_visible": train_set.n_visible,
+                            "data.n_states": train_set.n_states})
+        tracker.log_artifact(run_dir / "config.yaml")
+    meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": getattr(tracker, "uri", "")}
+
+    def on_log(step: int, info: dict[str, float]) -> None:
+        if trainer.model.n_labels and test_set.n_samples:
+            from raybm.metrics.classify import accuracy_exact
+
+            info["test_accuracy"] = accuracy_exact(trainer.model, test_set.x, test_set.labels)
+        tracker.log_metrics(info, step)
+
+    status = "FAILED"
+    try:
+        run_updates(trainer, config.train.n_updates, on_log=on_log,
+                    on_checkpoint=lambda step: trainer.save(run_dir, meta),
+                    progress=config.train.progress)
+        final = trainer.save(run_dir, meta)
+        metrics: dict[str, float] = {}
+        if evaluate_at_end:
+            from raybm.evaluate import evaluate, write_artifacts
+
+            metrics = evaluate(trainer.model, train_set, test_set, config)
+            tracker.log_metrics(metrics, trainer.step)
+            art = write_artifacts(trainer.model, train_set, test_set, config, metrics,
+                                  run_dir / "artifacts")
+            tracker.log_artifact(art, "plots")
+            atomic_write_text(run_dir / "summary.json", json.dumps(metrics, indent=2))
+        tracker.log_artifact(final, "checkpoint")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except DivergenceError:
+        status = "FAILED"
+        raise
+    finally:
+        tracker.end(status)
+    return RunSummary(run_dir, tracker.run_id, getattr(tracker, "uri", ""),
+                      tracker.ui_command, metrics, time.perf_counter() - t_start)
+
+
+def load_run(run: str | Path) -> tuple[Config, Checkpoint]:
+    """The config and latest checkpoint of a run (for ``raybm eval`` / ``raybm sample``)."""
+    ckpt = load_checkpoint(run)
+    return Config.model_validate(ckpt.meta["config"]), ckpt

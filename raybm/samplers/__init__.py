@@ -1,0 +1,1 @@
+"""Sampling kernels: ``init(...) -> state``, ``step(gen, state, model, ...) -> (state, info)``."""

@@ -1,0 +1,223 @@
+"""The single-process training loop: data -> model -> estimator -> updates -> checkpoints.
+
+The loop is deterministic given the config: minibatch order comes from ``(seed, epoch)``,
+every random draw from one generator whose state is checkpointed, so ``--resume`` continues
+exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from raybm.algorithms.base import Batch
+from raybm.algorithms.centering import Centering
+from raybm.algorithms.contrastive import build_estimator
+from raybm.checkpoint import load_checkpoint, save_checkpoint, set_latest
+from raybm.config import Config
+from raybm.data.dataset import Dataset
+from raybm.errors import DivergenceError, InputError
+from raybm.models.rbm import RBM, build_rbm
+
+
+def load_data(config: Config) -> tuple[Dataset, Dataset]:
+    """The train and test sets the config names (digits when ``data.path`` is unset)."""
+    from raybm.data.split import train_test_split
+
+    d = config.data
+    if d.path is None or d.format == "digits":
+        from raybm.data.digits import load_digits
+
+        dataset = load_digits(threshold=d.threshold)
+    else:
+        from raybm.data.inspect import load_any
+
+        if not Path(d.path).exists():
+            raise InputError(d.path, "data.path", "file not found")
+        dataset = load_any(
+            d.path, format=d.format, labels_path=d.labels_path, panel_path=d.panel_path,
+            threshold=d.threshold, alphabet=d.alphabet, nonstandard=d.nonstandard,
+            reweight_identity=d.reweight_identity, label=d.label,
+        )
+    if d.max_samples is not None and dataset.n_samples > d.max_samples:
+        g = torch.Generator().manual_seed(d.split_seed + 1)
+        dataset = dataset.subset(torch.randperm(dataset.n_samples, generator=g)[: d.max_samples])
+    if d.test_fraction == 0:
+        return dataset, dataset.subset(torch.arange(0))
+    return train_test_split(dataset, d.test_fraction, d.split_seed)
+
+
+def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
+    n_labels = train.n_labels if (config.model.labels and train.labels is not None) else 0
+    model = build_rbm(train.n_visible, config.model.n_hidden, train.n_states, n_labels)
+    model.init_parameters(gen, weight_std=config.model.weight_std)
+    model.init_visible_bias(train.x, train.weights)
+    return model
+
+
+def build_optimizer(config: Config, model: RBM) -> torch.optim.Optimizer:
+    o = config.optimizer
+    if o.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                           weight_decay=o.weight_decay)
+
+
+@dataclass
+class Trainer:
+    """Model, estimator, optimizer, centring, walkers and generator, stepped one update at a time."""
+
+    config: Config
+    train_set: Dataset
+    model: RBM
+    gen: torch.Generator
+    step: int = 0
+    walkers: Any = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        a = self.config.algorithm
+        self.estimator = build_estimator(
+            a.name, a.k, a.precision,
+            **({"classification": a.classification} if a.name == "kstep" else {}),
+        )
+        self.optimizer = build_optimizer(self.config, self.model)
+        use_labels = self.model.n_labels > 0
+        self.centering = (
+            Centering(self.model, self.train_set.x,
+                      self.train_set.labels if use_labels else None,
+                      self.train_set.weights, a.hidden_offset_momentum)
+            if a.centered else None
+        )
+        if self.walkers is None:
+            n_walkers = a.n_walkers or self.config.train.batch_size
+            self.walkers = self.estimator.init_walkers(self.gen, self.model, n_walkers)
+        n = self.train_set.n_samples
+        self.batch_size = min(self.config.train.batch_size, n)
+        self.batches_per_epoch = max(n // self.batch_size, 1)
+        self._perm_epoch = -1
+
+    # ------------------------------------------------------------------ minibatches
+    def batch(self, step: int) -> Batch:
+        """The minibatch of update ``step``: epoch permutations seeded by ``(seed, epoch)``."""
+        epoch, index = divmod(step, self.batches_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.train_set.n_samples, generator=g)
+            self._perm_epoch = epoch
+        rows = self._perm[index * self.batch_size : (index + 1) * self.batch_size]
+        ds = self.train_set
+        use_labels = self.model.n_labels > 0
+        return Batch(
+            x=ds.x[rows],
+            label=ds.labels[rows] if use_labels else None,
+            weight=None if ds.weights is None else ds.weights[rows],
+        )
+
+    # ------------------------------------------------------------------ one update
+    def update(self) -> dict[str, float]:
+        batch = self.batch(self.step)
+        info: dict[str, float] = {}
+        for phase in self.estimator.phases:
+            est = self.estimator.estimate(self.gen, self.model, batch, self.walkers, phase)
+            if est.walkers is not None:
+                self.walkers = est.walkers
+            if not est.loss.requires_grad:
+                continue
+            self.optimizer.zero_grad(set_to_none=False)
+            est.loss.backward()
+            if self.centering is not None:
+                self.centering.update_hidden_offset(self.model, batch)
+                self.centering.transform_(self.model)
+            self.optimizer.step()
+            self.model.apply_gauge()
+            info[f"loss_{phase}"] = float(est.loss.detach())
+            info.update(est.info)
+        self.step += 1
+        self._check_finite(info)
+        return info
+
+    def _check_finite(self, info: dict[str, float]) -> None:
+        bad = [k for k, v in info.items() if not math.isfinite(v)]
+        bad += [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise DivergenceError(
+                f"training diverged at update {self.step}: non-finite {', '.join(bad)}; "
+                "lower optimizer.lr or algorithm.k, or resume from the last checkpoint"
+            )
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "centering": None if self.centering is None else self.centering.state_dict(),
+            "generator": self.gen.get_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.centering is not None and state.get("centering") is not None:
+            self.centering.load_state_dict(state["centering"])
+        self.gen.set_state(state["generator"])
+
+    def save(self, run_dir: Path, meta: dict[str, Any]) -> Path:
+        path = save_checkpoint(
+            run_dir / "checkpoints" / f"step_{self.step:08d}",
+            step=self.step, model=self.model, state=self.state(), walkers=self.walkers,
+            meta={"config": self.config.model_dump(), **meta},
+        )
+        set_latest(run_dir, path)
+        return path
+
+
+def make_trainer(config: Config, train: Dataset, resume: Path | None = None) -> Trainer:
+    """A fresh trainer, or one restored from ``resume`` (a run directory or checkpoint)."""
+    gen = torch.Generator().manual_seed(config.train.seed)
+    if resume is None:
+        model = build_model(config, train, gen)
+        return Trainer(config, train, model, gen)
+    ckpt = load_checkpoint(resume)
+    trainer = Trainer(config, train, ckpt.model, gen, step=ckpt.step, walkers=ckpt.walkers)
+    trainer.load_state(ckpt.state)
+    return trainer
+
+
+def run_updates(
+    trainer: Trainer,
+    n_updates: int,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+    progress: bool = False,
+) -> None:
+    """Advance ``trainer`` to ``n_updates`` updates, logging and checkpointing on schedule."""
+    cfg = trainer.config.train
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_updates, initial=trainer.step, unit="upd", dynamic_ncols=True)
+    t0, s0 = time.perf_counter(), trainer.step
+    try:
+        while trainer.step < n_updates:
+            info = trainer.update()
+            if bar is not None:
+                bar.update(1)
+            if trainer.step % cfg.log_every == 0 or trainer.step == n_updates:
+                elapsed = time.perf_counter() - t0
+                info["updates_per_s"] = (trainer.step - s0) / max(elapsed, 1e-9)
+                trainer.history.append({"step": trainer.step, **info})
+                if on_log is not None:
+                    on_log(trainer.step, info)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in info.items()
+                                     if k.startswith(("test_acc", "loss_gen"))})
+            if on_checkpoint is not None and trainer.step % cfg.checkpoint_every == 0:
+                on_checkpoint(trainer.step)
+    finally:
+        if bar is not None:
+            bar.close()

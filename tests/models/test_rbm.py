@@ -1,0 +1,142 @@
+"""Contract test for every RBM family: energies, free energies and conditionals against
+brute-force enumeration of (v, h, l) on tiny models with coprime sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raybm.metrics.exact import all_binary_states, as_float64, log_partition
+from raybm.models import BernoulliRBM, PottsRBM
+from tests.enumeration import all_visible_states, joint_table, random_model
+
+KINDS = ["bernoulli", "potts"]
+LABELS = [0, 4]
+TOL = dict(rtol=1e-9, atol=1e-9)  # float64 references: only rounding separates the two
+
+
+@pytest.fixture(params=[(k, nl) for k in KINDS for nl in LABELS], ids=lambda p: f"{p[0]}-L{p[1]}")
+def model(request):
+    kind, n_labels = request.param
+    return as_float64(random_model(kind, torch.Generator().manual_seed(11), n_labels))
+
+
+def _marginal(logp, index, size):
+    return torch.zeros(size, dtype=torch.float64).index_add_(0, index, logp.exp())
+
+
+def test_free_energy_sums_out_hiddens(model):
+    vi, hi, li, logp, vs, hs = joint_table(model)
+    log_z = torch.logsumexp(-model.energy(vs[vi], hs[hi], li if model.n_labels else None), 0)
+    with torch.no_grad():
+        if model.n_labels:
+            # log p(v, l) from the table against -F(v, l) - log Z
+            key = vi * model.n_labels + li
+            p_vl = _marginal(logp, key, len(vs) * model.n_labels).reshape(len(vs), model.n_labels)
+            torch.testing.assert_close(-model.free_energy_per_label(vs) - log_z, p_vl.log(), **TOL)
+            for l in range(model.n_labels):
+                lab = torch.full((len(vs),), l)
+                torch.testing.assert_close(model.free_energy(vs, lab),
+                                           model.free_energy_per_label(vs)[:, l], **TOL)
+        p_v = _marginal(logp, vi, len(vs))
+        torch.testing.assert_close(-model.free_energy(vs) - log_z, p_v.log(), **TOL)
+        assert log_partition(model) == pytest.approx(float(log_z), abs=1e-9)
+
+
+def test_hidden_conditional(model):
+    vi, hi, li, logp, vs, hs = joint_table(model)
+    labels = range(max(model.n_labels, 1))
+    for l in labels:
+        keep = li == l
+        for v in range(0, len(vs), 7):
+            sel = keep & (vi == v)
+            p = logp[sel].exp()
+            ph_exact = (hs[hi[sel]].double() * (p / p.sum()).unsqueeze(1)).sum(0)
+            lab = torch.tensor([l]) if model.n_labels else None
+            with torch.no_grad():
+                ph = model.hidden_prob(vs[v : v + 1], lab)[0]
+            torch.testing.assert_close(ph, ph_exact, **TOL)
+
+
+def test_visible_and_label_conditionals(model):
+    vi, hi, li, logp, vs, hs = joint_table(model)
+    for h in range(len(hs)):
+        sel = hi == h
+        p = logp[sel].exp()
+        p = p / p.sum()
+        with torch.no_grad():
+            hrow = hs[h : h + 1]
+            pv = model.visible_prob(hrow)[0]
+            if isinstance(model, BernoulliRBM):
+                exact = (vs[vi[sel]].double() * p.unsqueeze(1)).sum(0)
+            else:
+                onehot = torch.nn.functional.one_hot(vs[vi[sel]].long(), model.n_states).double()
+                exact = (onehot * p.view(-1, 1, 1)).sum(0)
+            torch.testing.assert_close(pv, exact, **TOL)
+            if model.n_labels:
+                exact_l = torch.zeros(model.n_labels, dtype=torch.float64).index_add_(0, li[sel], p)
+                torch.testing.assert_close(model.label_prob(hrow)[0], exact_l, **TOL)
+
+
+def test_label_given_visible(model):
+    if not model.n_labels:
+        pytest.skip("no label unit")
+    vi, hi, li, logp, vs, hs = joint_table(model)
+    key = vi * model.n_labels + li
+    p_vl = _marginal(logp, key, len(vs) * model.n_labels).reshape(len(vs), model.n_labels)
+    with torch.no_grad():
+        torch.testing.assert_close(model.label_prob_v(vs), p_vl / p_vl.sum(1, keepdim=True), **TOL)
+
+
+def test_gauge_leaves_distribution_unchanged(model):
+    vs = all_visible_states(model)
+    with torch.no_grad():
+        for p in model.parameters():  # leave the gauge so that fixing it does something
+            p.add_(0.3)
+        before = -model.free_energy(vs)
+        before = before - torch.logsumexp(before, 0)
+        model.apply_gauge()
+        after = -model.free_energy(vs)
+        after = after - torch.logsumexp(after, 0)
+    torch.testing.assert_close(before, after, **TOL)
+    if model.n_labels:
+        assert model.label_weight.sum(0).abs().max() < 1e-9
+    if isinstance(model, PottsRBM):
+        assert model.weight.sum(1).abs().max() < 1e-9
+
+
+def test_visible_bias_from_data_is_the_independent_site_model():
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(4000, 6, generator=gen) < torch.linspace(0.1, 0.9, 6)).to(torch.uint8)
+    m = BernoulliRBM(6, 2)
+    m.init_visible_bias(x)
+    torch.testing.assert_close(torch.sigmoid(m.vbias), x.float().mean(0), atol=1e-6, rtol=0)
+    xp = torch.randint(0, 4, (3000, 5), generator=gen).to(torch.uint8)
+    mp = PottsRBM(5, 4, 2)
+    mp.init_visible_bias(xp)
+    freq = torch.nn.functional.one_hot(xp.long(), 4).float().mean(0)
+    torch.testing.assert_close(torch.softmax(mp.vbias, -1), freq, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sample_returns_compact_visibles(kind):
+    m = random_model(kind, torch.Generator().manual_seed(0), 3)
+    x = m.sample(17, 4, label=2, generator=torch.Generator().manual_seed(1))
+    assert x.shape == (17, m.n_visible) and x.dtype == torch.uint8
+    assert int(x.max()) < m.n_states
+    again = m.sample(17, 4, label=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, again)
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError):
+        BernoulliRBM(0, 3)
+    with pytest.raises(ValueError):
+        BernoulliRBM(3, 3, n_labels=1)
+    with pytest.raises(ValueError):
+        PottsRBM(3, 1, 3)
+
+
+def test_all_binary_states_is_counting_order():
+    s = all_binary_states(3)
+    assert s.tolist()[:3] == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]

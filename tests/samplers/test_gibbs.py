@@ -1,0 +1,147 @@
+"""Contract test for the Gibbs kernel: it samples the exact distribution.
+
+Each test draws many independent walkers and compares their histogram over every visible state
+with the exact probabilities by a chi-square test. Under a correct sampler the statistic is
+chi-square distributed with (#states - 1) degrees of freedom, so ``p < 1e-4`` flags a wrong
+kernel while a correct one fails one seed in 10,000 (the seeds are fixed, so a failure is
+reproducible, never flaky). A fp32 path error as small as 1% in one state probability is
+visible at these walker counts.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import chi2
+
+from raybm.models import BernoulliRBM
+from raybm.samplers import gibbs
+from raybm.samplers.random_bits import bernoulli_logits, categorical_logits, uniform16
+from raybm.walkers import WalkerState
+from tests.enumeration import random_model, state_index, visible_distribution
+
+P_MIN = 1e-4
+
+
+def chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of observed ``counts`` under ``probs`` (states with tiny expectation pooled)."""
+    n = counts.sum()
+    expected = probs * n
+    big = expected >= 5  # the chi-square approximation needs >= 5 expected per cell
+    obs = torch.cat([counts[big].double(), counts[~big].double().sum().view(1)])
+    exp = torch.cat([expected[big], expected[~big].sum().view(1)])
+    keep = exp > 0
+    stat = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum())
+    return float(chi2.sf(stat, int(keep.sum()) - 1))
+
+
+def histogram(model, x):
+    n_states = model.n_states ** model.n_visible
+    return torch.bincount(state_index(model, x), minlength=n_states)
+
+
+def seven_visible_rbm(n_labels: int = 0) -> BernoulliRBM:
+    gen = torch.Generator().manual_seed(5)
+    m = BernoulliRBM(7, 4, n_labels)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.8)
+    return m
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_stationary_on_seven_visible_rbm(precision):
+    """Walkers drawn from p(v) stay distributed as p(v) after Gibbs sweeps."""
+    model = seven_visible_rbm()
+    p = visible_distribution(model)
+    gen = torch.Generator().manual_seed(1)
+    n = 200_000
+    x0 = torch.multinomial(p, n, replacement=True, generator=gen)
+    from raybm.metrics.exact import all_binary_states
+
+    state = WalkerState.unweighted(all_binary_states(7)[x0])
+    state, _ = gibbs.step(gen, state, model, 3, precision=precision)
+    pval = chi_square_p(histogram(model, state.x), p)
+    assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_converges_from_uniform(kind, n_labels):
+    """From uniform noise, enough sweeps reach p(v) (labels sampled jointly and summed out)."""
+    model = random_model(kind, torch.Generator().manual_seed(2), n_labels, scale=0.5)
+    gen = torch.Generator().manual_seed(3)
+    state = gibbs.init_uniform(gen, model, 100_000)
+    state, _ = gibbs.step(gen, state, model, 60)
+    pval = chi_square_p(histogram(model, state.x), visible_distribution(model))
+    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_clamped_label_samples_the_class_conditional(kind):
+    model = random_model(kind, torch.Generator().manual_seed(4), 3, scale=0.5)
+    gen = torch.Generator().manual_seed(5)
+    label = torch.full((100_000,), 2)
+    state = gibbs.init_uniform(gen, model, 100_000, label=label)
+    state, _ = gibbs.step(gen, state, model, 60, clamp_label=True)
+    assert torch.equal(state.label, label)
+    pval = chi_square_p(histogram(model, state.x), visible_distribution(model, label=2))
+    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+
+
+def test_clamped_visible_samples_labels_from_p_label_given_v():
+    model = random_model("bernoulli", torch.Generator().manual_seed(6), 4, scale=0.8)
+    gen = torch.Generator().manual_seed(7)
+    v = torch.tensor([[1, 0, 1, 1, 0]], dtype=torch.uint8).repeat(80_000, 1)
+    state = gibbs.init_uniform(gen, model, len(v))
+    state, _ = gibbs.step(gen, state.replace(x=v), model, 30, clamp_visible=True)
+    assert torch.equal(state.x, v)
+    counts = torch.bincount(state.label, minlength=4)
+    with torch.no_grad():
+        exact = model.double().label_prob_v(v[:1])[0]
+    pval = chi_square_p(counts, exact)
+    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+
+
+def test_bernoulli_draws_match_probabilities():
+    """Both paths: frequencies within 5 standard errors of p; the fast path's 2^-16
+    quantisation is far below that resolution."""
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.linspace(-6, 6, 25)
+    p = torch.sigmoid(logits)
+    n = 40_000
+    for fast in (False, True):
+        draws = bernoulli_logits(gen, logits.repeat(n, 1), fast=fast)
+        assert draws.dtype == torch.uint8
+        freq = draws.double().mean(0)
+        se = (p * (1 - p) / n).sqrt().double()
+        assert ((freq - p.double()).abs() <= 5 * se + 1e-12).all(), fast
+
+
+def test_categorical_draws_match_probabilities():
+    gen = torch.Generator().manual_seed(9)
+    logits = torch.tensor([0.0, 1.0, -2.0, 0.5, 3.0])
+    draws = categorical_logits(gen, logits.repeat(100_000, 1))
+    counts = torch.bincount(draws.long(), minlength=5)
+    assert chi_square_p(counts, torch.softmax(logits.double(), 0)) > P_MIN
+
+
+def test_uniform16_covers_the_int16_range_uniformly():
+    gen = torch.Generator().manual_seed(10)
+    u = uniform16(gen, (1000, 333))
+    assert u.dtype == torch.int16 and u.shape == (1000, 333)
+    counts = torch.bincount(((u.long() + 32768) // 4096).reshape(-1), minlength=16)
+    assert chi_square_p(counts, torch.full((16,), 1 / 16, dtype=torch.float64)) > P_MIN
+
+
+def test_step_keeps_log_weights_and_rejects_bad_options():
+    model = seven_visible_rbm(2)
+    gen = torch.Generator().manual_seed(0)
+    state = gibbs.init_uniform(gen, model, 10)
+    state = state.replace(log_weight=torch.arange(10, dtype=torch.float64))
+    new, info = gibbs.step(gen, state, model, 2)
+    assert torch.equal(new.log_weight, state.log_weight) and isinstance(info, dict)
+    with pytest.raises(ValueError):
+        gibbs.step(gen, state, model, 1, precision="fp16")
+    with pytest.raises(ValueError):
+        gibbs.step(gen, state, model, 1, clamp_label=True, clamp_visible=True)
