@@ -17,7 +17,7 @@ from pathlib import Path
 
 from raybm.checkpoint import Checkpoint, atomic_write_text, find_checkpoint, load_checkpoint
 from raybm.config import Config, dump_config, load_config
-from raybm.errors import DivergenceError
+from raybm.errors import DivergenceError, InputError
 from raybm.train import load_data, make_trainer, run_updates
 
 
@@ -71,9 +71,13 @@ def train_run(
         config = config or Config()
         run_name = config.tracking.run_name or default_run_name(config)
         run_dir = Path(out) if out is not None else Path("runs") / run_name
+    # Data errors surface before anything is created on disk or in MLflow.
+    train_set, test_set = load_data(config)
+    if resume is None:
+        if (run_dir / "checkpoints").exists():
+            raise InputError(run_dir, "--out", "already holds a run; use --resume to continue it")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    train_set, test_set = load_data(config)
     trainer = make_trainer(config, train_set, resume=find_checkpoint(run_dir) if resume else None)
     tracker = make_tracker(config, run_name, run_id)
     if run_id is None:

@@ -30,7 +30,9 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
     from raybm.data.split import train_test_split
 
     d = config.data
-    if d.path is None or d.format == "digits":
+    if d.path is not None and d.format == "digits":
+        raise InputError("data.path", "", "format digits is built in and takes no path")
+    if d.path is None:
         from raybm.data.digits import load_digits
 
         dataset = load_digits(threshold=d.threshold)

@@ -2,9 +2,20 @@
 
 A Bernoulli draw ``v = [u < p]`` needs one uniform per unit. ``torch.rand`` builds a float
 per draw, and ``torch.bernoulli`` is slower still (~4.5x slower than ``rand < p`` on this
-project's CPUs). The fast path cuts four 16-bit uniforms from every int64 of the generator's
-stream: ``u16 < p * 2^16`` draws with probability ``ceil(p * 2^16) / 2^16``, a bias below
-``2^-16 = 1.5e-5`` per unit that the fast-path tests bound against enumeration.
+project's CPUs), so neither is used by the fast path.
+
+Exact path: ``[u < sigmoid(z)]`` with ``u = torch.rand`` in the logits' precision (24-bit
+uniforms in float32).
+
+Fast path: four 16-bit uniforms are cut from every 64-bit word of the generator's stream
+(:func:`random_words`, :func:`uniform16`), and each is compared with ``p`` at 16-bit
+resolution: with ``k`` uniform in ``[0, 2^16)`` (the int16 value plus ``2^15``)::
+
+    P[k 2^-16 < p] = ceil(2^16 p) / 2^16  in  [p, p + 2^-16),
+
+exact at ``p = 0`` and ``p = 1``: a bias below ``2^-16 = 1.5e-5`` per unit, which the tests
+check by enumerating all 2^16 values. ``k 2^-16 = u16 2^-16 + 1/2`` is exact in float32 and is
+made in one pass from the int16 values (:func:`unit_uniform16`).
 """
 
 from __future__ import annotations
@@ -12,7 +23,17 @@ from __future__ import annotations
 import torch
 
 _I64_MIN = -(2**63)
-_I64_MAX = 2**63 - 1
+_HALF = torch.tensor(0.5)  # 0-dim: an int16 tensor plus this promotes to float32 in one pass
+
+
+def random_words(gen: torch.Generator, n: int) -> torch.Tensor:
+    """``n`` uniformly random 64-bit words (int64), every bit used.
+
+    ``random_(-2^63, None)`` takes the generator's full-range path (one 64-bit output per
+    element); ``torch.randint(-2^63, 2^63 - 1)`` instead reduces every word modulo
+    ``2^64 - 1``, a 64-bit division per element.
+    """
+    return torch.empty(n, dtype=torch.int64).random_(_I64_MIN, None, generator=gen)
 
 
 def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -20,22 +41,61 @@ def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     count = 1
     for s in shape:
         count *= s
-    n64 = (count + 3) // 4
-    bits = torch.randint(_I64_MIN, _I64_MAX, (n64,), dtype=torch.int64, generator=gen)
-    return bits.view(torch.int16)[:count].view(shape)
+    return random_words(gen, (count + 3) // 4).view(torch.int16)[:count].view(shape)
+
+
+def uniform16_pairs(gen: torch.Generator, rows: int, cols: int) -> torch.Tensor:
+    """16-bit uniforms for a ``(rows, cols)`` draw, packed two per int32: ``(ceil(rows/2), cols)``.
+
+    Row ``i`` of the draw takes the low half of word row ``i`` and row ``R + i`` the high half
+    (``R = ceil(rows / 2)``): the halves are whole row blocks, so a vectorised kernel unpacks
+    them with two shifts and contiguous loads (int16 loads are not vectorised by Inductor).
+    Same stream cost as :func:`uniform16`: four uniforms per int64.
+    """
+    r = (rows + 1) // 2
+    return random_words(gen, (r * cols + 1) // 2).view(torch.int32)[: r * cols].view(r, cols)
+
+
+def pair_halves(words: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int16 uniforms of :func:`uniform16_pairs` words as two strided views (no copy):
+    ``(R, cols)`` for rows ``[0, R)`` and ``(rows - R, cols)`` for rows ``[R, rows)``.
+    (On a little-endian machine, the int16 at even index is the low half of the int32 word.)"""
+    r = words.shape[0]
+    w16 = words.view(torch.int16)  # (R, 2 cols)
+    return w16[:, 0::2], w16[: rows - r, 1::2]
+
+
+def unit_uniform16(u16: torch.Tensor) -> torch.Tensor:
+    """int16 uniforms -> float32 ``u16 2^-16 + 1/2``: uniform on the 2^16 multiples of 2^-16
+    in ``[0, 1)``, exactly (one fused cast-scale-shift pass)."""
+    return torch.add(_HALF, u16, alpha=2.0**-16)
+
+
+def bernoulli_u16(
+    prob: torch.Tensor, u16: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The fast-path draw ``[u < prob]`` with ``u`` from 16-bit uniforms (:func:`uniform16`).
+
+    Written in ``out``'s dtype (bf16 0/1 feeds the next matmul directly), or uint8 when ``out``
+    is None.
+    """
+    u = unit_uniform16(u16)
+    if out is None:
+        # bool and uint8 are both one byte: the view is free, a .to() would copy.
+        return torch.lt(u, prob).view(torch.uint8)
+    return torch.lt(u, prob, out=out)
 
 
 def bernoulli_logits(gen: torch.Generator, logits: torch.Tensor, fast: bool = False) -> torch.Tensor:
     """Draw ``v ~ Bernoulli(sigmoid(logits))`` as uint8.
 
-    Exact path: ``rand < sigmoid(logits)`` in float32. Fast path: 16-bit uniforms compared with
-    ``sigmoid(logits) * 2^16 - 2^15`` (shifted into int16's signed range).
+    Exact path: ``rand < sigmoid(logits)`` in float32. Fast path: 16-bit uniforms (see the
+    module docstring).
     """
     p = torch.sigmoid(logits.float())
     if not fast:
-        return (torch.rand(p.shape, generator=gen) < p).to(torch.uint8)
-    u = uniform16(gen, tuple(p.shape))
-    return (u < p.mul_(65536.0).sub_(32768.0)).to(torch.uint8)
+        return (torch.rand(p.shape, generator=gen) < p).view(torch.uint8)
+    return bernoulli_u16(p, uniform16(gen, tuple(p.shape)))
 
 
 def categorical_logits(gen: torch.Generator, logits: torch.Tensor) -> torch.Tensor:
@@ -44,7 +104,24 @@ def categorical_logits(gen: torch.Generator, logits: torch.Tensor) -> torch.Tens
     Inverse-CDF: the state is the number of cumulative probabilities below one uniform, which
     needs one uniform per categorical unit (Gumbel-max would need q).
     """
-    cdf = torch.softmax(logits.float(), dim=-1).cumsum(-1)
-    u = torch.rand(cdf.shape[:-1] + (1,), generator=gen)
+    return categorical_index(gen, logits).to(torch.uint8)
+
+
+def categorical_index(gen: torch.Generator, logits: torch.Tensor) -> torch.Tensor:
+    """As :func:`categorical_logits`, but the state as int64 (an index, ready for gathers)."""
+    u = torch.rand(logits.shape[:-1], generator=gen)
+    return categorical_inverse_cdf(logits, u)
+
+
+def categorical_inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The state whose cumulative probability first reaches ``u`` (``logits``: ``(..., q)``,
+    ``u``: ``(...)`` uniform in ``[0, 1)``), int64.
+
+    ``searchsorted`` returns the first state whose cumulative probability reaches ``u``, which
+    is the count of cumulative probabilities below ``u``, in one pass and without the
+    ``(..., q)`` boolean temporary of a compare-and-sum.
+    """
+    q = logits.shape[-1]
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum_(-1)
     # Rounding may leave cdf[..., -1] slightly below u: clamp to the last state.
-    return (cdf < u).sum(-1).clamp_(max=logits.shape[-1] - 1).to(torch.uint8)
+    return torch.searchsorted(cdf, u.unsqueeze(-1)).squeeze(-1).clamp_(max=q - 1)

@@ -65,36 +65,42 @@ def test_stationary_on_seven_visible_rbm(precision):
     assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("n_labels", [0, 3])
-def test_converges_from_uniform(kind, n_labels):
+def test_converges_from_uniform(kind, n_labels, precision):
     """From uniform noise, enough sweeps reach p(v) (labels sampled jointly and summed out)."""
     model = random_model(kind, torch.Generator().manual_seed(2), n_labels, scale=0.5)
     gen = torch.Generator().manual_seed(3)
     state = gibbs.init_uniform(gen, model, 100_000)
-    state, _ = gibbs.step(gen, state, model, 60)
+    state, _ = gibbs.step(gen, state, model, 60, precision=precision)
     pval = chi_square_p(histogram(model, state.x), visible_distribution(model))
-    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+    assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
-def test_clamped_label_samples_the_class_conditional(kind):
+def test_clamped_label_samples_the_class_conditional(kind, precision):
     model = random_model(kind, torch.Generator().manual_seed(4), 3, scale=0.5)
     gen = torch.Generator().manual_seed(5)
     label = torch.full((100_000,), 2)
     state = gibbs.init_uniform(gen, model, 100_000, label=label)
-    state, _ = gibbs.step(gen, state, model, 60, clamp_label=True)
+    state, _ = gibbs.step(gen, state, model, 60, clamp_label=True, precision=precision)
     assert torch.equal(state.label, label)
     pval = chi_square_p(histogram(model, state.x), visible_distribution(model, label=2))
-    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+    assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
-def test_clamped_visible_samples_labels_from_p_label_given_v():
-    model = random_model("bernoulli", torch.Generator().manual_seed(6), 4, scale=0.8)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_clamped_visible_samples_labels_from_p_label_given_v(kind, precision):
+    model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
     gen = torch.Generator().manual_seed(7)
-    v = torch.tensor([[1, 0, 1, 1, 0]], dtype=torch.uint8).repeat(80_000, 1)
+    row = [1, 0, 1, 1, 0] if kind == "bernoulli" else [2, 0, 1, 2]
+    v = torch.tensor([row], dtype=torch.uint8).repeat(80_000, 1)
     state = gibbs.init_uniform(gen, model, len(v))
-    state, _ = gibbs.step(gen, state.replace(x=v), model, 30, clamp_visible=True)
+    state, _ = gibbs.step(gen, state.replace(x=v), model, 30, clamp_visible=True,
+                          precision=precision)
     assert torch.equal(state.x, v)
     counts = torch.bincount(state.label, minlength=4)
     with torch.no_grad():

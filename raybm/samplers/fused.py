@@ -1,0 +1,145 @@
+"""The elementwise half of a fast Bernoulli half-step, eager or fused by ``torch.compile``.
+
+After the bf16 matmul ``y = x @ W``, the fast draw (``random_bits``) is
+
+    h = [u 2^-16 + 1/2 < sigmoid(y + b)],      u uniform int16 in [-2^15, 2^15),
+
+which is ``h ~ Bernoulli(sigmoid(x W + b))`` up to a ``2^-16`` quantisation. The uniforms come
+packed two per int32 (``uniform16_pairs``: the top half of the rows reads the low 16 bits, the
+bottom half the high 16 bits). Eagerly this is about five passes over the ``(n, m)`` field
+(cast to float32, bias add, sigmoid, the uniforms' cast, the compare); ``torch.compile``
+(Inductor) fuses them into one vectorised loop that reads ``y`` and the words and writes the
+0/1 result, with no float temporaries. (Unpacking with shifts rather than int16 views is what
+lets Inductor vectorise it: it does not vectorise int16 loads.)
+
+Compilation is opt-in (``RAYBM_COMPILE=1`` in the environment, or :func:`set_compile`): the
+first call per shape costs tens of seconds of C++ compilation, which tests and short runs
+should not pay. If compiling fails (no compiler, an unsupported platform) the eager kernel is
+used from then on, with one warning, and :func:`compile_status` says why. Both give the same
+draws up to float rounding of ``sigmoid`` (vectorised vs. scalar code).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from raybm.samplers.random_bits import bernoulli_u16, categorical_inverse_cdf, pair_halves
+
+_enabled = os.environ.get("RAYBM_COMPILE", "") == "1"
+_compiled: Callable | None = None
+_compiled_categorical: Callable | None = None
+_failure: str | None = None
+
+
+def set_compile(enabled: bool) -> None:
+    """Switch the ``torch.compile`` kernel on or off for this process (clears a past failure)."""
+    global _enabled, _failure
+    _enabled = enabled
+    _failure = None
+
+
+def compile_status() -> str:
+    """"off", "on", or "failed: <reason>" (then the eager kernel runs)."""
+    if _failure is not None:
+        return f"failed: {_failure}"
+    return "on" if _enabled else "off"
+
+
+def _fused(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    # Rows [0, R) and [R, 2R) of the draw as one (2, R, m) broadcast against the words: the
+    # low halves are (w << 16) >> 16, the high halves (w << 0) >> 16 (arithmetic shifts, so
+    # both are sign-extended int16 values). One pointwise expression -> one Inductor loop;
+    # float32 math and bf16 0/1 out, as in the eager kernel.
+    r, m = words.shape
+    shift = torch.tensor([16, 0], dtype=torch.int32).view(2, 1, 1)
+    u = torch.bitwise_right_shift(torch.bitwise_left_shift(words.unsqueeze(0), shift), 16)
+    p = torch.sigmoid(y.view(2, r, m).to(torch.float32) + bias)
+    return (u.to(torch.float32) * 2.0**-16 + 0.5 < p).to(torch.bfloat16).view(2 * r, m)
+
+
+def _eager(
+    y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor, out: torch.Tensor | None
+) -> torch.Tensor:
+    n = y.shape[0]
+    r = words.shape[0]
+    # A fresh float32 temporary (y is never modified), so sigmoid_ may overwrite it.
+    p = y.to(torch.float32, copy=True).add_(bias).sigmoid_()
+    if out is None:
+        out = torch.empty(p.shape, dtype=torch.bfloat16)
+    lo, hi = pair_halves(words, n)
+    bernoulli_u16(p[:r], lo, out=out[:r])
+    bernoulli_u16(p[r:], hi, out=out[r:])
+    return out
+
+
+def _fused_categorical(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    # Inverse CDF without normalising: state = #{k < q-1 : e_0 + ... + e_k < u sum(e)}, with
+    # e = exp(z - max z). The loop over the q states unrolls at trace time into one loop nest
+    # (no (n, N, q) cumulative array, no divisions); its last partial sum is never compared,
+    # so the state is at most q - 1 whatever the rounding.
+    n, sites = u.shape
+    q = bias.shape[0] // sites
+    z = (y.to(torch.float32) + bias).view(n, sites, q)
+    e = torch.exp(z - z.amax(-1, keepdim=True))
+    target = u * e.sum(-1)
+    acc = e[..., 0]
+    state = (acc < target).to(torch.int64)
+    for k in range(1, q - 1):
+        acc = acc + e[..., k]
+        state = state + (acc < target).to(torch.int64)
+    return state
+
+
+def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Potts visibles ``v_i ~ softmax_s(y + bias)_{i,s}`` by inverse CDF, int64 ``(n, N)``.
+
+    ``y``: ``(n, N q)`` field from the matmul, site-major (bf16 or float32, not modified);
+    ``bias``: ``(N q,)`` float32; ``u``: ``(n, N)`` float32 uniforms in ``[0, 1)``. The
+    compiled and eager kernels normalise differently (sum of exponentials vs. softmax), so a
+    draw may differ where ``u`` falls within rounding of a cumulative probability.
+    """
+    global _compiled_categorical
+    if _enabled and _failure is None:
+        if _compiled_categorical is None:
+            _compiled_categorical = torch.compile(_fused_categorical, fullgraph=True)
+        state = _try(_compiled_categorical, y, bias, u)
+        if state is not None:
+            return state
+    logits = torch.add(y, bias).view(u.shape[0], u.shape[1], -1)
+    return categorical_inverse_cdf(logits, u)
+
+
+def _try(fn: Callable, *args: torch.Tensor) -> torch.Tensor | None:
+    """Run a compiled kernel; on any failure remember why, warn once, and return None."""
+    global _failure
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+        _failure = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        warnings.warn(f"raybm: torch.compile of a Gibbs kernel failed, running eagerly "
+                      f"({_failure})", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def bernoulli_field(
+    y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[u 2^-16 + 1/2 < sigmoid(y + bias)]`` as bf16 0/1 (into ``out`` when given).
+
+    ``y``: ``(n, m)`` field from the matmul (bf16 or float32, not modified; column slices of a
+    wider field are fine); ``bias``: ``(m,)`` float32, broadcast over rows; ``words``: the
+    ``(ceil(n/2), m)`` int32 of :func:`raybm.samplers.random_bits.uniform16_pairs`.
+    The compiled kernel needs an even ``n``; odd ``n`` runs eagerly (same draws).
+    """
+    global _compiled
+    if _enabled and _failure is None and y.shape[0] % 2 == 0:
+        if _compiled is None:
+            _compiled = torch.compile(_fused, fullgraph=True)
+        h = _try(_compiled, y, bias, words)
+        if h is not None:
+            return h if out is None else out.copy_(h)
+    return _eager(y, bias, words, out)

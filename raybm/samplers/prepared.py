@@ -1,0 +1,134 @@
+"""RBM parameters laid out for block-Gibbs sweeps in one precision, built once per change.
+
+One sweep needs the couplings twice, once per direction, and in the fast path in bf16. Casting
+(and, for the label unit, concatenating) them per half-step would redo the same work 2k times
+per call; :func:`prepare` builds the layout once and caches it on the model, keyed on every
+parameter's storage, shape, dtype and version counter (``Tensor._version``, bumped by every
+in-place write: optimiser steps, ``copy_`` in ``load_state_dict``...). A write through
+``param.data`` bypasses the counter (as it bypasses autograd's checks); :func:`clear_cache`
+exists for that case.
+
+Layout. The label unit is a one-hot block appended to the visible layer, so that one matmul
+per direction serves both (F&F energy: ``-v^T W h - D_l.h``):
+
+    up   = [W ; D]        (n_in + L, M)    hidden field  = [v, onehot(l)] @ up + b
+    down = [W ; D]^T      (M, n_in + L)    [visible | label] fields = h @ down + [a | c]
+
+with ``n_in = N`` for Bernoulli visibles and ``N q`` for Potts (``W`` flattened over states;
+the hidden field is then a gather-sum of rows, :func:`torch.nn.functional.embedding_bag`, not
+a product with a one-hot matrix: ``N`` row reads instead of ``N q M`` multiply-adds).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from raybm.models.rbm import RBM, PottsRBM
+
+_DTYPES = {"bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class GibbsParams:
+    """One RBM's parameters for Gibbs sweeps (see the module docstring for the layout).
+
+    up:         ``(n_in + L, M)``, matmul dtype (Bernoulli) or float (Potts gather table).
+    down:       ``(M, n_in + L)`` contiguous, matmul dtype.
+    hbias:      ``(M,)`` ``b`` in the field dtype (float32 in bf16: biases are added after
+                the matmul, unrounded).
+    vlbias:     ``(n_in + L,)`` ``[a | c]`` in the field dtype.
+    offsets:    Potts only: ``(N,)`` int64 ``i * q``, the row of site ``i``'s state 0 in ``up``
+                (which, with labels, ends with a zero row: the index of "no label given").
+    fast:       bf16 matmuls and the 16-bit integer-domain Bernoulli draw.
+    """
+
+    potts: bool
+    n_visible: int
+    n_states: int
+    n_labels: int
+    n_in: int
+    matmul_dtype: torch.dtype
+    field_dtype: torch.dtype
+    up: torch.Tensor
+    down: torch.Tensor
+    hbias: torch.Tensor
+    vlbias: torch.Tensor
+    offsets: torch.Tensor | None
+    fast: bool
+
+
+_CACHE: "weakref.WeakKeyDictionary[RBM, dict]" = weakref.WeakKeyDictionary()
+
+
+def clear_cache(model: RBM | None = None) -> None:
+    """Forget prepared layouts (of one model, or all): needed only after ``param.data`` writes."""
+    if model is None:
+        _CACHE.clear()
+    else:
+        _CACHE.pop(model, None)
+
+
+def _key(model: RBM) -> tuple | None:
+    try:
+        return tuple(
+            (p.data_ptr(), p._version, p.dtype, tuple(p.shape), p.device)
+            for p in model.parameters()
+        )
+    except RuntimeError:  # inference tensors carry no version counter: never cache them
+        return None
+
+
+@torch.no_grad()
+def prepare(model: RBM, precision: str) -> GibbsParams:
+    """The cached :class:`GibbsParams` of ``model`` for ``precision`` ("fp32" or "bf16")."""
+    key = _key(model)
+    entry = _CACHE.get(model, {}).get(precision)
+    if key is not None and entry is not None and entry[0] == key:
+        return entry[1]
+    params = _build(model, precision)
+    if key is not None:
+        _CACHE.setdefault(model, {})[precision] = (key, params)
+    return params
+
+
+def _build(model: RBM, precision: str) -> GibbsParams:
+    potts = isinstance(model, PottsRBM)
+    # "fp32" is the reference: the model's own dtype (float64 models stay float64).
+    param_dtype = model.weight.dtype
+    fast = precision in _DTYPES
+    matmul_dtype = _DTYPES.get(precision, param_dtype)
+    field_dtype = torch.float32 if fast else param_dtype
+
+    w = model.weight.reshape(-1, model.n_hidden)  # (n_in, M): Potts rows are (site, state)
+    a = model.vbias.reshape(-1)
+    if model.n_labels:
+        w = torch.cat([w, model.label_weight])
+        a = torch.cat([a, model.lbias])
+    # The Potts gather-sum stays in float: it does no multiplies, so bf16 would only round.
+    up_dtype = field_dtype if potts else matmul_dtype
+    up = w.to(up_dtype, copy=True).contiguous()
+    down = w.T.to(matmul_dtype).contiguous()
+    offsets = None
+    if potts:
+        offsets = torch.arange(model.n_visible, dtype=torch.int64) * model.n_states
+        if model.n_labels:
+            # A zero row after the label rows: the gather index of "no label given".
+            up = torch.cat([up, up.new_zeros(1, up.shape[1])])
+    return GibbsParams(
+        potts=potts,
+        n_visible=model.n_visible,
+        n_states=model.n_states,
+        n_labels=model.n_labels,
+        n_in=w.shape[0] - model.n_labels,
+        matmul_dtype=matmul_dtype,
+        field_dtype=field_dtype,
+        up=up,
+        down=down,
+        hbias=model.hbias.to(field_dtype, copy=True),
+        vlbias=a.to(field_dtype, copy=True),
+        offsets=offsets,
+        fast=fast,
+    )

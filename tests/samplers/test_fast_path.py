@@ -1,0 +1,247 @@
+"""The pieces of the fast Gibbs path: the integer-domain draw, the random words, the prepared
+(cached) parameters, the single half-steps and the optional ``torch.compile`` kernel.
+
+The stationarity tests for both precisions live in ``test_gibbs.py``; these pin down the parts
+they rely on, most of them exactly (by enumerating all 2^16 uniforms) rather than
+statistically.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raybm.models import BernoulliRBM
+from raybm.samplers import fused, gibbs, prepared
+from raybm.samplers.random_bits import (
+    bernoulli_logits,
+    bernoulli_u16,
+    categorical_index,
+    random_words,
+    uniform16_pairs,
+)
+from tests.enumeration import random_model
+
+ALL_U16 = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+
+
+def test_16_bit_draw_has_probability_ceil_2_16_p():
+    """Over all 2^16 uniforms, ``[u16 2^-16 + 1/2 < p]`` holds for exactly ceil(2^16 p) of
+    them: the draw's probability is p up to 2^-16, and exactly 0 and 1 at the ends."""
+    z = torch.cat([torch.linspace(-12, 12, 97), torch.tensor([-200.0, 0.0, 200.0])])
+    p = torch.sigmoid(z)
+    draws = bernoulli_u16(p.unsqueeze(1), ALL_U16.unsqueeze(0))
+    counts = draws.long().sum(1)
+    assert torch.equal(counts, torch.ceil(65536 * p.double()).long())
+    assert counts[-3] == 0 and counts[-1] == 65536  # p = 0 and p = 1 stay exact
+
+
+@pytest.mark.parametrize("rows", [64, 63])
+def test_field_kernel_matches_the_draw_and_writes_into_out(rows):
+    """The kernel's packed uniforms are the int16 halves of the words, rows [0, R) from the
+    low halves and [R, rows) from the high ones; only the ``out`` view is written."""
+    gen = torch.Generator().manual_seed(0)
+    y = (torch.randn(rows, 40, generator=gen) * 3).bfloat16()
+    bias = torch.randn(40, generator=gen)
+    words = uniform16_pairs(gen, rows, 40)
+    r = (rows + 1) // 2
+    assert words.shape == (r, 40) and words.dtype == torch.int32
+    lo = ((words << 16) >> 16).to(torch.int16)
+    hi = (words >> 16).to(torch.int16)[: rows - r]
+    ref = bernoulli_u16(torch.sigmoid(y.float() + bias), torch.cat([lo, hi]))
+    out = torch.full((rows, 50), 7.0, dtype=torch.bfloat16)
+    got = fused.bernoulli_field(y, bias, words, out=out[:, :40])
+    assert torch.equal(got.to(torch.uint8), ref)
+    assert (out[:, 40:] == 7).all()
+
+
+def test_random_words_use_every_bit():
+    words = random_words(torch.Generator().manual_seed(1), 20_000)
+    bits = (words.unsqueeze(1) >> torch.arange(64)) & 1  # sign bit included (arithmetic >>)
+    freq = bits.double().mean(0)
+    assert ((freq - 0.5).abs() < 5 * (0.25 / 20_000) ** 0.5).all()
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_bernoulli_logits_keeps_its_input_and_returns_uint8(fast):
+    logits = torch.randn(100, 7)
+    before = logits.clone()
+    draws = bernoulli_logits(torch.Generator().manual_seed(2), logits, fast=fast)
+    assert draws.dtype == torch.uint8 and draws.shape == logits.shape
+    assert torch.equal(logits, before)
+
+
+def test_categorical_index_matches_probabilities_on_a_strided_view():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    wide = torch.zeros(50_000, 6)
+    wide[:, 1:5] = logits  # the kernel passes slices of a wider field
+    idx = categorical_index(gen, wide[:, 1:5])
+    freq = torch.bincount(idx, minlength=4).double() / 50_000
+    p = torch.softmax(logits.double(), 0)
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / 50_000).sqrt()).all()
+
+
+# ------------------------------------------------------------------------ prepared params
+def test_prepared_params_are_cached_and_follow_in_place_updates():
+    model = random_model("bernoulli", torch.Generator().manual_seed(4), 2)
+    a = prepared.prepare(model, "bf16")
+    assert prepared.prepare(model, "bf16") is a
+    assert prepared.prepare(model, "fp32") is not a
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()  # in-place update: bumps the version counters
+    b = prepared.prepare(model, "bf16")
+    assert b is not a
+    w = torch.cat([model.weight, model.label_weight]).detach()
+    assert torch.equal(b.up, w.bfloat16())
+    assert torch.equal(b.hbias, model.hbias.detach())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_step_sees_parameter_changes_between_calls(precision):
+    """Saturated biases make the sampler deterministic: flipping them in place must flip the
+    walkers on the next call (a stale cached copy would not)."""
+    model = BernoulliRBM(6, 3)
+    gen = torch.Generator().manual_seed(5)
+    state = gibbs.init_uniform(gen, model, 50)
+    with torch.no_grad():
+        model.vbias.fill_(40.0)
+    on, _ = gibbs.step(gen, state, model, 1, precision=precision)
+    with torch.no_grad():
+        model.vbias.fill_(-40.0)
+    off, _ = gibbs.step(gen, state, model, 1, precision=precision)
+    assert (on.x == 1).all() and (off.x == 0).all()
+
+
+# ------------------------------------------------------------------------ half-steps
+def _rows(kind: str):
+    if kind == "bernoulli":
+        return torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 1, 1]], dtype=torch.uint8)
+    return torch.tensor([[2, 0, 1, 2], [0, 1, 1, 0]], dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_single_half_steps_match_the_conditionals(kind, n_labels, precision):
+    """``sample_hidden`` / ``sample_visible`` frequencies against the model's exact
+    conditionals; bf16 is allowed its rounding (2^-9 of the field) on top of 5 s.e."""
+    model = random_model(kind, torch.Generator().manual_seed(6), n_labels, scale=1.0)
+    gen = torch.Generator().manual_seed(7)
+    reps = 20_000
+    v = _rows(kind).repeat_interleave(reps, 0)
+    label = torch.tensor([2, 1]).repeat_interleave(reps) if n_labels else None
+    slack = 0.01 if precision == "bf16" else 0.0
+    h = gibbs.sample_hidden(gen, model, v, label, precision=precision)
+    assert h.dtype == torch.uint8 and h.shape == (len(v), model.n_hidden)
+    with torch.no_grad():
+        ph = torch.sigmoid(model.hidden_field(v[::reps], None if label is None else label[::reps]))
+    freq = h.view(2, reps, -1).double().mean(1)
+    se = (ph * (1 - ph) / reps).sqrt().double()
+    assert ((freq - ph.double()).abs() <= 5 * se + slack + 1e-12).all()
+
+    hs = torch.tensor([[1, 0, 1], [0, 1, 1]] if kind == "bernoulli" else
+                      [[1, 0, 1, 1, 0], [0, 1, 1, 0, 0]], dtype=torch.uint8)
+    x = gibbs.sample_visible(gen, model, hs.repeat_interleave(reps, 0), precision=precision)
+    assert x.dtype == torch.uint8 and x.shape == (2 * reps, model.n_visible)
+    with torch.no_grad():
+        pv = model.visible_prob(hs.float())
+    if kind == "bernoulli":
+        freq = x.view(2, reps, -1).double().mean(1)
+    else:
+        onehot = torch.nn.functional.one_hot(x.long(), model.n_states)
+        freq = onehot.view(2, reps, model.n_visible, -1).double().mean(1)
+    se = (pv * (1 - pv) / reps).sqrt().double()
+    assert ((freq - pv.double()).abs() <= 5 * se + slack + 1e-12).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_zero_sweeps_and_float64_models(precision):
+    model = random_model("potts", torch.Generator().manual_seed(8), 2).double()
+    gen = torch.Generator().manual_seed(9)
+    state = gibbs.init_uniform(gen, model, 30)
+    same, _ = gibbs.step(gen, state, model, 0, precision=precision)
+    assert same.x is state.x
+    new, _ = gibbs.step(gen, state, model, 3, precision=precision)
+    assert new.x.dtype == torch.uint8 and int(new.x.max()) < model.n_states
+    assert new.label.dtype == torch.int64 and int(new.label.max()) < model.n_labels
+
+
+# ------------------------------------------------------------------------ torch.compile
+def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fused, "_compiled", broken)
+    monkeypatch.setattr(fused, "_compiled_categorical", broken)
+    fused.set_compile(True)
+    try:
+        model = random_model("potts", torch.Generator().manual_seed(10), 0)
+        gen = torch.Generator().manual_seed(11)
+        state = gibbs.init_uniform(gen, model, 20)
+        with pytest.warns(RuntimeWarning, match="torch.compile"):
+            new, _ = gibbs.step(gen, state, model, 2, precision="bf16")
+        assert fused.compile_status().startswith("failed: RuntimeError")
+        assert new.x.shape == state.x.shape
+    finally:
+        fused.set_compile(False)
+    assert fused.compile_status() == "off"
+
+
+@pytest.mark.slow
+def test_compiled_kernel_agrees_with_eager():
+    """Compiles (tens of seconds): run with ``-m slow``."""
+    gen = torch.Generator().manual_seed(12)
+    wide = (torch.randn(256, 100, generator=gen) * 3).bfloat16()
+    bias = torch.randn(96, generator=gen)
+    words = uniform16_pairs(gen, 256, 96)
+    for y in (wide[:, :96], wide[:, :96].float().contiguous()):  # a strided bf16 slice; float
+        eager = fused.bernoulli_field(y, bias, words)
+        fused.set_compile(True)
+        try:
+            compiled = fused.bernoulli_field(y, bias, words)
+            assert fused.compile_status() == "on"
+        finally:
+            fused.set_compile(False)
+        # Vectorised and scalar sigmoid may differ in the last bit: a draw can flip only where
+        # the uniform sits exactly on the threshold, at most a handful out of 24,576.
+        assert compiled.dtype == torch.bfloat16 and (compiled != eager).sum() <= 3
+
+
+@pytest.mark.slow
+def test_compiled_categorical_agrees_with_eager():
+    gen = torch.Generator().manual_seed(13)
+    y = (torch.randn(300, 7 * 5, generator=gen) * 2).bfloat16()
+    bias = torch.randn(7 * 5, generator=gen)
+    u = torch.rand(300, 7, generator=gen)
+    eager = fused.categorical_field(y, bias, u)
+    fused.set_compile(True)
+    try:
+        compiled = fused.categorical_field(y, bias, u)
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    assert compiled.dtype == torch.int64 and compiled.shape == (300, 7)
+    assert (compiled != eager).sum() <= 3  # only where u is within rounding of a CDF value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_compiled_path_samples_the_model(kind):
+    """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included)."""
+    from tests.enumeration import visible_distribution
+    from tests.samplers.test_gibbs import P_MIN, chi_square_p, histogram
+
+    model = random_model(kind, torch.Generator().manual_seed(2), 3, scale=0.5)
+    gen = torch.Generator().manual_seed(3)
+    fused.set_compile(True)
+    try:
+        state = gibbs.init_uniform(gen, model, 100_000)
+        state, _ = gibbs.step(gen, state, model, 60, precision="bf16")
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    pval = chi_square_p(histogram(model, state.x), visible_distribution(model))
+    assert pval > P_MIN, f"chi-square p = {pval:.2e}"

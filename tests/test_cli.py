@@ -1,0 +1,151 @@
+"""The command line: a smoke test of every command, and bad inputs as one-line errors.
+
+Each bad input must end with exactly one line on stderr that names the file or the config key,
+a non-zero exit code, and no traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from raybm.cli import main
+
+FAST = ["--set", "model.n_hidden=16", "--set", "data.max_samples=300", "--set",
+        "train.batch_size=50", "--set", "train.eval_t=[1,3]", "--set", "train.eval_samples=100",
+        "--set", "train.eval_k_long=10", "--no-progress"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    argv = ["train", *FAST, "--set", "train.n_updates=6", "--out", root / "run",
+            "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    assert main([str(a) for a in argv]) == 0
+    return root / "run"
+
+
+def test_train_prints_a_summary_with_the_mlflow_command(trained_run, capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", *FAST, "--set", "train.n_updates=4", "--out",
+                           tmp_path / "r2", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert code == 0
+    assert "test_accuracy" in out and "MLflow run id" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'm.db'}" in out
+
+
+def test_train_resume(trained_run, capsys):
+    code, out, _ = run_cli(capsys, "train", "--resume", trained_run, "--set",
+                           "train.n_updates=8", "--no-progress")
+    assert code == 0
+    from raybm.checkpoint import load_checkpoint
+
+    assert load_checkpoint(trained_run).step == 8
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet", ".png"])
+def test_sample(trained_run, capsys, tmp_path, suffix):
+    out_file = tmp_path / f"s{suffix}"
+    code, out, _ = run_cli(capsys, "sample", trained_run, "--n", 12, "--k", 3, "--label", 2,
+                           "--out", out_file)
+    assert code == 0 and out_file.is_file()
+    if suffix == ".npz":
+        data = np.load(out_file)
+        assert data["x"].shape == (12, 64) and (data["labels"] == 2).all()
+
+
+def test_eval(trained_run, capsys):
+    import json
+
+    code, out, _ = run_cli(capsys, "eval", trained_run)
+    assert code == 0
+    result = json.loads(out)
+    assert result["step"] >= 6 and 0 <= result["test_accuracy"] <= 1
+
+
+def test_data_inspect(capsys, tmp_path):
+    path = tmp_path / "m.npz"
+    np.savez(path, x=np.eye(4, dtype=np.uint8), labels=np.arange(4))
+    code, out, _ = run_cli(capsys, "data", "inspect", path)
+    assert code == 0 and "4" in out
+
+
+# ----------------------------------------------------------------------- bad inputs
+def _idx_images(path, n=3, magic=2051, truncate=0):
+    body = struct.pack(">IIII", magic, n, 2, 2) + bytes(4 * n)
+    path.write_bytes(body[: len(body) - truncate])
+    return path
+
+
+def _bad_inputs(tmp):
+    cases = {}
+    cases["truncated IDX"] = (["data", "inspect", _idx_images(tmp / "t.idx", truncate=3)],
+                              "t.idx")
+    cases["wrong magic"] = (["data", "inspect", _idx_images(tmp / "m.idx", magic=1234)],
+                            "m.idx")
+    (tmp / "r.txt").write_text("0 1 1\n1 0\n")
+    cases["ragged matrix"] = (["data", "inspect", tmp / "r.txt"], "r.txt")
+    with gzip.open(tmp / "h.hapt.gz", "wt") as fh:
+        fh.write("Real S1_A 0 1 2\nReal S1_B 0 1 1\n")
+    cases["non-binary hapt"] = (["data", "inspect", tmp / "h.hapt.gz"], "h.hapt.gz")
+    (tmp / "e.fasta").write_text("")
+    cases["empty FASTA"] = (["data", "inspect", tmp / "e.fasta"], "e.fasta")
+    (tmp / "u.fasta").write_text(">a\nACGU\n>b\nACG\n")
+    cases["unequal lengths"] = (["data", "inspect", tmp / "u.fasta"], "u.fasta")
+    (tmp / "k.fasta").write_text(">a\nAC*U\n>b\nACGU\n")
+    cases["unknown letters"] = (["data", "inspect", tmp / "k.fasta"], "k.fasta")
+    _idx_images(tmp / "img.idx", n=3)
+    (tmp / "lab.idx").write_bytes(struct.pack(">II", 2049, 2) + bytes(2))
+    cases["labels of the wrong length"] = (
+        ["data", "inspect", tmp / "img.idx", "--labels", tmp / "lab.idx"], "lab.idx")
+    (tmp / "c1.yaml").write_text("algorithm:\n  kk: 3\n")
+    cases["unknown config key"] = (["train", tmp / "c1.yaml"], "algorithm.kk")
+    (tmp / "c2.yaml").write_text("train:\n  batch_size: many\n")
+    cases["wrong type"] = (["train", tmp / "c2.yaml"], "train.batch_size")
+    cases["k <= 0"] = (["train", "--set", "algorithm.k=0"], "algorithm.k")
+    cases["missing data path"] = (["train", "--set", f"data.path={tmp / 'nope.npz'}"],
+                                  "nope.npz")
+    cases["missing config file"] = (["train", tmp / "absent.yaml"], "absent.yaml")
+    (tmp / "c3.yaml").write_text("algorithm: [1, 2\n")
+    cases["invalid YAML"] = (["train", tmp / "c3.yaml"], "c3.yaml")
+    cases["missing run"] = (["sample", tmp / "norun", "--out", tmp / "x.npz"], "norun")
+    cases["n <= 0"] = (["sample", tmp / "norun", "--n", "0", "--out", tmp / "x.npz"], "--n")
+    return cases
+
+
+NAMES = ["truncated IDX", "wrong magic", "ragged matrix", "non-binary hapt", "empty FASTA",
+         "unequal lengths", "unknown letters", "labels of the wrong length",
+         "unknown config key", "wrong type", "k <= 0", "missing data path",
+         "missing config file", "invalid YAML", "missing run", "n <= 0"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_is_one_line_naming_the_culprit(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written in the working directory
+    argv, culprit = _bad_inputs(tmp_path)[name]
+    code, out, err = run_cli(capsys, *argv)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("raybm: error: ") and culprit in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_exit_code_and_stderr_of_the_real_process(tmp_path):
+    (tmp_path / "c.yaml").write_text("algorithm:\n  k: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "raybm.cli", "train", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"raybm: error: {tmp_path / 'c.yaml'}: algorithm.k: Input should be greater than 0"]

@@ -1,0 +1,112 @@
+"""Training runs: resume equality, run directories, MLflow runs, divergence handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from raybm.checkpoint import find_checkpoint, load_checkpoint
+from raybm.config import load_config
+from raybm.errors import DivergenceError, InputError
+from raybm.run import train_run
+from raybm.train import load_data, make_trainer, run_updates
+
+SMALL = ["model.n_hidden=16", "train.batch_size=50", "train.progress=false",
+         "train.log_every=5", "data.max_samples=400", "tracking.enabled=false"]
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("algorithm", [
+    ["algorithm.name=pcd", "algorithm.k=3", "optimizer.name=adam", "optimizer.lr=0.01"],
+    ["algorithm.name=kstep", "algorithm.k=3"],
+], ids=["pcd-adam", "kstep-sgd"])
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
+    common = SMALL + algorithm + ["train.checkpoint_every=7"]
+    straight = train_run(load_config(None, common + ["train.n_updates=20"]),
+                         out=tmp_path / "straight", evaluate_at_end=False)
+    first = train_run(load_config(None, common + ["train.n_updates=11"]),
+                      out=tmp_path / "resumed", evaluate_at_end=False)
+    assert load_checkpoint(first.run_dir).step == 11
+    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=20"],
+              evaluate_at_end=False)
+    a = load_checkpoint(straight.run_dir)
+    b = load_checkpoint(tmp_path / "resumed")
+    assert a.step == b.step == 20
+    for name, value in params(a.model).items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    if a.walkers is not None:
+        assert torch.equal(a.walkers.x, b.walkers.x)
+    assert torch.equal(a.state["generator"], b.state["generator"])
+
+
+def test_resume_from_an_intermediate_checkpoint(tmp_path):
+    """Resuming from step 7 (not the latest) replays the same updates."""
+    cfg = load_config(None, SMALL + ["train.n_updates=14", "train.checkpoint_every=7"])
+    train, _ = load_data(cfg)
+    run = train_run(cfg, out=tmp_path / "r", evaluate_at_end=False)
+    step7 = run.run_dir / "checkpoints" / "step_00000007"
+    trainer = make_trainer(cfg, train, resume=step7)
+    assert trainer.step == 7
+    run_updates(trainer, 14)
+    final = load_checkpoint(run.run_dir)
+    for name, value in final.model.state_dict().items():
+        assert torch.equal(value, trainer.model.state_dict()[name]), name
+
+
+def test_tracked_run_logs_params_metrics_and_artifacts(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(None, [s for s in SMALL if not s.startswith("tracking")] + [
+        "train.n_updates=10", f"tracking.uri={uri}", "train.eval_t=[1, 5]",
+        "train.eval_samples=100", "train.eval_k_long=20"])
+    summary = train_run(cfg, out=tmp_path / "run")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["algorithm.name"] == "kstep"
+    assert "test_accuracy" in run.data.metrics and "aai_t5" in run.data.metrics
+    history = client.get_metric_history(summary.run_id, "loss_generation")
+    assert [m.step for m in history] == [5, 10]
+    top = {a.path for a in client.list_artifacts(summary.run_id)}
+    assert {"config.yaml", "plots", "checkpoint"} <= top
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(summary.run_id, "plots")}
+    assert {"pca_t10.png", "scores_vs_tG.png"} <= plots
+    assert summary.ui_command == f"mlflow ui --backend-store-uri {uri}"
+    saved = json.loads((summary.run_dir / "summary.json").read_text())
+    assert saved["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"])
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    cfg = load_config(None, SMALL + ["train.n_updates=3"])
+    train_run(cfg, out=tmp_path / "r", evaluate_at_end=False)
+    before = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    with pytest.raises(InputError, match="--resume"):
+        train_run(cfg, out=tmp_path / "r", evaluate_at_end=False)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == before
+
+
+def test_bad_data_path_creates_nothing(tmp_path):
+    cfg = load_config(None, SMALL + [f"data.path={tmp_path / 'missing.npz'}"])
+    with pytest.raises(InputError, match="missing.npz"):
+        train_run(cfg, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_divergence_stops_within_one_update_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = load_config(None, SMALL + ["train.n_updates=6", "train.checkpoint_every=2"])
+    train, _ = load_data(cfg)
+    trainer = make_trainer(cfg, train)
+    run_updates(trainer, 4, on_checkpoint=lambda step: trainer.save(tmp_path, {}))
+    good = find_checkpoint(tmp_path)
+    with torch.no_grad():
+        trainer.model.weight[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match="update 5"):
+        run_updates(trainer, 6, on_checkpoint=lambda step: trainer.save(tmp_path, {}))
+    assert find_checkpoint(tmp_path) == good
+    assert torch.isfinite(load_checkpoint(good).model.weight).all()
