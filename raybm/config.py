@@ -68,6 +68,8 @@ class TrainConfig(_Section):
     eval_t: list[int] = Field(default_factory=lambda: [1, 10, 100, 1000])
     eval_samples: int = Field(1000, gt=0)
     eval_k_long: int = Field(1000, gt=0)  # label-sampling steps for the "many steps" accuracy
+    ais_betas: int = Field(0, ge=0)  # > 0: AIS log Z (this many temperatures) for large models
+    ais_chains: int = Field(200, gt=0)
     progress: bool = True
 
 

@@ -49,6 +49,14 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
     for name, values in curves.items():
         for t, value in zip(sorted(cfg.eval_t), values):
             out[f"{name}_t{t}"] = float(value)
+    if not can_enumerate(model) and cfg.ais_betas:
+        from raybm.metrics.ais import ais_log_partition
+
+        ais = ais_log_partition(gen, model, n_chains=cfg.ais_chains, n_betas=cfg.ais_betas)
+        out["log_z_ais"], out["log_z_ais_stderr"] = ais.log_z, ais.stderr
+        out["train_loglik_ais"] = float(-model.free_energy(train.x).double().mean() - ais.log_z)
+        if test.n_samples:
+            out["test_loglik_ais"] = float(-model.free_energy(test.x).double().mean() - ais.log_z)
     if can_enumerate(model):
         from raybm.metrics.exact import log_likelihood, log_partition
 

@@ -14,8 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-for _name in ("mlflow", "alembic", "sqlalchemy"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _quiet_mlflow_logs() -> None:
+    """MLflow sets its loggers to INFO on import (database creation messages): keep the
+    terminal for raybm's own progress and summary."""
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def default_uri() -> str:
@@ -37,6 +42,7 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        _quiet_mlflow_logs()
         self.uri = uri or default_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
         mlflow.set_tracking_uri(self.uri)

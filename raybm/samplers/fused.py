@@ -55,10 +55,13 @@ def _fused(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor) -> torch.Te
     # both are sign-extended int16 values). One pointwise expression -> one Inductor loop;
     # float32 math and bf16 0/1 out, as in the eager kernel.
     r, m = words.shape
-    shift = torch.tensor([16, 0], dtype=torch.int32).view(2, 1, 1)
+    shift = torch.tensor([16, 0], dtype=torch.int32, device=words.device).view(2, 1, 1)
     u = torch.bitwise_right_shift(torch.bitwise_left_shift(words.unsqueeze(0), shift), 16)
     p = torch.sigmoid(y.view(2, r, m).to(torch.float32) + bias)
-    return (u.to(torch.float32) * 2.0**-16 + 0.5 < p).to(torch.bfloat16).view(2 * r, m)
+    # where(.., 1.0, 0.0) then bf16: Inductor's direct bool -> bf16 cast is several times
+    # slower than the compare itself on this project's CPUs.
+    h = torch.where(u.to(torch.float32) * 2.0**-16 + 0.5 < p, 1.0, 0.0)
+    return h.to(torch.bfloat16).view(2 * r, m)
 
 
 def _eager(
@@ -69,7 +72,7 @@ def _eager(
     # A fresh float32 temporary (y is never modified), so sigmoid_ may overwrite it.
     p = y.to(torch.float32, copy=True).add_(bias).sigmoid_()
     if out is None:
-        out = torch.empty(p.shape, dtype=torch.bfloat16)
+        out = torch.empty(p.shape, dtype=torch.bfloat16, device=p.device)
     lo, hi = pair_halves(words, n)
     bernoulli_u16(p[:r], lo, out=out[:r])
     bernoulli_u16(p[r:], hi, out=out[r:])
@@ -87,11 +90,11 @@ def _fused_categorical(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> 
     e = torch.exp(z - z.amax(-1, keepdim=True))
     target = u * e.sum(-1)
     acc = e[..., 0]
-    state = (acc < target).to(torch.int64)
+    count = torch.where(acc < target, 1.0, 0.0)  # counted in float: cheaper than bool casts
     for k in range(1, q - 1):
         acc = acc + e[..., k]
-        state = state + (acc < target).to(torch.int64)
-    return state
+        count = count + torch.where(acc < target, 1.0, 0.0)
+    return count.to(torch.int64)
 
 
 def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -43,9 +43,10 @@ def init_uniform(
     gen: torch.Generator, model: RBM, n: int, label: torch.Tensor | None = None
 ) -> WalkerState:
     """``n`` walkers from the uniform distribution over visibles (and over labels unless given)."""
-    x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen).to(torch.uint8)
+    x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen, device=gen.device)
+    x = x.to(torch.uint8)
     if model.n_labels and label is None:
-        label = torch.randint(0, model.n_labels, (n,), generator=gen)
+        label = torch.randint(0, model.n_labels, (n,), generator=gen, device=gen.device)
     return WalkerState.unweighted(x, label if model.n_labels else None)
 
 
@@ -58,11 +59,11 @@ def _encode(p: GibbsParams, x: torch.Tensor, label: torch.Tensor | None) -> torc
         idx = x.long() + p.offsets
         if not p.n_labels:
             return idx
-        lab = torch.full((n, 1), p.n_in + p.n_labels, dtype=torch.int64)
+        lab = torch.full((n, 1), p.n_in + p.n_labels, dtype=torch.int64, device=x.device)
         if label is not None:
             lab[:, 0] = label + p.n_in
         return torch.cat([idx, lab], 1)
-    buf = torch.empty(n, p.n_in + p.n_labels, dtype=p.matmul_dtype)
+    buf = torch.empty(n, p.n_in + p.n_labels, dtype=p.matmul_dtype, device=x.device)
     buf[:, : p.n_in].copy_(x)
     if p.n_labels:
         buf[:, p.n_in :].zero_()
@@ -129,7 +130,7 @@ def _visible(
     if sample_x:
         if p.potts:
             if p.fast:
-                u = torch.rand(n, p.n_visible, generator=gen)
+                u = torch.rand(n, p.n_visible, generator=gen, device=h.device)
                 state = categorical_field(field[:, :nv], bias[:nv], u)
             else:
                 state = categorical_index(gen, field[:, :nv].view(n, p.n_visible, p.n_states))
@@ -179,7 +180,7 @@ def sample_visible(
     _check_precision(precision)
     p = prepare(model, precision)
     n = h.shape[0]
-    buf = _encode(p, torch.zeros(n, p.n_visible, dtype=torch.uint8), None)
+    buf = _encode(p, torch.zeros(n, p.n_visible, dtype=torch.uint8, device=h.device), None)
     buf, _ = _visible(gen, p, h.to(p.matmul_dtype), buf, sample_x=True, sample_label=False)
     return _decode(p, buf)
 

@@ -113,7 +113,7 @@ def _build(model: RBM, precision: str) -> GibbsParams:
     down = w.T.to(matmul_dtype).contiguous()
     offsets = None
     if potts:
-        offsets = torch.arange(model.n_visible, dtype=torch.int64) * model.n_states
+        offsets = torch.arange(model.n_visible, dtype=torch.int64, device=w.device) * model.n_states
         if model.n_labels:
             # A zero row after the label rows: the gather index of "no label given".
             up = torch.cat([up, up.new_zeros(1, up.shape[1])])

@@ -33,7 +33,7 @@ def random_words(gen: torch.Generator, n: int) -> torch.Tensor:
     element); ``torch.randint(-2^63, 2^63 - 1)`` instead reduces every word modulo
     ``2^64 - 1``, a 64-bit division per element.
     """
-    return torch.empty(n, dtype=torch.int64).random_(_I64_MIN, None, generator=gen)
+    return torch.empty(n, dtype=torch.int64, device=gen.device).random_(_I64_MIN, None, generator=gen)
 
 
 def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -68,7 +68,7 @@ def pair_halves(words: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Ten
 def unit_uniform16(u16: torch.Tensor) -> torch.Tensor:
     """int16 uniforms -> float32 ``u16 2^-16 + 1/2``: uniform on the 2^16 multiples of 2^-16
     in ``[0, 1)``, exactly (one fused cast-scale-shift pass)."""
-    return torch.add(_HALF, u16, alpha=2.0**-16)
+    return torch.add(_HALF.to(u16.device), u16, alpha=2.0**-16)
 
 
 def bernoulli_u16(
@@ -94,7 +94,7 @@ def bernoulli_logits(gen: torch.Generator, logits: torch.Tensor, fast: bool = Fa
     """
     p = torch.sigmoid(logits.float())
     if not fast:
-        return (torch.rand(p.shape, generator=gen) < p).view(torch.uint8)
+        return (torch.rand(p.shape, generator=gen, device=p.device) < p).view(torch.uint8)
     return bernoulli_u16(p, uniform16(gen, tuple(p.shape)))
 
 
@@ -109,7 +109,7 @@ def categorical_logits(gen: torch.Generator, logits: torch.Tensor) -> torch.Tens
 
 def categorical_index(gen: torch.Generator, logits: torch.Tensor) -> torch.Tensor:
     """As :func:`categorical_logits`, but the state as int64 (an index, ready for gathers)."""
-    u = torch.rand(logits.shape[:-1], generator=gen)
+    u = torch.rand(logits.shape[:-1], generator=gen, device=logits.device)
     return categorical_inverse_cdf(logits, u)
 
 
