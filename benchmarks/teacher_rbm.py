@@ -51,7 +51,7 @@ def train_student(algorithm: str, train, seed: int, n_updates: int = 4000):
         "algorithm.k=10", "model.n_hidden=8", "model.labels=false",
         "optimizer.name=adam", "optimizer.lr=0.005", "train.batch_size=500",
         f"train.n_updates={n_updates}", f"train.seed={seed}", "train.progress=false",
-        "train.log_every=1000",
+        "train.log_every=1000", "train.threads=1",
     ]
     config = load_config(None, overrides)
     trainer = make_trainer(config, train)

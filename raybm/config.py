@@ -70,6 +70,7 @@ class TrainConfig(_Section):
     eval_k_long: int = Field(1000, gt=0)  # label-sampling steps for the "many steps" accuracy
     ais_betas: int = Field(0, ge=0)  # > 0: AIS log Z (this many temperatures) for large models
     ais_chains: int = Field(200, gt=0)
+    threads: int | None = Field(None, gt=0)  # torch intra-op threads (None: torch's default)
     progress: bool = True
 
 

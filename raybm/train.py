@@ -125,6 +125,8 @@ class Trainer:
     def update(self) -> dict[str, float]:
         batch = self.batch(self.step)
         info: dict[str, float] = {}
+        if self.centering is not None:  # once per minibatch, whatever the number of phases
+            self.centering.update_hidden_offset(self.model, batch)
         for phase in self.estimator.phases:
             est = self.estimator.estimate(self.gen, self.model, batch, self.walkers, phase)
             if est.walkers is not None:
@@ -134,7 +136,6 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=False)
             est.loss.backward()
             if self.centering is not None:
-                self.centering.update_hidden_offset(self.model, batch)
                 self.centering.transform_(self.model)
             self.optimizer.step()
             self.model.apply_gauge()
@@ -179,6 +180,8 @@ class Trainer:
 
 def make_trainer(config: Config, train: Dataset, resume: Path | None = None) -> Trainer:
     """A fresh trainer, or one restored from ``resume`` (a run directory or checkpoint)."""
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     gen = torch.Generator().manual_seed(config.train.seed)
     if resume is None:
         model = build_model(config, train, gen)
