@@ -8,8 +8,10 @@ the same sizes and the same random parameters:
 - ``rbms==0.5.0`` (optional benchmark dependency, ``pip install rbms==0.5.0``): its public
   ``BBRBM`` / ``PBRBM`` ``sample_hiddens`` + ``sample_visibles``;
 - scikit-learn's ``BernoulliRBM.gibbs`` (float32 parameters, numpy RNG);
-- the floor: the two matmuls of a sweep plus generating its random bits (float uniforms from
-  ``torch.rand`` for fp32, 16-bit uniforms cut from int64 words for bf16) and nothing else.
+- the floor: the two matmuls of a sweep plus generating its random bits (32-bit halves of the
+  generator's int64 words for fp32, 16-bit quarters for bf16, one per unit) and nothing else.
+  For Potts the floor's first matmul is the one-hot product, which raybm replaces by a gather
+  (so raybm can come in under its "floor" there).
 
 Bernoulli: 4096 walkers x 784 visibles x 512 hiddens, ``W ~ N(0, 0.01^2)`` (``rbms``'
 default initial variance), ``a ~ N(0, 1)``, ``b ~ N(0, 0.1^2)``. Potts: 1024 walkers x 100
@@ -102,7 +104,8 @@ def raybm_compiled(model, n, k, warmup, repeats) -> Row:
             return Row("raybm bf16 (torch.compile)", None, status)
         ms = timed(lambda: gibbs.step(gen, state, model, k, precision="bf16"), k, warmup,
                    repeats)
-        return Row("raybm bf16 (torch.compile)", ms, f"first call {compile_s:.0f} s (compile)")
+        return Row("raybm bf16 (torch.compile)", ms,
+                   f"first call {compile_s:.1f} s (compiles unless Inductor's cache has it)")
     finally:
         fused.set_compile(False)
 
@@ -175,23 +178,26 @@ def floor_case(model, n: int, dtype: torch.dtype, k: int, warmup: int, repeats: 
     gen = torch.Generator().manual_seed(1)
     m = model.n_hidden
     w = model.weight.detach().reshape(-1, m).to(dtype)
+    wt = w.T.contiguous()  # the layout raybm prepares once per parameter change
     n_in = w.shape[0]
     x = torch.randint(0, 2, (n, n_in), generator=gen).to(dtype)
     h = torch.randint(0, 2, (n, m), generator=gen).to(dtype)
     n_draws = n * (m + model.n_visible)
 
-    if dtype == torch.bfloat16:
-        def bits():
-            return random_words(gen, (n_draws + 3) // 4)  # four 16-bit uniforms per word
-    else:
-        def bits():
-            return torch.rand(n_draws, generator=gen)
+    # The random bits each raybm path draws: 16-bit uniforms for bf16 (four per word), 32-bit
+    # halves for fp32 (two per word; torch.rand would cost about twice as much here).
+    per_word = 4 if dtype == torch.bfloat16 else 2
+    n_words = (n_draws + per_word - 1) // per_word
+    # Preallocated outputs: a fresh multi-megabyte tensor page-faults on every first touch here.
+    words = torch.empty(n_words, dtype=torch.int64)
+    yh = torch.empty(n, m, dtype=dtype)
+    yv = torch.empty(n, n_in, dtype=dtype)
 
     def sweeps():
         for _ in range(k):
-            x @ w
-            h @ w.T
-            bits()
+            torch.mm(x, w, out=yh)
+            torch.mm(h, wt, out=yv)
+            random_words(gen, n_words, out=words)
 
     return timed(sweeps, k, warmup, repeats)
 
@@ -241,7 +247,7 @@ def main() -> None:
                     help="walkers,sites,states,hidden ('' to skip)")
     ap.add_argument("--k", type=int, default=10, help="sweeps per timed call")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile case")
     ap.add_argument("--no-sklearn", action="store_true")
@@ -265,8 +271,8 @@ def main() -> None:
         rows.append(sklearn_case(model, n, **skw))
     floors = {"fp32": floor_case(model, n, torch.float32, **kw),
               "bf16": floor_case(model, n, torch.bfloat16, **kw)}
-    rows += [Row("floor fp32: 2 matmuls + torch.rand", floors["fp32"]),
-             Row("floor bf16: 2 matmuls + 16-bit words", floors["bf16"])]
+    rows += [Row("floor fp32: 2 fp32 matmuls + 32-bit draws", floors["fp32"]),
+             Row("floor bf16: 2 bf16 matmuls + 16-bit draws", floors["bf16"])]
     print()
     print(table(f"Bernoulli: {n} walkers x {nv} visible x {nh} hidden", rows, "rbms", floors))
 
@@ -282,8 +288,8 @@ def main() -> None:
         prow.append(rbms_case(pm, pn, **kw))
         pfloors = {"fp32": floor_case(pm, pn, torch.float32, **kw),
                    "bf16": floor_case(pm, pn, torch.bfloat16, **kw)}
-        prow += [Row("floor fp32: 2 one-hot matmuls + torch.rand", pfloors["fp32"]),
-                 Row("floor bf16: 2 one-hot matmuls + 16-bit words", pfloors["bf16"])]
+        prow += [Row("floor fp32: 2 one-hot fp32 matmuls + 32-bit draws", pfloors["fp32"]),
+                 Row("floor bf16: 2 one-hot bf16 matmuls + 16-bit draws", pfloors["bf16"])]
         print()
         print(table(f"Potts: {pn} walkers x {ps} sites x {pq} states x {ph} hidden", prow,
                     "rbms", pfloors))

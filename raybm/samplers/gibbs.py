@@ -7,18 +7,20 @@ clamped: clamping ``l`` generates a class, clamping ``v`` samples labels for cla
 
 Two precisions:
 
-- ``"fp32"`` (the reference): fields in the model's dtype (bias fused into ``addmm``),
-  ``[u < sigmoid(z)]`` with ``torch.rand`` uniforms, inverse-CDF categorical draws.
+- ``"fp32"`` (the reference): fields in the model's dtype (bias fused into ``addmm``; Potts
+  hidden fields as a gather-sum of weight rows), ``[u < sigmoid(z)]`` with uniforms on
+  ``torch.rand``'s 24-bit grid (made from 32-bit halves of the generator's int64 stream, at
+  half ``torch.rand``'s cost), inverse-CDF categorical draws.
 - ``"bf16"`` (fast): bf16 matmuls on a bf16 copy of the float32 master weights, made once per
   parameter change (``prepared``), biases added in float32, and the Bernoulli draw
-  ``[u16 2^-16 + 1/2 < sigmoid(z)]`` on 16-bit uniforms cut from the int64 stream (``random_bits``,
-  bias < 2^-16 per unit), fused into one loop when ``torch.compile`` is on (``fused``). The
-  quantities that differ from the reference are the bf16 roundings of the couplings and of the
-  matmul output (relative 2^-9 of the field).
+  ``[u16 2^-16 + 1/2 < sigmoid(z)]`` on 16-bit uniforms cut from the int64 stream
+  (``random_bits``; bias < 2^-16 per unit), fused into one loop when ``torch.compile`` is on
+  (``fused``). What separates it from the reference is the bf16 rounding of the couplings and
+  of the matmul output (each 2^-9 relative; see ``test_fast_path``).
 
 Inside :func:`step`, walkers stay in the layout the next matmul reads (0/1 in the matmul dtype
 with the label one-hot appended, or gather indices for Potts) and become uint8 once, at the
-end: no per-sweep casts.
+end: no per-sweep casts, and the sweep's temporaries are reused (``scratch``).
 
 Kernel contract: ``init_* (gen, model, ...) -> WalkerState`` and
 ``step(gen, state, model, k, ...) -> (WalkerState, info)``; the model is passed in on every
@@ -33,7 +35,15 @@ import torch.nn.functional as F
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import bernoulli_field, categorical_field
 from raybm.samplers.prepared import GibbsParams, prepare
-from raybm.samplers.random_bits import categorical_index, categorical_logits, uniform16_pairs
+from raybm.samplers.random_bits import (
+    categorical_index,
+    categorical_logits,
+    pair_words,
+    random_words,
+    uniform16_pairs,
+    unit_uniform24_,
+)
+from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
 
 PRECISIONS = ("fp32", "bf16")
@@ -51,7 +61,9 @@ def init_uniform(
 
 
 # ------------------------------------------------------------------------- walker layout
-def _encode(p: GibbsParams, x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+def _encode(
+    p: GibbsParams, x: torch.Tensor, label: torch.Tensor | None, ws: Scratch
+) -> torch.Tensor:
     """uint8 walkers -> the hidden step's input: ``[v | onehot(l)]`` in the matmul dtype
     (Bernoulli), or the rows of ``p.up`` to sum (Potts). No label: a zero block / zero row."""
     n = x.shape[0]
@@ -63,7 +75,7 @@ def _encode(p: GibbsParams, x: torch.Tensor, label: torch.Tensor | None) -> torc
         if label is not None:
             lab[:, 0] = label + p.n_in
         return torch.cat([idx, lab], 1)
-    buf = torch.empty(n, p.n_in + p.n_labels, dtype=p.matmul_dtype, device=x.device)
+    buf = ws.get("x", (n, p.n_in + p.n_labels), p.matmul_dtype, x.device)
     buf[:, : p.n_in].copy_(x)
     if p.n_labels:
         buf[:, p.n_in :].zero_()
@@ -88,26 +100,50 @@ def _put_label(p: GibbsParams, buf: torch.Tensor, label: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------- half-steps
 def _bernoulli_exact(
-    gen: torch.Generator, z: torch.Tensor, out: torch.Tensor | None = None
+    gen: torch.Generator, z: torch.Tensor, out: torch.Tensor, ws: Scratch
 ) -> torch.Tensor:
-    """``[u < sigmoid(z)]`` as 0/1 in ``z``'s dtype, in ``out`` or a new tensor. ``z`` is a
-    temporary and is overwritten; the uniforms are drawn in place in the result's storage."""
+    """``[u < sigmoid(z)]`` as 0/1 in ``out`` (``z``'s shape; ``z`` is a temporary and is
+    overwritten). The uniforms are made in place in ``out``, then compared in place: in
+    float32, on ``torch.rand``'s 24-bit grid from 32-bit halves of the int64 stream
+    (``unit_uniform24_``); in other dtypes (float64 references), by ``uniform_``."""
     prob = z.sigmoid_()
-    u = torch.empty_like(prob) if out is None else out
-    return u.uniform_(generator=gen).lt_(prob)
+    if out.dtype != torch.float32:
+        return out.uniform_(generator=gen).lt_(prob)
+    n, m = z.shape
+    words = random_words(gen, (n * m + 1) // 2, out=ws.get("words", ((n * m + 1) // 2,),
+                                                           torch.int64, z.device))
+    return unit_uniform24_(words.view(torch.int32)[: n * m].view(n, m), out=out).lt_(prob)
 
 
-def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
+def _fast_draw(
+    gen: torch.Generator,
+    field: torch.Tensor,
+    bias: torch.Tensor,
+    ws: Scratch,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The fast Bernoulli draw on ``field + bias`` with fresh 16-bit uniforms (bf16 0/1)."""
+    n, m = field.shape
+    words = uniform16_pairs(gen, n, m, out=ws.get("words", (pair_words(n, m),), torch.int64,
+                                                  field.device))
+    return bernoulli_field(field, bias, words, out=out, scratch=ws)
+
+
+def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch) -> torch.Tensor:
     """``h ~ p(h | v, l)`` as 0/1 in the matmul dtype, ``(n, M)``."""
+    ws = ws.sub("h")
+    n, m, dev = buf.shape[0], p.up.shape[1], buf.device
     if p.potts:
         field = F.embedding_bag(buf, p.up, mode="sum")  # sum_i W[i, v_i] (+ D_l), float
         if p.fast:
-            return bernoulli_field(field, p.hbias, uniform16_pairs(gen, *field.shape))
-        return _bernoulli_exact(gen, field.add_(p.hbias))
+            return _fast_draw(gen, field, p.hbias, ws)
+        out = ws.get("out", (n, m), field.dtype, dev)
+        return _bernoulli_exact(gen, field.add_(p.hbias), out, ws)
     if p.fast:
-        y = buf @ p.up  # v W + D_l, bf16
-        return bernoulli_field(y, p.hbias, uniform16_pairs(gen, *y.shape))
-    return _bernoulli_exact(gen, torch.addmm(p.hbias, buf, p.up))
+        y = torch.mm(buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))  # v W + D_l
+        return _fast_draw(gen, y, p.hbias, ws)
+    z = torch.addmm(p.hbias, buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))
+    return _bernoulli_exact(gen, z, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
 
 
 def _visible(
@@ -117,34 +153,35 @@ def _visible(
     buf: torch.Tensor,
     sample_x: bool,
     sample_label: bool,
+    ws: Scratch,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(v, l) ~ p(v | h) p(l | h)`` for the parts asked for, written into the layout ``buf``
     (or a new one); returns it and the new labels (None when not sampled)."""
-    nv, n = p.n_in, h.shape[0]
+    ws = ws.sub("v")
+    nv, n, dev = p.n_in, h.shape[0], h.device
     first = 0 if sample_x else nv  # clamped visibles: only the label columns are needed
     down, bias = p.down[:, first:], p.vlbias[first:]
-    if p.fast:
-        field = h @ down  # bf16, biases added in float32 below
+    shape = (n, down.shape[1])
+    if p.fast:  # bf16; biases added in float32 below
+        field = torch.mm(h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
     else:
-        field = torch.addmm(bias, h, down)
+        field = torch.addmm(bias, h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
     if sample_x:
         if p.potts:
             if p.fast:
-                u = torch.rand(n, p.n_visible, generator=gen, device=h.device)
+                u = torch.rand(n, p.n_visible, generator=gen, device=dev)
                 state = categorical_field(field[:, :nv], bias[:nv], u)
             else:
                 state = categorical_index(gen, field[:, :nv].view(n, p.n_visible, p.n_states))
             torch.add(state, p.offsets, out=buf[:, : p.n_visible])
         elif p.fast:
-            words = uniform16_pairs(gen, n, nv)
-            if p.n_labels:
-                bernoulli_field(field[:, :nv], bias[:nv], words, out=buf[:, :nv])
-            else:
-                buf = bernoulli_field(field, bias, words)
-        elif p.n_labels:
-            _bernoulli_exact(gen, field[:, :nv], out=buf[:, :nv])
+            # With labels, x is a column block of the layout; without, the draw can return a
+            # new tensor (the compiled kernel does), which becomes the layout.
+            out = buf[:, :nv] if p.n_labels else None
+            drawn = _fast_draw(gen, field[:, :nv], bias[:nv], ws, out=out)
+            buf = buf if p.n_labels else drawn
         else:
-            buf = _bernoulli_exact(gen, field)
+            _bernoulli_exact(gen, field[:, :nv], buf[:, :nv], ws)
     label = None
     if sample_label:
         logits = field[:, nv - first :]
@@ -169,7 +206,8 @@ def sample_hidden(
     """``h ~ p(h | v, l)`` as uint8 (with ``label=None``, the label coupling is left out)."""
     _check_precision(precision)
     p = prepare(model, precision)
-    return _hidden(gen, p, _encode(p, v, label)).to(torch.uint8)
+    ws = Scratch()
+    return _hidden(gen, p, _encode(p, v, label, ws), ws).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -180,8 +218,9 @@ def sample_visible(
     _check_precision(precision)
     p = prepare(model, precision)
     n = h.shape[0]
-    buf = _encode(p, torch.zeros(n, p.n_visible, dtype=torch.uint8, device=h.device), None)
-    buf, _ = _visible(gen, p, h.to(p.matmul_dtype), buf, sample_x=True, sample_label=False)
+    ws = Scratch()
+    buf = _encode(p, torch.zeros(n, p.n_visible, dtype=torch.uint8, device=h.device), None, ws)
+    buf, _ = _visible(gen, p, h.to(p.matmul_dtype), buf, True, False, ws)
     return _decode(p, buf)
 
 
@@ -210,10 +249,11 @@ def step(
     p = prepare(model, precision)
     label = state.label
     sample_label = bool(model.n_labels) and not clamp_label
-    buf = _encode(p, state.x, label)
+    ws = Scratch()  # temporaries reused by all k sweeps
+    buf = _encode(p, state.x, label, ws)
     for _ in range(k):
-        h = _hidden(gen, p, buf)
-        buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label)
+        h = _hidden(gen, p, buf, ws)
+        buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label, ws)
         if new_label is not None:
             label = new_label
     x = state.x if clamp_visible else _decode(p, buf)

@@ -26,14 +26,16 @@ _I64_MIN = -(2**63)
 _HALF = torch.tensor(0.5)  # 0-dim: an int16 tensor plus this promotes to float32 in one pass
 
 
-def random_words(gen: torch.Generator, n: int) -> torch.Tensor:
-    """``n`` uniformly random 64-bit words (int64), every bit used.
+def random_words(gen: torch.Generator, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` uniformly random 64-bit words (int64), every bit used (into ``out[:n]`` if given).
 
     ``random_(-2^63, None)`` takes the generator's full-range path (one 64-bit output per
     element); ``torch.randint(-2^63, 2^63 - 1)`` instead reduces every word modulo
     ``2^64 - 1``, a 64-bit division per element.
     """
-    return torch.empty(n, dtype=torch.int64, device=gen.device).random_(_I64_MIN, None, generator=gen)
+    if out is None:
+        out = torch.empty(n, dtype=torch.int64, device=gen.device)
+    return out[:n].random_(_I64_MIN, None, generator=gen)
 
 
 def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
@@ -44,16 +46,37 @@ def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return random_words(gen, (count + 3) // 4).view(torch.int16)[:count].view(shape)
 
 
-def uniform16_pairs(gen: torch.Generator, rows: int, cols: int) -> torch.Tensor:
+def unit_uniform24_(words: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """32-bit words (int32, overwritten) -> uniforms on the 2^24 multiples of 2^-24 in
+    ``[0, 1)`` in ``out`` (float): ``(w >> 8) 2^-24 + 1/2``, exactly.
+
+    The grid of ``torch.rand``'s float32 uniforms, at half its cost here: the generator's
+    64-bit output feeds two draws, where ``torch.rand`` spends a 32-bit output and a slower
+    per-element conversion on each.
+    """
+    return torch.add(_HALF.to(words.device), words.bitwise_right_shift_(8), alpha=2.0**-24,
+                     out=out)
+
+
+def pair_words(rows: int, cols: int) -> int:
+    """How many int64 words :func:`uniform16_pairs` draws for a ``(rows, cols)`` draw."""
+    return ((rows + 1) // 2 * cols + 1) // 2
+
+
+def uniform16_pairs(
+    gen: torch.Generator, rows: int, cols: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """16-bit uniforms for a ``(rows, cols)`` draw, packed two per int32: ``(ceil(rows/2), cols)``.
 
     Row ``i`` of the draw takes the low half of word row ``i`` and row ``R + i`` the high half
     (``R = ceil(rows / 2)``): the halves are whole row blocks, so a vectorised kernel unpacks
     them with two shifts and contiguous loads (int16 loads are not vectorised by Inductor).
-    Same stream cost as :func:`uniform16`: four uniforms per int64.
+    Same stream cost as :func:`uniform16`: four uniforms per int64. ``out``: an int64 buffer
+    of at least :func:`pair_words` words to draw into (reused across sweeps).
     """
     r = (rows + 1) // 2
-    return random_words(gen, (r * cols + 1) // 2).view(torch.int32)[: r * cols].view(r, cols)
+    words = random_words(gen, pair_words(rows, cols), out)
+    return words.view(torch.int32)[: r * cols].view(r, cols)
 
 
 def pair_halves(words: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,28 +88,33 @@ def pair_halves(words: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Ten
     return w16[:, 0::2], w16[: rows - r, 1::2]
 
 
-def unit_uniform16(u16: torch.Tensor) -> torch.Tensor:
+def unit_uniform16(u16: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """int16 uniforms -> float32 ``u16 2^-16 + 1/2``: uniform on the 2^16 multiples of 2^-16
     in ``[0, 1)``, exactly (one fused cast-scale-shift pass)."""
-    return torch.add(_HALF.to(u16.device), u16, alpha=2.0**-16)
+    return torch.add(_HALF.to(u16.device), u16, alpha=2.0**-16, out=out)
 
 
 def bernoulli_u16(
-    prob: torch.Tensor, u16: torch.Tensor, out: torch.Tensor | None = None
+    prob: torch.Tensor,
+    u16: torch.Tensor,
+    out: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fast-path draw ``[u < prob]`` with ``u`` from 16-bit uniforms (:func:`uniform16`).
 
     Written in ``out``'s dtype (bf16 0/1 feeds the next matmul directly), or uint8 when ``out``
-    is None.
+    is None. ``scratch``: an optional float32 buffer of ``u16``'s shape for the uniforms.
     """
-    u = unit_uniform16(u16)
+    u = unit_uniform16(u16, out=scratch)
     if out is None:
         # bool and uint8 are both one byte: the view is free, a .to() would copy.
         return torch.lt(u, prob).view(torch.uint8)
     return torch.lt(u, prob, out=out)
 
 
-def bernoulli_logits(gen: torch.Generator, logits: torch.Tensor, fast: bool = False) -> torch.Tensor:
+def bernoulli_logits(
+    gen: torch.Generator, logits: torch.Tensor, fast: bool = False
+) -> torch.Tensor:
     """Draw ``v ~ Bernoulli(sigmoid(logits))`` as uint8.
 
     Exact path: ``rand < sigmoid(logits)`` in float32. Fast path: 16-bit uniforms (see the
