@@ -244,6 +244,10 @@ def step(
     _check_precision(precision)
     if clamp_visible and (clamp_label or not model.n_labels):
         raise ValueError("clamp_visible samples labels only: needs a label unit and free labels")
+    if model.n_labels and state.label is None:
+        # Without a label the first half-step would drop the label coupling D_l: start the
+        # walkers with labels (init_uniform draws them uniformly).
+        raise ValueError("this RBM has a label unit: the walkers need labels (state.label)")
     if k <= 0:
         return state.replace(), {}
     p = prepare(model, precision)

@@ -151,3 +151,5 @@ def test_step_keeps_log_weights_and_rejects_bad_options():
         gibbs.step(gen, state, model, 1, precision="fp16")
     with pytest.raises(ValueError):
         gibbs.step(gen, state, model, 1, clamp_label=True, clamp_visible=True)
+    with pytest.raises(ValueError, match="need labels"):
+        gibbs.step(gen, state.replace(label=None), model, 1)
