@@ -43,12 +43,14 @@ class ModelConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
-    name: Literal["kstep", "pcd", "cd"] = "kstep"
+    name: Literal["kstep", "pcd", "cd", "jarzynski"] = "kstep"
     k: int = Field(10, gt=0)
     n_walkers: int | None = Field(None, gt=0)  # PCD: persistent walkers (default: batch size)
     precision: Literal["fp32", "bf16"] = "fp32"
     classification: bool = True  # F&F: also apply the label-sampling (classification) update
     centered: bool = True
+    ess_threshold: float = Field(0.5, gt=0, le=1)  # jarzynski: resample when ESS / n is below
+    resampling: Literal["systematic", "multinomial"] = "systematic"
     hidden_offset_momentum: float = Field(0.01, gt=0, le=1)
 
 

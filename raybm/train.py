@@ -57,7 +57,9 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
 def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
     n_labels = train.n_labels if (config.model.labels and train.labels is not None) else 0
     model = build_rbm(train.n_visible, config.model.n_hidden, train.n_states, n_labels)
-    model.init_parameters(gen, weight_std=config.model.weight_std)
+    # Jarzynski walkers start exactly from a zero-coupling model (log Z_0 in closed form).
+    weight_std = 0.0 if config.algorithm.name == "jarzynski" else config.model.weight_std
+    model.init_parameters(gen, weight_std=weight_std)
     model.init_visible_bias(train.x, train.weights)
     return model
 
@@ -84,10 +86,12 @@ class Trainer:
 
     def __post_init__(self) -> None:
         a = self.config.algorithm
-        self.estimator = build_estimator(
-            a.name, a.k, a.precision,
-            **({"classification": a.classification} if a.name == "kstep" else {}),
-        )
+        options: dict[str, Any] = {}
+        if a.name == "kstep":
+            options = {"classification": a.classification}
+        elif a.name == "jarzynski":
+            options = {"ess_threshold": a.ess_threshold, "resampling": a.resampling}
+        self.estimator = build_estimator(a.name, a.k, a.precision, **options)
         self.optimizer = build_optimizer(self.config, self.model)
         use_labels = self.model.n_labels > 0
         self.centering = (
@@ -137,8 +141,13 @@ class Trainer:
             est.loss.backward()
             if self.centering is not None:
                 self.centering.transform_(self.model)
+            reweights = hasattr(self.estimator, "reweight")
+            if reweights:  # Jarzynski: the walkers absorb the work of this update
+                f_before = self.estimator.free_energy(self.model, self.walkers)
             self.optimizer.step()
             self.model.apply_gauge()
+            if reweights:
+                self.walkers = self.estimator.reweight(self.model, self.walkers, f_before)
             info[f"loss_{phase}"] = float(est.loss.detach())
             info.update(est.info)
         self.step += 1
@@ -157,6 +166,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint state
     def state(self) -> dict[str, Any]:
         return {
+            "estimator": getattr(self.estimator, "state_dict", dict)(),
             "optimizer": self.optimizer.state_dict(),
             "centering": None if self.centering is None else self.centering.state_dict(),
             "generator": self.gen.get_state(),
@@ -164,6 +174,8 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state["estimator"])
         if self.centering is not None and state.get("centering") is not None:
             self.centering.load_state_dict(state["centering"])
         self.gen.set_state(state["generator"])

@@ -24,7 +24,9 @@ def params(model):
 @pytest.mark.parametrize("algorithm", [
     ["algorithm.name=pcd", "algorithm.k=3", "optimizer.name=adam", "optimizer.lr=0.01"],
     ["algorithm.name=kstep", "algorithm.k=3"],
-], ids=["pcd-adam", "kstep-sgd"])
+    ["algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=200",
+     "algorithm.ess_threshold=0.9"],
+], ids=["pcd-adam", "kstep-sgd", "jarzynski"])
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
     common = SMALL + algorithm + ["train.checkpoint_every=7"]
     straight = train_run(load_config(None, common + ["train.n_updates=20"]),
@@ -42,6 +44,9 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
     if a.walkers is not None:
         assert torch.equal(a.walkers.x, b.walkers.x)
     assert torch.equal(a.state["generator"], b.state["generator"])
+    assert a.state["estimator"] == b.state["estimator"]
+    if a.walkers is not None:
+        assert torch.equal(a.walkers.log_weight, b.walkers.log_weight)
 
 
 def test_resume_from_an_intermediate_checkpoint(tmp_path):

@@ -117,4 +117,8 @@ def build_estimator(name: str, k: int, precision: str = "fp32", **options):
         return PersistentContrastiveDivergence(k=k, precision=precision)
     if name in ("kstep", "ff"):
         return KStep(k=k, precision=precision, **options)
+    if name == "jarzynski":
+        from raybm.algorithms.jarzynski import Jarzynski
+
+        return Jarzynski(k=k, precision=precision, **options)
     raise ValueError(f"unknown algorithm {name!r}")
