@@ -49,22 +49,23 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
     for name, values in curves.items():
         for t, value in zip(sorted(cfg.eval_t), values):
             out[f"{name}_t{t}"] = float(value)
-    if not can_enumerate(model) and cfg.ais_betas:
+    from raybm.metrics.exact import log_likelihood, log_partition
+
+    log_z, method = None, ""
+    if can_enumerate(model):
+        log_z, method = log_partition(model), "exact"
+    elif cfg.ais_betas:
         from raybm.metrics.ais import ais_log_partition
 
         ais = ais_log_partition(gen, model, n_chains=cfg.ais_chains, n_betas=cfg.ais_betas)
-        out["log_z_ais"], out["log_z_ais_stderr"] = ais.log_z, ais.stderr
-        out["train_loglik_ais"] = float(-model.free_energy(train.x).double().mean() - ais.log_z)
+        log_z, method = ais.log_z, "ais"
+        out["log_z_ais_stderr"] = ais.stderr
+    if log_z is not None:
+        out[f"log_z_{method}"] = log_z
+        out[f"train_loglik_{method}"] = float(log_likelihood(model, train.x, log_z=log_z).mean())
         if test.n_samples:
-            out["test_loglik_ais"] = float(-model.free_energy(test.x).double().mean() - ais.log_z)
-    if can_enumerate(model):
-        from raybm.metrics.exact import log_likelihood, log_partition
-
-        log_z = log_partition(model)
-        out["log_z_exact"] = log_z
-        out["train_loglik_exact"] = float(log_likelihood(model, train.x, log_z=log_z).mean())
-        if test.n_samples:
-            out["test_loglik_exact"] = float(log_likelihood(model, test.x, log_z=log_z).mean())
+            out[f"test_loglik_{method}"] = float(
+                log_likelihood(model, test.x, log_z=log_z).mean())
     return out
 
 

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from raybm.checkpoint import Checkpoint, atomic_write_text, find_checkpoint, load_checkpoint
 from raybm.config import Config, dump_config, load_config
 from raybm.errors import DivergenceError, InputError
@@ -96,9 +94,10 @@ def train_run(
 
             info["test_accuracy"] = accuracy_exact(trainer.model, test_set.x, test_set.labels)
         if "log_z" in info and test_set.n_samples:  # Jarzynski: a live log-likelihood, free
-            with torch.no_grad():
-                f = trainer.model.free_energy(test_set.x).double().mean()
-            info["test_loglik_jarzynski"] = float(-f - info["log_z"])
+            from raybm.metrics.exact import log_likelihood
+
+            info["test_loglik_jarzynski"] = float(
+                log_likelihood(trainer.model, test_set.x, log_z=info["log_z"]).mean())
         tracker.log_metrics(info, step)
 
     status = "FAILED"
