@@ -8,6 +8,12 @@ A checkpoint is a directory::
     walkers.parquet   one row per walker: ``x`` (its visible state, bytes), ``log_weight``,
                       ``label`` (absent column when the model has no label unit)
 
+A run with N > 1 workers writes one Parquet file per shard instead,
+``walkers-RRR-of-NNN.parquet``, each carrying its rank's generator state in the file's schema
+metadata; ``meta.json`` lists them (``shard_files``), and a checkpoint missing any of them is
+incomplete and never loaded. Every rank writes its own files into its own directory and Ray
+Train merges the directories reported at one step (``raybm.distributed``).
+
 It is first written to ``<name>.tmp-<pid>`` and renamed into place, then the run's ``latest``
 pointer is replaced atomically, so a crash at any moment leaves the previous checkpoint
 usable and never a half-written one under a checkpoint's name.
@@ -87,6 +93,21 @@ def walkers_from_table(table: pa.Table, where: str) -> WalkerState:
     return WalkerState(x=x, log_weight=logw, label=label)
 
 
+GENERATOR_KEY = b"raybm.generator"
+
+
+def shard_file(rank: int, world_size: int) -> str:
+    return f"walkers-{rank:03d}-of-{world_size:03d}.parquet"
+
+
+def concat_walkers(parts: list[WalkerState]) -> WalkerState:
+    return WalkerState(
+        x=torch.cat([w.x for w in parts]),
+        log_weight=torch.cat([w.log_weight for w in parts]),
+        label=None if parts[0].label is None else torch.cat([w.label for w in parts]),
+    )
+
+
 @dataclass
 class Checkpoint:
     """Everything a run needs to continue exactly where it stopped."""
@@ -95,7 +116,29 @@ class Checkpoint:
     model: RBM
     meta: dict[str, Any]
     state: dict[str, Any]
-    walkers: WalkerState | None
+    walkers: WalkerState | None  # the whole population, shards concatenated in rank order
+    shards: list[WalkerState] | None = None
+    shard_generators: list[torch.Tensor | None] | None = None
+
+    def shard(self, rank: int, world_size: int
+              ) -> tuple[WalkerState | None, torch.Tensor | None, bool]:
+        """Rank ``rank``'s walkers and generator state, and whether the split is the saved one.
+
+        With the saved number of shards each rank gets its own rows and generator back;
+        otherwise the population is re-split evenly (generator None: seed afresh).
+        """
+        if self.walkers is None:
+            return None, None, True
+        saved = len(self.shards) if self.shards is not None else 1
+        if saved == world_size:
+            if self.shards is None:
+                return self.walkers, None, True
+            return self.shards[rank], self.shard_generators[rank], True
+        from raybm.walkers import shard_slice
+
+        return self.walkers.take(
+            torch.arange(self.walkers.n_walkers)[shard_slice(self.walkers.n_walkers,
+                                                             world_size, rank)]), None, False
 
 
 def save_checkpoint(
@@ -130,17 +173,74 @@ def save_checkpoint(
     return directory
 
 
+def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerState,
+                generator_state: torch.Tensor) -> Path:
+    """Write one rank's walkers (and its generator state) into ``directory``, atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    table = walkers_to_table(walkers).replace_schema_metadata(
+        {GENERATOR_KEY: generator_state.numpy().tobytes()})
+    path = directory / shard_file(rank, world_size)
+    tmp = directory / f".{path.name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_common(directory: Path, *, step: int, model: RBM, state: dict[str, Any],
+                 meta: dict[str, Any], world_size: int) -> None:
+    """Rank 0's part of a sharded checkpoint: parameters and state, then ``meta.json`` last
+    (its presence, with every shard it lists, is what makes the checkpoint complete)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    full_state = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}, **state}
+    tmp = directory / f".state.pt.tmp-{os.getpid()}"
+    torch.save(full_state, tmp)
+    os.replace(tmp, directory / "state.pt")
+    full_meta = {"format_version": FORMAT_VERSION, "step": step, "model": model_spec(model),
+                 "shard_files": [shard_file(r, world_size) for r in range(world_size)], **meta}
+    atomic_write_text(directory / "meta.json", json.dumps(full_meta, indent=2, default=str))
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """A checkpoint directory with its ``meta.json``, ``state.pt`` and every listed shard."""
+    try:
+        meta = json.loads((checkpoint / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    files = ["state.pt"] + list(meta.get("shard_files", []))
+    return all((checkpoint / f).is_file() for f in files)
+
+
+def ray_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints Ray Train persisted under ``<run>/ray`` (a distributed run)."""
+    root = Path(run_dir) / "ray"
+    if not root.is_dir():
+        return []
+    return [d for d in root.glob("**/checkpoint_*") if d.is_dir() and is_complete(d)]
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "meta.json").read_text())["step"])
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from itself or a run directory (its ``latest`` pointer)."""
     path = Path(path)
     if (path / "meta.json").is_file():
         return path
+    # A distributed run whose driver stopped early has newer checkpoints in Ray's storage.
+    newest_ray = max(ray_checkpoints(path), key=checkpoint_step, default=None)
     pointer = path / "checkpoints" / "latest"
     if pointer.is_file():
         target = path / "checkpoints" / pointer.read_text().strip()
         if (target / "meta.json").is_file():
+            if newest_ray is not None and checkpoint_step(newest_ray) > checkpoint_step(target):
+                return newest_ray
             return target
         raise InputError(pointer, "", f"points at a missing checkpoint {target.name}")
+    if newest_ray is not None:
+        return newest_ray
     if not path.exists():
         raise InputError(path, "", "no such run or checkpoint directory")
     raise InputError(path, "", "not a run directory or checkpoint (no meta.json, no checkpoints/latest)")
@@ -162,11 +262,25 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise InputError(ckpt / "state.pt", "", f"cannot load ({type(err).__name__})") from None
     model = model_from_spec(meta["model"])
     model.load_state_dict(state.pop("model"))
-    walkers = None
+    walkers, shards, generators = None, None, None
     wpath = ckpt / "walkers.parquet"
     if wpath.is_file():
         walkers = walkers_from_table(pq.read_table(wpath), str(wpath))
-    return Checkpoint(step=int(meta["step"]), model=model, meta=meta, state=state, walkers=walkers)
+    elif meta.get("shard_files"):
+        shards, generators = [], []
+        for name in meta["shard_files"]:
+            spath = ckpt / name
+            if not spath.is_file():
+                raise InputError(ckpt / "meta.json", "shard_files",
+                                 f"checkpoint incomplete: {name} is missing")
+            table = pq.read_table(spath)
+            shards.append(walkers_from_table(table, str(spath)))
+            raw = (table.schema.metadata or {}).get(GENERATOR_KEY)
+            generators.append(None if raw is None
+                              else torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+        walkers = concat_walkers(shards)
+    return Checkpoint(step=int(meta["step"]), model=model, meta=meta, state=state,
+                      walkers=walkers, shards=shards, shard_generators=generators)
 
 
 def set_latest(run_dir: Path, checkpoint: Path) -> None:

@@ -70,14 +70,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.no_progress:
         overrides.append("train.progress=false")
+    def say(message: str) -> None:
+        print(f"raybm: {message}", file=sys.stderr, flush=True)
+
     if args.resume:
-        summary = train_run(resume=args.resume, overrides=overrides)
+        summary = train_run(resume=args.resume, overrides=overrides, say=say)
     else:
         config = load_config(args.config, overrides, use_default=True)
-        if config.distributed.workers > 0:
-            print(f"raybm: distributed.workers={config.distributed.workers}: the Ray worker "
-                  "path is not built yet; training in-process", file=sys.stderr)
-        summary = train_run(config, out=args.out)
+        summary = train_run(config, out=args.out, say=say)
     _print_summary(summary)
     return 0
 

@@ -84,8 +84,10 @@ class TrackingConfig(_Section):
 
 
 class DistributedConfig(_Section):
-    workers: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0)  # 0: in-process, no Ray; N: N Ray Train workers (shards)
     use_gpu: bool = False
+    max_failures: int = Field(2, ge=0)  # worker-group restarts from the last checkpoint
+    keep_checkpoints: int = Field(2, ge=1)  # Ray keeps this many under <run>/ray
 
 
 class Config(_Section):

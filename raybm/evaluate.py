@@ -99,3 +99,19 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     if curves:
         score_curve_plot(curves, t_list, directory / "scores_vs_tG.png")
     return directory
+
+
+def live_metrics(model: RBM, test: Dataset, info: dict[str, float]) -> dict[str, float]:
+    """The cheap metrics logged with every ``log_every`` update: exact test accuracy (label
+    unit), and the test log-likelihood from the Jarzynski running log Z (free)."""
+    out = dict(info)
+    if model.n_labels and test.n_samples:
+        from raybm.metrics.classify import accuracy_exact
+
+        out["test_accuracy"] = accuracy_exact(model, test.x, test.labels)
+    if "log_z" in info and test.n_samples:
+        from raybm.metrics.exact import log_likelihood
+
+        out["test_loglik_jarzynski"] = float(
+            log_likelihood(model, test.x, log_z=info["log_z"]).mean())
+    return out

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from raybm.checkpoint import Checkpoint, atomic_write_text, find_checkpoint, load_checkpoint
 from raybm.config import Config, dump_config, load_config
@@ -53,8 +54,14 @@ def train_run(
     resume: str | Path | None = None,
     overrides: list[str] = (),
     evaluate_at_end: bool = True,
+    say: Callable[[str], None] = lambda message: None,
 ) -> RunSummary:
-    """Train as the config says; with ``resume``, continue that run from its latest checkpoint."""
+    """Train as the config says; with ``resume``, continue that run from its latest checkpoint.
+
+    ``distributed.workers: N > 0`` trains on N Ray Train workers (``raybm.distributed``); when
+    Ray cannot start or lacks the resources, the run goes on in-process and ``say`` is told
+    why. The same ``Trainer`` code runs in both cases.
+    """
     t_start = time.perf_counter()
     run_id = None
     if resume is not None:
@@ -78,7 +85,18 @@ def train_run(
             raise InputError(run_dir, "--out", "already holds a run; use --resume to continue it")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    trainer = make_trainer(config, train_set, resume=find_checkpoint(run_dir) if resume else None)
+    resume_from = find_checkpoint(run_dir) if resume else None
+    workers = config.distributed.workers
+    if workers > 0:
+        from raybm.distributed.launch import start_ray
+
+        why = start_ray(workers, config.distributed.use_gpu)
+        if why is not None:
+            say(f"{why}: training in-process instead (distributed.workers: 0)")
+            workers = 0
+        else:
+            n_walkers = config.algorithm.n_walkers or config.train.batch_size
+            say(f"training on {workers} Ray workers ({n_walkers} walkers in {workers} shards)")
     tracker = make_tracker(config, run_name, run_id)
     if run_id is None:
         tracker.log_params(config.flat())
@@ -87,32 +105,27 @@ def train_run(
                             "data.n_states": train_set.n_states})
         tracker.log_artifact(run_dir / "config.yaml")
     meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": getattr(tracker, "uri", "")}
-
-    def on_log(step: int, info: dict[str, float]) -> None:
-        if trainer.model.n_labels and test_set.n_samples:
-            from raybm.metrics.classify import accuracy_exact
-
-            info["test_accuracy"] = accuracy_exact(trainer.model, test_set.x, test_set.labels)
-        if "log_z" in info and test_set.n_samples:  # Jarzynski: a live log-likelihood, free
-            from raybm.metrics.exact import log_likelihood
-
-            info["test_loglik_jarzynski"] = float(
-                log_likelihood(trainer.model, test_set.x, log_z=info["log_z"]).mean())
-        tracker.log_metrics(info, step)
+    tracker.set_tags({"raybm.workers": str(workers)})
 
     status = "FAILED"
     try:
-        run_updates(trainer, config.train.n_updates, on_log=on_log,
-                    on_checkpoint=lambda step: trainer.save(run_dir, meta),
-                    progress=config.train.progress)
-        final = trainer.save(run_dir, meta)
+        if workers == 0:
+            final, model = _train_in_process(config, train_set, test_set, run_dir, resume_from,
+                                              tracker, meta)
+        else:
+            from raybm.distributed.launch import fit
+
+            final = fit(config, run_dir, tracker.run_id, getattr(tracker, "uri", ""),
+                        resume_from)
+            model = load_checkpoint(final).model
+        step = json.loads((final / "meta.json").read_text())["step"]
         metrics: dict[str, float] = {}
         if evaluate_at_end:
             from raybm.evaluate import evaluate, write_artifacts
 
-            metrics = evaluate(trainer.model, train_set, test_set, config)
-            tracker.log_metrics(metrics, trainer.step)
-            art = write_artifacts(trainer.model, train_set, test_set, config, metrics,
+            metrics = evaluate(model, train_set, test_set, config)
+            tracker.log_metrics(metrics, step)
+            art = write_artifacts(model, train_set, test_set, config, metrics,
                                   run_dir / "artifacts")
             tracker.log_artifact(art, "plots")
             atomic_write_text(run_dir / "summary.json", json.dumps(metrics, indent=2))
@@ -128,6 +141,21 @@ def train_run(
         tracker.end(status)
     return RunSummary(run_dir, tracker.run_id, getattr(tracker, "uri", ""),
                       tracker.ui_command, metrics, time.perf_counter() - t_start)
+
+
+def _train_in_process(config, train_set, test_set, run_dir, resume_from, tracker, meta):
+    """``distributed.workers: 0``: the whole population in this process, no Ray."""
+    from raybm.evaluate import live_metrics
+
+    trainer = make_trainer(config, train_set, resume=resume_from)
+
+    def on_log(step: int, info: dict[str, float]) -> None:
+        tracker.log_metrics(live_metrics(trainer.model, test_set, info), step)
+
+    run_updates(trainer, config.train.n_updates, on_log=on_log,
+                on_checkpoint=lambda step: trainer.save(run_dir, meta),
+                progress=config.train.progress)
+    return trainer.save(run_dir, meta), trainer.model
 
 
 def load_run(run: str | Path) -> tuple[Config, Checkpoint]:

@@ -1,8 +1,15 @@
-"""The single-process training loop: data -> model -> estimator -> updates -> checkpoints.
+"""The training loop: data -> model -> estimator -> updates -> checkpoints.
 
-The loop is deterministic given the config: minibatch order comes from ``(seed, epoch)``,
-every random draw from one generator whose state is checkpointed, so ``--resume`` continues
-exactly as an uninterrupted run would.
+One :class:`Trainer` is one shard of the run: in-process it holds the whole walker population
+(``population=LOCAL``); on a Ray Train worker it holds shard ``rank`` of ``world_size`` and the
+same code runs with a ``TorchComm`` population (``raybm.distributed``). Every rank computes the
+same global minibatch from ``(seed, epoch)`` and takes its slice of the rows, so a run sees the
+same sequence of minibatches whatever the number of workers; the shard losses are normalised
+globally and their gradients summed, so every rank applies the same update.
+
+The loop is deterministic given the config: minibatch order comes from ``(seed, epoch)``, every
+random draw from one generator per rank seeded from ``(seed, rank)`` whose state is
+checkpointed, so ``--resume`` continues exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from raybm.algorithms.base import Batch
+from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.centering import Centering
 from raybm.algorithms.contrastive import build_estimator
 from raybm.checkpoint import load_checkpoint, save_checkpoint, set_latest
@@ -23,6 +31,12 @@ from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
 from raybm.models.rbm import RBM, build_rbm
+from raybm.walkers import shard_sizes, shard_slice
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s generator (rank 0 keeps ``seed``: one process, one stream)."""
+    return seed + 104_729 * rank
 
 
 def load_data(config: Config) -> tuple[Dataset, Dataset]:
@@ -72,6 +86,26 @@ def build_optimizer(config: Config, model: RBM) -> torch.optim.Optimizer:
                            weight_decay=o.weight_decay)
 
 
+def sum_gradients(population: Population, model: torch.nn.Module, loss: torch.Tensor) -> float:
+    """Sum the shard gradients (and losses) over all ranks in one collective; the summed loss.
+
+    Each shard's loss is its share of the globally normalised surrogate loss, so the sum is the
+    single-process gradient of the whole population; every rank receives the same sum and so
+    applies the same update. (Summed in float64: the ranks' parameters must stay identical and
+    the single-process gradient is matched to rounding.)
+    """
+    if population.world_size == 1:
+        return float(loss)
+    grads = [p.grad for p in model.parameters()]
+    flat = torch.cat([g.reshape(-1).double() for g in grads] + [loss.double().reshape(1)])
+    population.all_reduce_(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return float(flat[-1])
+
+
 @dataclass
 class Trainer:
     """Model, estimator, optimizer, centring, walkers and generator, stepped one update at a time."""
@@ -82,7 +116,10 @@ class Trainer:
     gen: torch.Generator
     step: int = 0
     walkers: Any = None
+    population: Population = LOCAL
     history: list[dict[str, float]] = field(default_factory=list)
+    # Seconds spent per part of the update, summed since the start (distributed_overhead.py).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         a = self.config.algorithm
@@ -90,8 +127,10 @@ class Trainer:
         if a.name == "kstep":
             options = {"classification": a.classification}
         elif a.name == "jarzynski":
-            options = {"ess_threshold": a.ess_threshold, "resampling": a.resampling}
+            options = {"ess_threshold": a.ess_threshold, "resampling": a.resampling,
+                       "resample_seed": self.config.train.seed}
         self.estimator = build_estimator(a.name, a.k, a.precision, **options)
+        self.estimator.population = self.population
         self.optimizer = build_optimizer(self.config, self.model)
         use_labels = self.model.n_labels > 0
         self.centering = (
@@ -102,43 +141,66 @@ class Trainer:
         )
         if self.walkers is None:
             n_walkers = a.n_walkers or self.config.train.batch_size
-            self.walkers = self.estimator.init_walkers(self.gen, self.model, n_walkers)
+            local = shard_sizes(n_walkers, self.population.world_size)[self.population.rank]
+            self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
         n = self.train_set.n_samples
         self.batch_size = min(self.config.train.batch_size, n)
         self.batches_per_epoch = max(n // self.batch_size, 1)
         self._perm_epoch = -1
 
     # ------------------------------------------------------------------ minibatches
-    def batch(self, step: int) -> Batch:
-        """The minibatch of update ``step``: epoch permutations seeded by ``(seed, epoch)``."""
+    def batch_rows(self, step: int) -> torch.Tensor:
+        """The rows of update ``step``'s whole minibatch: epoch permutations from
+        ``(seed, epoch)``, the same on every rank."""
         epoch, index = divmod(step, self.batches_per_epoch)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
             self._perm = torch.randperm(self.train_set.n_samples, generator=g)
             self._perm_epoch = epoch
-        rows = self._perm[index * self.batch_size : (index + 1) * self.batch_size]
+        return self._perm[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def batch(self, step: int, shard: bool = True) -> Batch:
+        """Update ``step``'s minibatch, or with ``shard`` this rank's slice of its rows
+        (normalised by the whole minibatch's weight)."""
+        rows = self.batch_rows(step)
         ds = self.train_set
+        total = float(len(rows)) if ds.weights is None else float(ds.weights[rows].double().sum())
+        if shard:
+            rows = rows[shard_slice(len(rows), self.population.world_size, self.population.rank)]
         use_labels = self.model.n_labels > 0
         return Batch(
             x=ds.x[rows],
             label=ds.labels[rows] if use_labels else None,
             weight=None if ds.weights is None else ds.weights[rows],
+            total_weight=total,
         )
 
     # ------------------------------------------------------------------ one update
+    def _time(self, part: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.timings[part] = self.timings.get(part, 0.0) + now - t0
+        return now
+
     def update(self) -> dict[str, float]:
         batch = self.batch(self.step)
         info: dict[str, float] = {}
         if self.centering is not None:  # once per minibatch, whatever the number of phases
-            self.centering.update_hidden_offset(self.model, batch)
+            # The offsets must be the same on every rank: computed from the whole minibatch.
+            whole = batch if self.population.world_size == 1 else self.batch(self.step, False)
+            self.centering.update_hidden_offset(self.model, whole)
         for phase in self.estimator.phases:
+            t0 = time.perf_counter()
             est = self.estimator.estimate(self.gen, self.model, batch, self.walkers, phase)
+            t0 = self._time("estimate", t0)
             if est.walkers is not None:
                 self.walkers = est.walkers
             if not est.loss.requires_grad:
                 continue
             self.optimizer.zero_grad(set_to_none=False)
             est.loss.backward()
+            t0 = self._time("gradient", t0)
+            loss = sum_gradients(self.population, self.model, est.loss.detach())
+            t0 = self._time("all_reduce", t0)
             if self.centering is not None:
                 self.centering.transform_(self.model)
             reweights = hasattr(self.estimator, "reweight")
@@ -148,11 +210,13 @@ class Trainer:
             self.model.apply_gauge()
             if reweights:
                 self.walkers = self.estimator.reweight(self.model, self.walkers, f_before)
-            info[f"loss_{phase}"] = float(est.loss.detach())
+            self._time("optimizer", t0)
+            info[f"loss_{phase}"] = loss
             info.update(est.info)
         self.step += 1
         self._check_finite(info)
         return info
+
 
     def _check_finite(self, info: dict[str, float]) -> None:
         bad = [k for k, v in info.items() if not math.isfinite(v)]
@@ -190,17 +254,36 @@ class Trainer:
         return path
 
 
-def make_trainer(config: Config, train: Dataset, resume: Path | None = None) -> Trainer:
-    """A fresh trainer, or one restored from ``resume`` (a run directory or checkpoint)."""
+def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
+                 population: Population = LOCAL) -> Trainer:
+    """A fresh trainer, or one restored from ``resume`` (a run directory or checkpoint), for
+    shard ``population.rank`` of ``population.world_size``.
+
+    A checkpoint written by the same number of shards gives each rank its own walkers and
+    generator back (an exact continuation). With a different number, the population is
+    re-split evenly and each rank's generator is seeded afresh from ``(seed, rank, step)``.
+    """
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    gen = torch.Generator().manual_seed(config.train.seed)
+    rank, world = population.rank, population.world_size
     if resume is None:
-        model = build_model(config, train, gen)
-        return Trainer(config, train, model, gen)
+        # Every rank builds the same initial model from the shared seed; rank 0 goes on with
+        # that stream (so one process is one stream), the others with their own.
+        shared = torch.Generator().manual_seed(config.train.seed)
+        model = build_model(config, train, shared)
+        gen = shared if rank == 0 else torch.Generator().manual_seed(
+            rank_seed(config.train.seed, rank))
+        return Trainer(config, train, model, gen, population=population)
     ckpt = load_checkpoint(resume)
-    trainer = Trainer(config, train, ckpt.model, gen, step=ckpt.step, walkers=ckpt.walkers)
-    trainer.load_state(ckpt.state)
+    walkers, generator, exact = ckpt.shard(rank, world)
+    gen = torch.Generator()
+    trainer = Trainer(config, train, ckpt.model, gen, step=ckpt.step, walkers=walkers,
+                      population=population)
+    trainer.load_state(ckpt.state)  # rank 0's generator is in the common state
+    if generator is not None:
+        trainer.gen.set_state(generator)
+    elif not exact:  # a different number of shards: streams cannot continue, start anew
+        trainer.gen.manual_seed(rank_seed(config.train.seed, rank) * 1_000_003 + ckpt.step)
     return trainer
 
 
@@ -210,6 +293,7 @@ def run_updates(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     progress: bool = False,
+    on_update: Callable[[int], None] | None = None,
 ) -> None:
     """Advance ``trainer`` to ``n_updates`` updates, logging and checkpointing on schedule."""
     cfg = trainer.config.train
@@ -222,6 +306,8 @@ def run_updates(
     try:
         while trainer.step < n_updates:
             info = trainer.update()
+            if on_update is not None:
+                on_update(trainer.step)
             if bar is not None:
                 bar.update(1)
             if trainer.step % cfg.log_every == 0 or trainer.step == n_updates:

@@ -40,3 +40,17 @@ class WalkerState:
     def unweighted(x: torch.Tensor, label: torch.Tensor | None = None) -> "WalkerState":
         return WalkerState(x=x, log_weight=torch.zeros(x.shape[0], dtype=torch.float64),
                            label=label)
+
+
+def shard_sizes(n: int, world_size: int) -> list[int]:
+    """How ``n`` walkers (or minibatch rows) split over ``world_size`` shards: as evenly as
+    possible, the first ``n % world_size`` shards one larger. Every rank computes the same."""
+    base, extra = divmod(n, world_size)
+    return [base + (r < extra) for r in range(world_size)]
+
+
+def shard_slice(n: int, world_size: int, rank: int) -> slice:
+    """The rows of shard ``rank`` in the rank-ordered concatenation of all shards."""
+    sizes = shard_sizes(n, world_size)
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])

@@ -108,3 +108,58 @@ def test_state_file_refuses_pickled_objects(tmp_path):
     torch.save({"model": model.state_dict(), "evil": object()}, path / "state.pt")
     with pytest.raises(InputError, match="cannot load"):
         load_checkpoint(path)
+
+
+def _sharded(tmp_path, world=2, missing=None):
+    """A checkpoint as the Ray workers write it: one Parquet file per shard, rank 0's state."""
+    from raybm.checkpoint import write_common, write_shard
+
+    model = BernoulliRBM(6, 3)
+    d = tmp_path / "ray" / "checkpoint_2026"
+    parts = []
+    for rank in range(world):
+        w = WalkerState(x=torch.full((3 + rank, 6), rank, dtype=torch.uint8),
+                        log_weight=torch.arange(3 + rank, dtype=torch.float64) - rank)
+        parts.append(w)
+        gen = torch.Generator().manual_seed(rank)
+        if rank != missing:
+            write_shard(d, rank, world, w, gen.get_state())
+    write_common(d, step=7, model=model, state={}, meta={}, world_size=world)
+    return d, parts
+
+
+def test_sharded_checkpoint_restores_every_shard_and_generator(tmp_path):
+    d, parts = _sharded(tmp_path)
+    assert find_checkpoint(tmp_path) == d  # found in Ray's storage under the run
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.walkers.n_walkers == 7
+    for rank in range(2):
+        walkers, generator, exact = ckpt.shard(rank, 2)
+        assert exact and torch.equal(walkers.x, parts[rank].x)
+        assert torch.equal(walkers.log_weight, parts[rank].log_weight)
+        assert torch.equal(generator, torch.Generator().manual_seed(rank).get_state())
+    # Another number of shards: the same population re-split evenly, generators re-seeded.
+    three = [ckpt.shard(r, 3) for r in range(3)]
+    assert [w.n_walkers for w, _, _ in three] == [3, 2, 2]
+    assert all(g is None and not exact for _, g, exact in three)
+    assert torch.equal(torch.cat([w.log_weight for w, _, _ in three]), ckpt.walkers.log_weight)
+
+
+def test_sharded_checkpoint_missing_a_shard_is_never_used(tmp_path):
+    """A worker killed while writing leaves its shard missing: that checkpoint is skipped in
+    favour of the previous complete one, and loading it directly is a one-line error."""
+    good = save_checkpoint(tmp_path / "checkpoints" / "step_1", step=1, model=BernoulliRBM(6, 3),
+                           state={}, walkers=None, meta={})
+    set_latest(tmp_path, good)
+    partial, _ = _sharded(tmp_path, missing=1)
+    assert find_checkpoint(tmp_path) == good
+    with pytest.raises(InputError, match="walkers-001-of-002.parquet is missing"):
+        load_checkpoint(partial)
+
+
+def test_newer_complete_ray_checkpoint_wins_over_latest(tmp_path):
+    old = save_checkpoint(tmp_path / "checkpoints" / "step_1", step=1, model=BernoulliRBM(6, 3),
+                          state={}, walkers=None, meta={})
+    set_latest(tmp_path, old)
+    d, _ = _sharded(tmp_path)
+    assert find_checkpoint(tmp_path) == d

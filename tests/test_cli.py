@@ -18,7 +18,7 @@ from raybm.cli import main
 
 FAST = ["--set", "model.n_hidden=16", "--set", "data.max_samples=300", "--set",
         "train.batch_size=50", "--set", "train.eval_t=[1,3]", "--set", "train.eval_samples=100",
-        "--set", "train.eval_k_long=10", "--no-progress"]
+        "--set", "train.eval_k_long=10", "--no-progress", "--workers", "0"]
 
 
 def run_cli(capsys, *argv):
@@ -42,6 +42,20 @@ def test_train_prints_a_summary_with_the_mlflow_command(trained_run, capsys, tmp
     assert code == 0
     assert "test_accuracy" in out and "MLflow run id" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'm.db'}" in out
+
+
+def test_train_says_what_it_fell_back_to_when_ray_cannot_start(capsys, tmp_path, monkeypatch):
+    """The default job asks for 2 workers; without Ray it trains in-process and says why."""
+    import raybm.distributed.launch as launch
+
+    monkeypatch.setattr(launch, "start_ray", lambda workers, use_gpu: "Ray could not start (test)")
+    code, _, err = run_cli(capsys, "train", *FAST[:-2], "--set", "train.n_updates=2", "--out",
+                           tmp_path / "r", "--set", "tracking.enabled=false")
+    assert code == 0
+    assert "raybm: Ray could not start (test): training in-process instead" in err
+    from raybm.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "r").step == 2
 
 
 def test_train_resume(trained_run, capsys):

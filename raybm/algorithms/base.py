@@ -9,6 +9,11 @@ with the data weights ``w_b`` normalised over the batch and the walkers detached
 gives ``<dF/dtheta>_data - <dF/dtheta>_model``, and averaging losses (or gradients) across
 workers is the same operation for RBMs and neural EBMs.
 
+When the batch and the walkers are shards of a global batch and population, both terms are
+normalised *globally* (``Batch.total_weight``, and the walkers' log-weights gathered over the
+:class:`~raybm.algorithms.population.Population`), so that the shard losses *sum* to the
+single-process loss and summing their gradients across workers gives exactly its gradient.
+
 Some algorithms apply several updates per minibatch (F&F with labels: a generation update then
 a classification update); ``phases`` names them and ``estimate`` is called once per phase, each
 call seeing the parameters after the previous phase's update.
@@ -21,6 +26,7 @@ from typing import Protocol
 
 import torch
 
+from raybm.algorithms.population import LOCAL, Population
 from raybm.models.rbm import RBM
 from raybm.walkers import WalkerState
 
@@ -32,6 +38,9 @@ class Batch:
     x: torch.Tensor
     label: torch.Tensor | None = None
     weight: torch.Tensor | None = None
+    # The weight (or row count) of the whole minibatch when this is one worker's share of it;
+    # None: this batch is the whole minibatch.
+    total_weight: float | None = None
 
     @property
     def size(self) -> int:
@@ -65,16 +74,21 @@ class GradientEstimator(Protocol):
 
 
 def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent)."""
+    """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent) over the
+    whole minibatch (``batch.total_weight`` when this batch is a shard of it)."""
     f = model.free_energy(batch.x, label if label is not None else batch.label)
-    if batch.weight is None:
-        return f.mean()
-    w = batch.weight.to(f.dtype)
-    return (w * f).sum() / w.sum()
+    w = None if batch.weight is None else batch.weight.to(f.dtype)
+    total = batch.total_weight
+    if total is None:
+        total = float(batch.size) if w is None else w.sum()
+    return (f.sum() if w is None else (w * f).sum()) / total
 
 
-def walker_term(model: RBM, walkers: WalkerState) -> torch.Tensor:
-    """``sum_i softmax(log_weight)_i F(x_i, l_i)``: the weighted model average."""
+def walker_term(model: RBM, walkers: WalkerState,
+                population: Population = LOCAL) -> torch.Tensor:
+    """``sum_i softmax(log_weight)_i F(x_i, l_i)``: the weighted model average, with the
+    softmax normalised over the whole population (this shard's terms of the global sum)."""
     f = model.free_energy(walkers.x, walkers.label)
-    w = torch.softmax(walkers.log_weight, dim=0).to(f.dtype)
+    log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
+    w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)
     return (w * f).sum()

@@ -15,14 +15,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from raybm.algorithms.base import Batch, Estimate, data_term, walker_term
+from raybm.algorithms.population import LOCAL, Population
 from raybm.models.rbm import RBM
 from raybm.samplers import gibbs
-from raybm.walkers import WalkerState
+from raybm.walkers import WalkerState, shard_sizes
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ContrastiveDivergence:
     precision: str = "fp32"
     name: str = "cd"
     phases: tuple[str, ...] = ("joint",)
+    population: Population = field(default=LOCAL, repr=False)
 
     def init_walkers(self, gen, model, n_walkers):
         return None
@@ -41,7 +43,7 @@ class ContrastiveDivergence:
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
         neg, _ = gibbs.step(gen, start, model, self.k, precision=self.precision)
-        return Estimate(data_term(model, batch) - walker_term(model, neg), None)
+        return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class PersistentContrastiveDivergence:
     precision: str = "fp32"
     name: str = "pcd"
     phases: tuple[str, ...] = ("joint",)
+    population: Population = field(default=LOCAL, repr=False)
 
     def init_walkers(self, gen, model, n_walkers):
         return gibbs.init_uniform(gen, model, n_walkers)
@@ -59,7 +62,7 @@ class PersistentContrastiveDivergence:
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
-        return Estimate(data_term(model, batch) - walker_term(model, walkers), walkers)
+        return Estimate(data_term(model, batch) - walker_term(model, walkers, self.population), walkers)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class KStep:
     precision: str = "fp32"
     classification: bool = True
     name: str = "kstep"
+    population: Population = field(default=LOCAL, repr=False)
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -103,10 +107,12 @@ class KStep:
             neg, _ = gibbs.step(gen, start, model, self.k, clamp_label=True,
                                 precision=self.precision)
         else:
-            n = self.n_chains or batch.size
+            # n_chains counts the whole population: this shard runs its share of them.
+            n = batch.size if self.n_chains is None else shard_sizes(
+                self.n_chains, self.population.world_size)[self.population.rank]
             neg, _ = gibbs.step(gen, gibbs.init_uniform(gen, model, n), model, self.k,
                                 precision=self.precision)
-        return Estimate(data_term(model, batch) - walker_term(model, neg), None)
+        return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
 
 
 def build_estimator(name: str, k: int, precision: str = "fp32", **options):

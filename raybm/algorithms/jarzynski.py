@@ -14,6 +14,13 @@ the weighted walkers stay unbiased for ``p_theta'`` however far the chains lag, 
 Walkers start *exactly* from the initial model, whose couplings are zero (the trainer builds it
 so): then ``p_0`` factorises and ``log Z_0`` is known in closed form. When ESS / n drops below
 ``ess_threshold`` the walkers are resampled (systematic by default) and the weights reset.
+
+Sharded populations: every global quantity (the softmax normaliser, ESS, ``log mean exp A``,
+the ancestors) is computed from the log-weights gathered over the
+:class:`~raybm.algorithms.population.Population`. The ancestors are drawn from a generator
+seeded by ``(resample_seed, n_resamplings)``, so every rank draws the same ones without a
+broadcast; rank 0 is the coordinator of record that logs the decision. The population layer
+then moves only the rows whose ancestor sits on another shard.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from raybm.algorithms.base import Batch, Estimate, data_term, walker_term
+from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.resample import ess_fraction, log_mean_weight, resample
 from raybm.models.rbm import RBM, BernoulliRBM
 from raybm.samplers import gibbs
@@ -68,6 +76,8 @@ class Jarzynski:
     resampling: str = "systematic"
     name: str = "jarzynski"
     phases: tuple[str, ...] = ("joint",)
+    resample_seed: int = 0  # with n_resamplings: the shared seed of each resampling's draw
+    population: Population = field(default=LOCAL, repr=False)
     log_z_base: float = field(default=float("nan"))  # log Z_0 + increments banked at resampling
     n_resamplings: int = 0
 
@@ -79,25 +89,30 @@ class Jarzynski:
         return sample_independent(gen, model, n_walkers)
 
     def log_z(self, walkers: WalkerState) -> float:
-        """The running estimate ``log Z_t``."""
-        return self.log_z_base + log_mean_weight(walkers.log_weight)
+        """The running estimate ``log Z_t`` (over the whole population)."""
+        return self.log_z_base + log_mean_weight(self.population.gather(walkers.log_weight))
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
-        info: dict[str, float] = {"ess": ess_fraction(walkers.log_weight), "resampled": 0.0}
+        log_weight = self.population.gather(walkers.log_weight)  # the whole population's
+        info: dict[str, float] = {"ess": ess_fraction(log_weight), "resampled": 0.0}
         if info["ess"] < self.ess_threshold:
-            self.log_z_base += log_mean_weight(walkers.log_weight)
-            ancestors = resample(gen, walkers.log_weight, walkers.n_walkers, self.resampling)
-            walkers = walkers.take(ancestors)
+            self.log_z_base += log_mean_weight(log_weight)
+            shared = torch.Generator().manual_seed(
+                self.resample_seed * 1_000_003 + self.n_resamplings)
+            ancestors = resample(shared, log_weight, log_weight.numel(), self.resampling)
+            walkers = self.population.redistribute(walkers, ancestors)
             walkers = walkers.replace(log_weight=torch.zeros_like(walkers.log_weight))
+            log_weight = torch.zeros_like(log_weight)
             info["resampled"] = 1.0
             self.n_resamplings += 1
         walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
-        w = torch.softmax(walkers.log_weight, 0)
+        w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())
-        info["log_z"] = self.log_z(walkers)
+        info["log_z"] = self.log_z_base + log_mean_weight(log_weight)
         info["n_resamplings"] = float(self.n_resamplings)
-        return Estimate(data_term(model, batch) - walker_term(model, walkers), walkers, info)
+        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
+        return Estimate(loss, walkers, info)
 
     @torch.no_grad()
     def free_energy(self, model: RBM, walkers: WalkerState) -> torch.Tensor:

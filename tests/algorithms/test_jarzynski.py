@@ -17,6 +17,20 @@ from raybm.train import make_trainer, run_updates
 from tests.enumeration import random_model
 
 
+def teacher_problem(n_walkers: int, batch_size: int):
+    """A strong 10 x 3 teacher's samples and a Jarzynski config whose log Z moves > 0.3 nats
+    in a few hundred updates, with several resamplings (ESS threshold 0.97)."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(10, 3, generator=g, dtype=torch.float64) * 1.5
+    train = teacher_rbm_samples(g, W, -W.sum(1) / 2, -W.sum(0) / 2, 3000)
+    config = load_config(None, [
+        "algorithm.name=jarzynski", "algorithm.k=2", f"algorithm.n_walkers={n_walkers}",
+        "algorithm.ess_threshold=0.97", "model.n_hidden=6", "model.labels=false",
+        "optimizer.name=adam", "optimizer.lr=0.01", f"train.batch_size={batch_size}",
+        "train.progress=false", "train.log_every=50"])
+    return config, train
+
+
 @pytest.mark.parametrize("kind, n_labels", [("bernoulli", 0), ("bernoulli", 3), ("potts", 2)])
 def test_zero_coupling_model_is_sampled_exactly_with_its_log_z(kind, n_labels):
     model = as_float64(random_model(kind, torch.Generator().manual_seed(0), n_labels))
@@ -65,14 +79,7 @@ def test_running_log_z_tracks_the_exact_log_z_through_resamplings():
     resampling events) stays within 0.05 nats of the exact log Z. The weights' own delta-method
     error is ~0.005 per resampling segment at 4,000 walkers; 0.05 leaves room for the O(1/n)
     bias that resampling adds, and is far below the ~0.5-nat drift of log Z during training."""
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(10, 3, generator=g, dtype=torch.float64) * 1.5
-    train = teacher_rbm_samples(g, W, -W.sum(1) / 2, -W.sum(0) / 2, 3000)
-    config = load_config(None, [
-        "algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=4000",
-        "algorithm.ess_threshold=0.97", "model.n_hidden=6", "model.labels=false",
-        "optimizer.name=adam", "optimizer.lr=0.01", "train.batch_size=300",
-        "train.progress=false", "train.log_every=50"])
+    config, train = teacher_problem(n_walkers=4000, batch_size=300)
     trainer = make_trainer(config, train)
     start = log_partition(trainer.model)
     run_updates(trainer, 400)

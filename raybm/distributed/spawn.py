@@ -1,0 +1,46 @@
+"""Local gloo ranks without Ray: ``run_ranks(W, fn, ...)`` runs ``fn(rank, W, ...)`` in W
+processes joined in one ``torch.distributed`` group and returns what each returned.
+
+It is the same process group Ray Train sets up on its workers, minus Ray's 15-20 s start, which
+is what tests of the collectives and ``benchmarks/distributed_overhead.py`` need. ``fn`` must be
+importable (a module-level function) and return something ``torch.save`` can write.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: tuple,
+           out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = fn(rank, world, *args)
+        torch.save(result, Path(out_dir) / f"{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(world: int, fn: Callable, *args: Any, threads: int = 1) -> list[Any]:
+    """``[fn(rank, world, *args) for rank in range(world)]``, each on its own gloo rank."""
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_entry, args=(world, free_port(), threads, fn, args, out), nprocs=world,
+                 join=True)
+        # Our own files from our own ranks: plain containers of tensors and numbers.
+        return [torch.load(Path(out) / f"{r}.pt", weights_only=False) for r in range(world)]
