@@ -127,6 +127,7 @@ def train_run(
             tracker.log_metrics(metrics, step)
             art = write_artifacts(model, train_set, test_set, config, metrics,
                                   run_dir / "artifacts")
+            _jarzynski_plot(tracker, art)
             tracker.log_artifact(art, "plots")
             atomic_write_text(run_dir / "summary.json", json.dumps(metrics, indent=2))
         tracker.log_artifact(final, "checkpoint")
@@ -141,6 +142,21 @@ def train_run(
         tracker.end(status)
     return RunSummary(run_dir, tracker.run_id, getattr(tracker, "uri", ""),
                       tracker.ui_command, metrics, time.perf_counter() - t_start)
+
+
+JARZYNSKI_CURVES = ["ess", "log_z", "weight_entropy", "test_loglik_jarzynski"]
+
+
+def _jarzynski_plot(tracker, directory: Path) -> None:
+    """ESS, running log Z, weight entropy and live test log-likelihood over the run, with the
+    resampling events, from what every process logged to the MLflow run."""
+    history = tracker.history(JARZYNSKI_CURVES + ["n_resamplings"])
+    counts = sorted(history.pop("n_resamplings"))  # cumulative: marks where it went up
+    events = [s for (_, before), (s, now) in zip([(0, 0.0)] + counts, counts) if now > before]
+    if any(history.values()):
+        from raybm.metrics.plots import training_curves_plot
+
+        training_curves_plot(history, directory / "jarzynski.png", events)
 
 
 def _train_in_process(config, train_set, test_set, run_dir, resume_from, tracker, meta):

@@ -95,6 +95,11 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
+    def history(self, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """``{key: [(step, value), ...]}`` of the run's logged metrics (any process's)."""
+        return {k: [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, k)]
+                for k in keys}
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -110,6 +115,7 @@ class NullTracker:
     def log_metrics(self, metrics, step): ...
     def log_artifact(self, path, artifact_path=None): ...
     def set_tags(self, tags): ...
+    def history(self, keys): return {k: [] for k in keys}
     def end(self, status="FINISHED"): ...
 
 

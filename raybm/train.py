@@ -143,6 +143,10 @@ class Trainer:
             n_walkers = a.n_walkers or self.config.train.batch_size
             local = shard_sizes(n_walkers, self.population.world_size)[self.population.rank]
             self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
+            std = self.config.model.weight_std
+            if hasattr(self.estimator, "kick") and std > 0:  # Jarzynski, a fresh run
+                shared = torch.Generator().manual_seed(self.config.train.seed + 15_485_863)
+                self.walkers = self.estimator.kick(shared, self.model, self.walkers, std)
         n = self.train_set.n_samples
         self.batch_size = min(self.config.train.batch_size, n)
         self.batches_per_epoch = max(n // self.batch_size, 1)

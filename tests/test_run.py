@@ -115,3 +115,22 @@ def test_divergence_stops_within_one_update_and_keeps_the_last_checkpoint(tmp_pa
         run_updates(trainer, 6, on_checkpoint=lambda step: trainer.save(tmp_path, {}))
     assert find_checkpoint(tmp_path) == good
     assert torch.isfinite(load_checkpoint(good).model.weight).all()
+
+
+def test_jarzynski_run_logs_its_diagnostics_and_plot(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(None, [s for s in SMALL if not s.startswith("tracking")] + [
+        "algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=200",
+        "algorithm.ess_threshold=0.999", "model.labels=false", "train.n_updates=20",
+        f"tracking.uri={uri}", "train.eval_t=[1, 5]", "train.eval_samples=100",
+        "train.eval_k_long=20"])
+    summary = train_run(cfg, out=tmp_path / "run")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    metrics = client.get_run(summary.run_id).data.metrics
+    assert {"ess", "log_z", "weight_entropy", "n_resamplings", "test_loglik_jarzynski"} <= set(
+        metrics)
+    assert metrics["n_resamplings"] >= 1
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(summary.run_id, "plots")}
+    assert "jarzynski.png" in plots

@@ -106,13 +106,34 @@ class Jarzynski:
             log_weight = torch.zeros_like(log_weight)
             info["resampled"] = 1.0
             self.n_resamplings += 1
+        # The gradient comes from the walkers *before* this update's sweeps (their weights are
+        # already those of the current model), and the trainer charges the work of the update
+        # to the walkers *after* them. Were the same walkers to set theta' and absorb its work,
+        # each would see its own push on F (O(lr / n) per update): a feedback that breaks
+        # Jarzynski's equality and, on a bimodal target, under-weights the minor mode
+        # (benchmarks/bimodal_modes.py measured +0.07..+0.11 on its weight, 2k walkers).
+        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
         walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
         w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())
         info["log_z"] = self.log_z_base + log_mean_weight(log_weight)
         info["n_resamplings"] = float(self.n_resamplings)
-        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
         return Estimate(loss, walkers, info)
+
+    @torch.no_grad()
+    def kick(self, gen: torch.Generator, model: RBM, walkers: WalkerState,
+             std: float) -> WalkerState:
+        """Leave the zero-coupling start: add ``N(0, std^2)`` to the couplings and charge the
+        work to the walkers, as for any update (so ``log Z_0`` stays exact).
+
+        Zero couplings with data-fitted visible biases are a stationary point of the
+        likelihood (exactly so for the centred gradient): without a kick, training leaves it
+        only through rounding noise, thousands of updates late. ``gen`` must be the same on
+        every rank (the kick is a parameter change)."""
+        f_before = self.free_energy(model, walkers)
+        for p in [model.weight] + ([model.label_weight] if model.n_labels else []):
+            p.add_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        return self.reweight(model, walkers, f_before)
 
     @torch.no_grad()
     def free_energy(self, model: RBM, walkers: WalkerState) -> torch.Tensor:

@@ -119,6 +119,32 @@ def score_curve_plot(
     _save(fig, path)
 
 
+def training_curves_plot(
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    path: str | os.PathLike,
+    events: Sequence[int] = (),
+) -> None:
+    """One panel per logged metric against the update (e.g. Jarzynski's ESS, running log Z,
+    weight entropy and live test log-likelihood), with resampling updates as faint lines."""
+    names = [n for n in history if history[n]]
+    if not names:
+        raise ValueError("no curves to plot")
+    ncol = min(2, len(names))
+    nrow = -(-len(names) // ncol)
+    fig = Figure(figsize=(4.2 * ncol, 2.6 * nrow))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        steps, values = zip(*sorted(history[name]))
+        for step in events:
+            ax.axvline(step, color="0.85", linewidth=0.6)
+        ax.plot(steps, values, linewidth=1.0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def _save(fig: Figure, path: str | os.PathLike) -> None:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file + ``os.replace``)."""
     path = Path(path)

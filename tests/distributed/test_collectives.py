@@ -180,3 +180,21 @@ def test_two_rank_resume_continues_exactly(tmp_path):
         for name in p1:
             assert torch.equal(p1[name], p2[name]), name
         assert torch.equal(w1.x, w2.x) and torch.equal(w1.log_weight, w2.log_weight)
+
+
+def kstep_rank(rank: int, world: int):
+    """The default job's algorithm (F&F with labels: two phases, centred) on digits."""
+    from raybm.data.digits import load_digits
+
+    config = load_config(None, ["model.n_hidden=32", "train.batch_size=101",
+                                "train.progress=false", "algorithm.k=3"], use_default=True)
+    trainer = make_trainer(config, load_digits(), population=TorchComm())
+    run_updates(trainer, 6)
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def test_two_rank_ff_with_labels_keeps_ranks_identical():
+    a, b = run_ranks(2, kstep_rank)
+    assert set(a) >= {"weight", "label_weight"}
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
