@@ -47,16 +47,22 @@ def report_checkpoint(trainer: Trainer, meta: dict[str, Any], metrics: dict[str,
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def fault_hook(spec: str | None, rank: int):
-    """Test hook (``RAYBM_FAULT_INJECT=rank:step:marker``): that rank's process dies at that
-    update, once (the marker file records that it happened), as a killed worker would."""
+def fault_hook(spec: str | None, rank: int, trainer: Trainer):
+    """Test hook, ``RAYBM_FAULT_INJECT=rank:step:marker[:nan]``: at that update that rank's
+    process dies (as a killed worker would), or with ``nan`` its parameters turn NaN (as a
+    numerical blow-up on one shard would); once, the marker file recording that it happened."""
     if not spec:
         return None
-    kill_rank, kill_step, marker = spec.split(":", 2)
+    kill_rank, kill_step, rest = spec.split(":", 2)
+    marker, _, mode = rest.partition(":")
 
     def hook(step: int) -> None:
         if rank == int(kill_rank) and step == int(kill_step) and not os.path.exists(marker):
-            Path(marker).write_text(f"rank {rank} killed at update {step}\n")
+            Path(marker).write_text(f"rank {rank} {mode or 'killed'} at update {step}\n")
+            if mode == "nan":
+                with torch.no_grad():
+                    trainer.model.weight.fill_(float("nan"))
+                return
             os._exit(1)
 
     return hook
@@ -111,7 +117,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
                     on_checkpoint=lambda step: report_checkpoint(trainer, meta, {}),
-                    on_update=fault_hook(cfg.get("fault"), rank))
+                    on_update=fault_hook(cfg.get("fault"), rank, trainer))
     except DivergenceError as err:
         if rank == 0:
             Path(cfg["run_dir"], DIVERGED).write_text(str(err) + "\n")

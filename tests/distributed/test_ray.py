@@ -79,3 +79,19 @@ def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path, ray_session, m
     assert ckpt.step == 20 and ckpt.walkers.n_walkers == 301
     assert [s.n_walkers for s in ckpt.shards] == [151, 150]
     assert torch.isfinite(ckpt.walkers.log_weight).all()
+
+
+@pytest.mark.slow
+def test_diverging_distributed_run_stops_with_one_message(tmp_path, ray_session, monkeypatch):
+    """NaN on one shard reaches every rank through the gradient sum, so all stop at the same
+    update; the driver raises one DivergenceError and the run keeps its last good checkpoint
+    (no retries: a deterministic failure is not a worker failure)."""
+    from raybm.errors import DivergenceError
+
+    monkeypatch.setenv("RAYBM_FAULT_INJECT", f"1:7:{tmp_path / 'poisoned'}:nan")
+    cfg = load_config(None, JARZYNSKI + ["train.n_updates=20", "train.checkpoint_every=5",
+                                         "tracking.enabled=false"])
+    with pytest.raises(DivergenceError, match="training diverged at update 8"):
+        train_run(cfg, out=tmp_path / "run", evaluate_at_end=False)
+    good = load_checkpoint(tmp_path / "run")
+    assert good.step == 5 and torch.isfinite(good.model.weight).all()
