@@ -16,7 +16,7 @@ walkers per shard (a population that grows with the hardware) and charges the me
 counts, scaled by the collectives' algorithms (ring all-reduce 2(S-1)/S of the buffer,
 all-gather (S-1)/S of the population's log-weights), to a stated link bandwidth and latency.
 
-    python benchmarks/distributed_overhead.py [--updates 60] [--k 10] [--walkers 8192]
+    python benchmarks/distributed_overhead.py [--updates 60] [--k 10] [--walkers 8192] [--ess 1.0]
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--walkers", type=int, default=8192)
-    parser.add_argument("--ess", type=float, default=0.5, help="resampling threshold")
+    parser.add_argument("--ess", type=float, default=1.0,
+                        help="resampling threshold (default 1.0: every update resamples, the "
+                             "upper bound of the resampling cost)")
     parser.add_argument("--data-root", default="../shared/data")
     args = parser.parse_args()
     _, source = mnist_or_random(Path(args.data_root), 10)
