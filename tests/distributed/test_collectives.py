@@ -119,7 +119,7 @@ def jarzynski_rank(rank: int, world: int):
     comm = TorchComm()
     trainer = make_trainer(config, train, population=comm)
     start = log_partition(trainer.model)
-    run_updates(trainer, 300)
+    run_updates(trainer, 400)
     return {
         "params": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
         "n_walkers": trainer.walkers.n_walkers,
