@@ -117,7 +117,7 @@ class Checkpoint:
     meta: dict[str, Any]
     state: dict[str, Any]
     walkers: WalkerState | None  # the whole population, shards concatenated in rank order
-    shards: list[WalkerState] | None = None
+    shards: list[WalkerState | None] | None = None
     shard_generators: list[torch.Tensor | None] | None = None
 
     def shard(self, rank: int, world_size: int
@@ -127,9 +127,11 @@ class Checkpoint:
         With the saved number of shards each rank gets its own rows and generator back;
         otherwise the population is re-split evenly (generator None: seed afresh).
         """
-        if self.walkers is None:
-            return None, None, True
         saved = len(self.shards) if self.shards is not None else 1
+        if self.walkers is None:  # no persistent walkers: only the generators to restore
+            if self.shards is not None and saved == world_size:
+                return None, self.shard_generators[rank], True
+            return None, None, saved == world_size
         if saved == world_size:
             if self.shards is None:
                 return self.walkers, None, True
@@ -173,13 +175,15 @@ def save_checkpoint(
     return directory
 
 
-def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerState,
+def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerState | None,
                 generator_state: torch.Tensor) -> Path:
     """Write one rank's walkers (and its generator state) into ``directory``, atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    table = walkers_to_table(walkers).replace_schema_metadata(
-        {GENERATOR_KEY: generator_state.numpy().tobytes()})
+    # Algorithms without persistent walkers (CD, F&F) still keep each rank's generator here.
+    table = (walkers_to_table(walkers) if walkers is not None
+             else pa.table({"log_weight": pa.array([], pa.float64())}))
+    table = table.replace_schema_metadata({GENERATOR_KEY: generator_state.numpy().tobytes()})
     path = directory / shard_file(rank, world_size)
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
@@ -274,11 +278,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 raise InputError(ckpt / "meta.json", "shard_files",
                                  f"checkpoint incomplete: {name} is missing")
             table = pq.read_table(spath)
-            shards.append(walkers_from_table(table, str(spath)))
+            walker_less = "x" not in table.column_names and table.num_rows == 0
+            shards.append(None if walker_less else walkers_from_table(table, str(spath)))
             raw = (table.schema.metadata or {}).get(GENERATOR_KEY)
             generators.append(None if raw is None
                               else torch.frombuffer(bytearray(raw), dtype=torch.uint8))
-        walkers = concat_walkers(shards)
+        walkers = None if all(w is None for w in shards) else concat_walkers(shards)
     return Checkpoint(step=int(meta["step"]), model=model, meta=meta, state=state,
                       walkers=walkers, shards=shards, shard_generators=generators)
 

@@ -163,3 +163,19 @@ def test_newer_complete_ray_checkpoint_wins_over_latest(tmp_path):
     set_latest(tmp_path, old)
     d, _ = _sharded(tmp_path)
     assert find_checkpoint(tmp_path) == d
+
+
+def test_sharded_checkpoint_without_walkers_keeps_each_rank_generator(tmp_path):
+    """F&F and CD keep no walkers: each rank's shard file still carries its generator."""
+    from raybm.checkpoint import write_common, write_shard
+
+    d = tmp_path / "ckpt"
+    for rank in range(2):
+        write_shard(d, rank, 2, None, torch.Generator().manual_seed(rank).get_state())
+    write_common(d, step=3, model=BernoulliRBM(6, 3), state={}, meta={}, world_size=2)
+    ckpt = load_checkpoint(d)
+    assert ckpt.walkers is None
+    walkers, generator, exact = ckpt.shard(1, 2)
+    assert walkers is None and exact
+    assert torch.equal(generator, torch.Generator().manual_seed(1).get_state())
+    assert ckpt.shard(0, 3)[1:] == (None, False)
