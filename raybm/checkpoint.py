@@ -35,7 +35,7 @@ import torch
 
 from raybm.errors import InputError
 from raybm.models.rbm import RBM, build_rbm
-from raybm.walkers import WalkerState
+from raybm.walkers import WalkerState, concat_walkers, shard_slice
 
 FORMAT_VERSION = 1
 
@@ -100,14 +100,6 @@ def shard_file(rank: int, world_size: int) -> str:
     return f"walkers-{rank:03d}-of-{world_size:03d}.parquet"
 
 
-def concat_walkers(parts: list[WalkerState]) -> WalkerState:
-    return WalkerState(
-        x=torch.cat([w.x for w in parts]),
-        log_weight=torch.cat([w.log_weight for w in parts]),
-        label=None if parts[0].label is None else torch.cat([w.label for w in parts]),
-    )
-
-
 @dataclass
 class Checkpoint:
     """Everything a run needs to continue exactly where it stopped."""
@@ -136,8 +128,6 @@ class Checkpoint:
             if self.shards is None:
                 return self.walkers, None, True
             return self.shards[rank], self.shard_generators[rank], True
-        from raybm.walkers import shard_slice
-
         return self.walkers.take(
             torch.arange(self.walkers.n_walkers)[shard_slice(self.walkers.n_walkers,
                                                              world_size, rank)]), None, False

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from raybm.checkpoint import Checkpoint, atomic_write_text, find_checkpoint, load_checkpoint
+from raybm.checkpoint import (
+    Checkpoint,
+    atomic_write_text,
+    checkpoint_step,
+    find_checkpoint,
+    load_checkpoint,
+)
 from raybm.config import Config, dump_config, load_config
 from raybm.errors import DivergenceError, InputError
 from raybm.train import load_data, make_trainer, run_updates
@@ -118,7 +124,7 @@ def train_run(
             final = fit(config, run_dir, tracker.run_id, getattr(tracker, "uri", ""),
                         resume_from)
             model = load_checkpoint(final).model
-        step = json.loads((final / "meta.json").read_text())["step"]
+        step = checkpoint_step(final)
         metrics: dict[str, float] = {}
         if evaluate_at_end:
             from raybm.evaluate import evaluate, write_artifacts

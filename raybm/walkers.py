@@ -42,6 +42,15 @@ class WalkerState:
                            label=label)
 
 
+def concat_walkers(parts: list[WalkerState]) -> WalkerState:
+    """The populations ``parts`` one after the other (shards in rank order, kept + received)."""
+    return WalkerState(
+        x=torch.cat([w.x for w in parts]),
+        log_weight=torch.cat([w.log_weight for w in parts]),
+        label=None if parts[0].label is None else torch.cat([w.label for w in parts]),
+    )
+
+
 def shard_sizes(n: int, world_size: int) -> list[int]:
     """How ``n`` walkers (or minibatch rows) split over ``world_size`` shards: as evenly as
     possible, the first ``n % world_size`` shards one larger. Every rank computes the same."""

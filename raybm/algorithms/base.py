@@ -84,11 +84,14 @@ def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> to
     return (f.sum() if w is None else (w * f).sum()) / total
 
 
-def walker_term(model: RBM, walkers: WalkerState,
-                population: Population = LOCAL) -> torch.Tensor:
+def walker_term(model: RBM, walkers: WalkerState, population: Population = LOCAL,
+                log_norm: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_i softmax(log_weight)_i F(x_i, l_i)``: the weighted model average, with the
-    softmax normalised over the whole population (this shard's terms of the global sum)."""
+    softmax normalised over the whole population (this shard's terms of the global sum).
+    ``log_norm``: the population's ``logsumexp(log_weight)`` when the caller has it already
+    (saves gathering the log-weights a second time)."""
     f = model.free_energy(walkers.x, walkers.label)
-    log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
+    if log_norm is None:
+        log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
     w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)
     return (w * f).sum()

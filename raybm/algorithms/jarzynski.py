@@ -112,7 +112,8 @@ class Jarzynski:
         # each would see its own push on F (O(lr / n) per update): a feedback that breaks
         # Jarzynski's equality and, on a bimodal target, under-weights the minor mode
         # (benchmarks/bimodal_modes.py measured +0.07..+0.11 on its weight, 2k walkers).
-        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
+        loss = data_term(model, batch) - walker_term(
+            model, walkers, log_norm=torch.logsumexp(log_weight.double(), 0))
         walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
         w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())

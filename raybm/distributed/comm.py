@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from raybm.distributed.exchange import pack_rows, plan_exchange, unpack_rows
-from raybm.walkers import WalkerState
+from raybm.walkers import WalkerState, concat_walkers
 
 
 class TorchComm:
@@ -68,11 +68,7 @@ class TorchComm:
         dist.all_to_all_single(recv, send, plan.recv_counts, plan.send_counts)
         kept = walkers.take(plan.keep.to(walkers.x.device))
         got = unpack_rows(recv.to(walkers.x.device), walkers.x.shape[1], walkers.label is not None)
-        out = WalkerState(
-            x=torch.cat([kept.x, got.x]),
-            log_weight=torch.cat([kept.log_weight, got.log_weight]),
-            label=None if walkers.label is None else torch.cat([kept.label, got.label]),
-        )
+        out = concat_walkers([kept, got])
         self._account("exchange", t0, send.numel())
         return out
 

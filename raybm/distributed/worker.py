@@ -32,7 +32,7 @@ from raybm.train import Trainer, load_data, make_trainer, run_updates
 DIVERGED = "diverged.txt"
 
 
-def report_checkpoint(trainer: Trainer, meta: dict[str, Any], metrics: dict[str, float]) -> None:
+def report_checkpoint(trainer: Trainer, meta: dict[str, Any]) -> None:
     """Write this rank's part of the checkpoint at ``trainer.step`` and report it to Ray."""
     import ray.train
 
@@ -43,7 +43,7 @@ def report_checkpoint(trainer: Trainer, meta: dict[str, Any], metrics: dict[str,
             write_common(Path(tmp), step=trainer.step, model=trainer.model,
                          state=trainer.state(), meta={"config": trainer.config.model_dump(), **meta},
                          world_size=pop.world_size)
-        ray.train.report({"step": trainer.step, **metrics},
+        ray.train.report({"step": trainer.step},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -99,13 +99,11 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
         tracker = Tracker(cfg["tracking_uri"], config.tracking.experiment, run_id=cfg["run_id"])
     meta = {"mlflow_run_id": cfg.get("run_id"), "tracking_uri": cfg.get("tracking_uri", "")}
-    last: dict[str, float] = {}
 
     def on_log(step: int, info: dict[str, float]) -> None:
         if rank != 0:
             return
         info = live_metrics(trainer.model, test_set, info)
-        last.update(info)
         if tracker is not None:
             tracker.log_metrics(info, step)
         if config.train.progress:  # one line per log: Ray forwards worker stdout
@@ -116,11 +114,11 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
-                    on_checkpoint=lambda step: report_checkpoint(trainer, meta, {}),
+                    on_checkpoint=lambda step: report_checkpoint(trainer, meta),
                     on_update=fault_hook(cfg.get("fault"), rank, trainer))
     except DivergenceError as err:
         if rank == 0:
             Path(cfg["run_dir"], DIVERGED).write_text(str(err) + "\n")
         return
     if trainer.step % config.train.checkpoint_every != 0 or trainer.step == 0:
-        report_checkpoint(trainer, meta, {})  # the final state, always a checkpoint
+        report_checkpoint(trainer, meta)  # the final state, always a checkpoint

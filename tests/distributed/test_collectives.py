@@ -18,7 +18,7 @@ from raybm.metrics.exact import as_float64, log_partition
 from raybm.train import make_trainer, run_updates, sum_gradients
 from raybm.walkers import WalkerState, shard_slice, shard_sizes
 from tests.algorithms.test_jarzynski import teacher_problem
-from tests.distributed.gloo import run_ranks
+from raybm.distributed.spawn import run_ranks
 from tests.enumeration import random_model
 
 FAMILIES = [("bernoulli", 0), ("bernoulli", 3), ("potts", 2)]
