@@ -172,7 +172,14 @@ def load_config(path: str | Path | None, overrides: list[str] = (),
             if not isinstance(node, dict):
                 raise InputError("--set", key, f"{part} is not a section")
         node[parts[-1]] = parsed
-    return parse_config(raw, source if not overrides or path else "--set")
+    try:
+        return parse_config(raw, source if not overrides or path else "--set")
+    except InputError as err:
+        # A bad value given with --set is named as such, not as the file it overrode.
+        keys = {item.partition("=")[0] for item in overrides}
+        if err.field in keys and err.where != "--set":
+            raise InputError("--set", err.field, err.message) from None
+        raise
 
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "ff10_digits.yaml"

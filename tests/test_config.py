@@ -78,3 +78,8 @@ def test_every_key_is_documented():
     doc = (ROOT / "docs" / "config.md").read_text()
     missing = [key for key in Config().flat() if f"`{key}`" not in doc]
     assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_bad_override_is_named_as_set_not_as_the_file_it_overrode():
+    with pytest.raises(InputError, match=r"^--set: distributed.workers: "):
+        load_config(None, ["distributed.workers=-1"], use_default=True)
