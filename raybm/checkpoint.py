@@ -240,6 +240,13 @@ def find_checkpoint(path: str | Path) -> Path:
     raise InputError(path, "", "not a run directory or checkpoint (no meta.json, no checkpoints/latest)")
 
 
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:  # truncated by a kill mid-copy, or not Parquet
+        raise InputError(path, "", f"cannot read Parquet ({str(err).splitlines()[0][:120]})") from None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint (or a run's latest) without unpickling arbitrary objects."""
     ckpt = find_checkpoint(path)
@@ -259,7 +266,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     walkers, shards, generators = None, None, None
     wpath = ckpt / "walkers.parquet"
     if wpath.is_file():
-        walkers = walkers_from_table(pq.read_table(wpath), str(wpath))
+        walkers = walkers_from_table(_read_parquet(wpath), str(wpath))
     elif meta.get("shard_files"):
         shards, generators = [], []
         for name in meta["shard_files"]:
@@ -267,7 +274,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             if not spath.is_file():
                 raise InputError(ckpt / "meta.json", "shard_files",
                                  f"checkpoint incomplete: {name} is missing")
-            table = pq.read_table(spath)
+            table = _read_parquet(spath)
             walker_less = "x" not in table.column_names and table.num_rows == 0
             shards.append(None if walker_less else walkers_from_table(table, str(spath)))
             raw = (table.schema.metadata or {}).get(GENERATOR_KEY)

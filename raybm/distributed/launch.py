@@ -27,8 +27,11 @@ def start_ray(workers: int, use_gpu: bool) -> str | None:
         return f"Ray is not importable ({err})"
     try:
         if not ray.is_initialized():
+            # Without the dashboard there is no State API, and Ray Train's placement-group
+            # cleaner warns about that every few seconds: actors log at ERROR (Ray's full logs
+            # stay in /tmp/ray/session_latest/logs), raybm's own lines are written directly.
             ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                     log_to_driver=True)
+                     log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
         resources = ray.cluster_resources()
     except Exception as err:  # Ray raises many kinds at start-up (ports, /dev/shm, ...)
         return f"Ray could not start ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
@@ -46,8 +49,10 @@ def fit(config: Config, run_dir: Path, run_id: str | None, tracking_uri: str,
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raybm.distributed.worker import DIVERGED, train_worker
+    from raybm.distributed.worker import DIVERGED, parse_fault, train_worker
 
+    fault = os.environ.get("RAYBM_FAULT_INJECT")
+    parse_fault(fault)  # a malformed test hook is a one-line error here, not a crashed worker
     d = config.distributed
     run_dir = Path(run_dir).resolve()
     (run_dir / DIVERGED).unlink(missing_ok=True)
@@ -55,7 +60,7 @@ def fit(config: Config, run_dir: Path, run_id: str | None, tracking_uri: str,
     loop_config: dict[str, Any] = {
         "config": config.model_dump(), "run_dir": str(run_dir), "run_id": run_id,
         "tracking_uri": tracking_uri, "resume": None if resume is None else str(resume),
-        "cpus_per_worker": cpus, "fault": os.environ.get("RAYBM_FAULT_INJECT"),
+        "cpus_per_worker": cpus, "fault": fault,
     }
     trainer = TorchTrainer(
         train_worker,

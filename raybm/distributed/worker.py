@@ -2,8 +2,9 @@
 
 ``train_worker`` is the ``train_loop_per_worker`` of the ``TorchTrainer``. Each worker loads
 the data (every rank takes its slice of each global minibatch), builds its ``Trainer`` with a
-:class:`~raybm.distributed.comm.TorchComm` population, and restores from Ray's latest
-checkpoint after a failure (or from the run's checkpoint on ``--resume``). Every
+:class:`~raybm.distributed.comm.TorchComm` population, and after a failure restores from the
+newest complete checkpoint persisted under ``<run>/ray`` (not Ray's registered one, which can
+lag; see :func:`restore_candidates`), or from the run's checkpoint on ``--resume``. Every
 ``checkpoint_every`` updates each rank writes its shard file, rank 0 also the parameters,
 optimizer and estimator state, into its own directory, and all ranks report at the same step so
 that Ray Train merges the directories into one checkpoint. Rank 0 logs to MLflow (into the run
@@ -18,27 +19,34 @@ import logging
 import os
 import sys
 import tempfile
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from raybm.checkpoint import write_common, write_shard
+from raybm.checkpoint import (checkpoint_step, find_checkpoint, ray_checkpoints, write_common,
+                              write_shard)
 from raybm.config import Config
-from raybm.errors import DivergenceError
+from raybm.errors import DivergenceError, InputError
 from raybm.train import Trainer, load_data, make_trainer, run_updates
 
 DIVERGED = "diverged.txt"
 
 
-def report_checkpoint(trainer: Trainer, meta: dict[str, Any]) -> None:
-    """Write this rank's part of the checkpoint at ``trainer.step`` and report it to Ray."""
+def report_checkpoint(trainer: Trainer, meta: dict[str, Any],
+                      mid_checkpoint: Callable[[int], None] | None = None) -> None:
+    """Write this rank's part of the checkpoint at ``trainer.step`` and report it to Ray.
+
+    Ray registers a checkpoint only once every rank has reported it, so a rank that dies
+    before ``report`` (``mid_checkpoint`` is the test hook for that) leaves the previous one.
+    """
     import ray.train
 
     pop = trainer.population
     with tempfile.TemporaryDirectory(prefix="raybm-ckpt-") as tmp:
         write_shard(Path(tmp), pop.rank, pop.world_size, trainer.walkers, trainer.gen.get_state())
+        if mid_checkpoint is not None:
+            mid_checkpoint(trainer.step)
         if pop.rank == 0:
             write_common(Path(tmp), step=trainer.step, model=trainer.model,
                          state=trainer.state(), meta={"config": trainer.config.model_dump(), **meta},
@@ -47,25 +55,101 @@ def report_checkpoint(trainer: Trainer, meta: dict[str, Any]) -> None:
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def fault_hook(spec: str | None, rank: int, trainer: Trainer):
-    """Test hook, ``RAYBM_FAULT_INJECT=rank:step:marker[:nan]``: at that update that rank's
-    process dies (as a killed worker would), or with ``nan`` its parameters turn NaN (as a
-    numerical blow-up on one shard would); once, the marker file recording that it happened."""
+FAULT_MODES = ("kill", "nan", "checkpoint")
+_FAULT_WORDS = {"kill": "killed", "nan": "poisoned with NaN", "checkpoint": "killed mid-checkpoint"}
+
+
+def parse_fault(spec: str | None) -> tuple[int, int, str, str] | None:
+    """``RAYBM_FAULT_INJECT=rank:step:marker[:mode]`` as (rank, step, marker, mode), or a
+    one-line error naming the variable (it is read by the driver before any worker starts)."""
     if not spec:
         return None
-    kill_rank, kill_step, rest = spec.split(":", 2)
-    marker, _, mode = rest.partition(":")
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or not parts[2]:
+        raise InputError("RAYBM_FAULT_INJECT", "", f"expected rank:step:marker[:mode], got {spec!r}")
+    try:
+        rank, step = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise InputError("RAYBM_FAULT_INJECT", "rank:step",
+                         f"expected two integers, got {parts[0]!r}:{parts[1]!r}") from None
+    mode = parts[3] if len(parts) == 4 else "kill"
+    if mode not in FAULT_MODES:
+        raise InputError("RAYBM_FAULT_INJECT", "mode", f"{mode!r} is not one of {FAULT_MODES}")
+    return rank, step, parts[2], mode
 
-    def hook(step: int) -> None:
-        if rank == int(kill_rank) and step == int(kill_step) and not os.path.exists(marker):
-            Path(marker).write_text(f"rank {rank} {mode or 'killed'} at update {step}\n")
-            if mode == "nan":
-                with torch.no_grad():
-                    trainer.model.weight.fill_(float("nan"))
-                return
+
+def fault_hook(spec: str | None, rank: int, trainer: Trainer) -> dict[str, Any]:
+    """Test hook, ``RAYBM_FAULT_INJECT=rank:step:marker[:mode]``: at that update, once (the
+    marker file records that it happened), that rank's process dies as a killed worker would
+    (``kill``), its parameters turn NaN as a numerical blow-up on one shard would (``nan``), or
+    it dies halfway through writing its part of that update's checkpoint (``checkpoint``).
+
+    Returns the keyword arguments for ``run_updates`` and ``report_checkpoint``.
+    """
+    fault = parse_fault(spec)
+    if fault is None or fault[0] != rank:
+        return {}
+    _, at_step, marker, mode = fault
+
+    def fire(step: int, when: str) -> bool:
+        if step != at_step or when != mode or os.path.exists(marker):
+            return False
+        Path(marker).write_text(f"rank {rank} {_FAULT_WORDS[mode]} at update {step}\n")
+        return True
+
+    def on_update(step: int) -> None:
+        if fire(step, "nan"):
+            with torch.no_grad():
+                trainer.model.weight.fill_(float("nan"))
+        elif fire(step, "kill"):
             os._exit(1)
 
-    return hook
+    def mid_checkpoint(step: int) -> None:
+        if fire(step, "checkpoint"):
+            os._exit(1)
+
+    return {"on_update": on_update, "mid_checkpoint": mid_checkpoint}
+
+
+def say(line: str) -> None:
+    """One line on the worker's stderr, which Ray forwards to the driver's terminal once."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def restore_candidates(run_dir: Path, resume: str | None) -> list[Path]:
+    """Checkpoints a (re)started worker group may continue from, newest first.
+
+    Ray Train V2's controller registers a checkpoint only when it next polls the workers'
+    reports, so a worker that dies within one poll of a report takes that report with it:
+    ``ray.train.get_checkpoint()`` then hands the new group an older checkpoint, or None, and
+    the run would silently start over (seen here with a kill 5 updates after a checkpoint).
+    Each rank's files are in ``<run>/ray`` once its ``report`` returns, so the newest
+    *complete* one there (every shard present, see ``is_complete``) is the restart point; the
+    ``--resume`` checkpoint, if any, is the floor.
+    """
+    found = ray_checkpoints(run_dir)
+    if resume:
+        found.append(find_checkpoint(resume))
+    return sorted(set(found), key=lambda p: (checkpoint_step(p), str(p)), reverse=True)
+
+
+def restore_trainer(config: Config, train_set: Any, population: Any, run_dir: Path,
+                    resume: str | None) -> Trainer:
+    """The trainer from the newest checkpoint that loads; fresh when there is none.
+
+    Every rank reads every shard file of a candidate (``load_checkpoint``), so all ranks agree
+    on which one they skip (say, a file truncated by a kill during Ray's upload).
+    """
+    for where in restore_candidates(run_dir, resume):
+        try:
+            return make_trainer(config, train_set, where, population)
+        except Exception as err:  # pyarrow, torch and our own InputError all name the file
+            if resume and find_checkpoint(resume) == where:
+                raise
+            if population.rank == 0:
+                say(f"raybm: skipping checkpoint {where}: {type(err).__name__}: {err}")
+    return make_trainer(config, train_set, None, population)
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
@@ -76,9 +160,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
     from raybm.distributed.comm import TorchComm
     from raybm.evaluate import live_metrics
 
-    # Ray Train logs every report at INFO from each worker: keep the terminal for raybm's lines.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    # Ray Train logs every report at INFO from each worker, some through loggers named after
+    # their source file (so only the root level reaches them): keep the terminal for raybm.
+    for name in ("ray.train", "ray", None):
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = Config.model_validate(cfg["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -89,10 +174,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
     population = TorchComm(device) if world > 1 else LOCAL
     train_set, test_set = load_data(config)
 
-    restored = ray.train.get_checkpoint()  # after a failure: Ray's latest complete checkpoint
-    source = restored.as_directory() if restored is not None else nullcontext(cfg.get("resume"))
-    with source as where:
-        trainer = make_trainer(config, train_set, Path(where) if where else None, population)
+    trainer = restore_trainer(config, train_set, population, Path(cfg["run_dir"]),
+                              cfg.get("resume"))
     tracker = None
     if rank == 0 and cfg.get("run_id"):
         from raybm.tracking import Tracker
@@ -109,16 +192,19 @@ def train_worker(cfg: dict[str, Any]) -> None:
         if config.train.progress:  # one line per log: Ray forwards worker stdout
             shown = {k: v for k, v in info.items()
                      if k.startswith(("loss", "test_acc", "ess", "test_loglik", "updates"))}
-            print(f"update {step}/{config.train.n_updates} "
-                  + " ".join(f"{k}={v:.4g}" for k, v in shown.items()), file=sys.stderr, flush=True)
+            # Not print(): Ray Train patches it to log *and* echo, so every line came twice.
+            say(f"update {step}/{config.train.n_updates} "
+                + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
+    hooks = fault_hook(cfg.get("fault"), rank, trainer)
+    mid_checkpoint = hooks.get("mid_checkpoint")
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
-                    on_checkpoint=lambda step: report_checkpoint(trainer, meta),
-                    on_update=fault_hook(cfg.get("fault"), rank, trainer))
+                    on_checkpoint=lambda step: report_checkpoint(trainer, meta, mid_checkpoint),
+                    on_update=hooks.get("on_update"))
     except DivergenceError as err:
         if rank == 0:
             Path(cfg["run_dir"], DIVERGED).write_text(str(err) + "\n")
         return
     if trainer.step % config.train.checkpoint_every != 0 or trainer.step == 0:
-        report_checkpoint(trainer, meta)  # the final state, always a checkpoint
+        report_checkpoint(trainer, meta, mid_checkpoint)  # the final state, always a checkpoint

@@ -67,18 +67,42 @@ def test_two_worker_run_checkpoints_shards_and_resumes(tmp_path, ray_session):
     assert load_checkpoint(local.run_dir).walkers.n_walkers == 301
 
 
+def run_with_fault(tmp_path, monkeypatch, fault: str, n_updates: int):
+    """A 2-worker Jarzynski run with ``RAYBM_FAULT_INJECT=1:<fault>``, checkpoints every 5
+    updates: its summary, what the fault hook recorded, and the steps MLflow got log Z at."""
+    marker = tmp_path / "fault"
+    monkeypatch.setenv("RAYBM_FAULT_INJECT", fault.replace("MARKER", str(marker)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(None, JARZYNSKI + [f"train.n_updates={n_updates}",
+                                         "train.checkpoint_every=5", f"tracking.uri={uri}"])
+    summary = train_run(cfg, out=tmp_path / "run", evaluate_at_end=False)
+    return summary, marker.read_text(), mlflow_history(uri, summary.run_id, "log_z")
+
+
 @pytest.mark.slow
 def test_killed_worker_is_replaced_and_the_run_finishes(tmp_path, ray_session, monkeypatch):
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("RAYBM_FAULT_INJECT", f"1:13:{marker}")
-    cfg = load_config(None, JARZYNSKI + ["train.n_updates=20", "train.checkpoint_every=5",
-                                         "tracking.enabled=false"])
-    summary = train_run(cfg, out=tmp_path / "run", evaluate_at_end=False)
-    assert marker.read_text() == "rank 1 killed at update 13\n"  # the kill did happen
+    """Rank 1 dies at update 13; the new group continues from step 10, not from scratch (each
+    logged step appears once in MLflow), and ends with every walker."""
+    summary, fault, logged = run_with_fault(tmp_path, monkeypatch, "1:13:MARKER", 20)
+    assert fault == "rank 1 killed at update 13\n"  # the kill did happen
+    assert logged == [5, 10, 15, 20]
     ckpt = load_checkpoint(summary.run_dir)
     assert ckpt.step == 20 and ckpt.walkers.n_walkers == 301
     assert [s.n_walkers for s in ckpt.shards] == [151, 150]
     assert torch.isfinite(ckpt.walkers.log_weight).all()
+
+
+@pytest.mark.slow
+def test_kill_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path, ray_session,
+                                                                   monkeypatch):
+    """Rank 1 dies after writing its shard of step 10's checkpoint, before reporting it: that
+    checkpoint never becomes complete, so the replaced group restarts from step 5 (MLflow sees
+    step 10 twice) and still finishes with every walker."""
+    summary, fault, logged = run_with_fault(tmp_path, monkeypatch, "1:10:MARKER:checkpoint", 15)
+    assert fault == "rank 1 killed mid-checkpoint at update 10\n"
+    assert logged == [5, 10, 10, 15]
+    ckpt = load_checkpoint(summary.run_dir)
+    assert ckpt.step == 15 and [s.n_walkers for s in ckpt.shards] == [151, 150]
 
 
 @pytest.mark.slow
