@@ -244,7 +244,8 @@ def _read_parquet(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
     except (pa.ArrowException, OSError) as err:  # truncated by a kill mid-copy, or not Parquet
-        raise InputError(path, "", f"cannot read Parquet ({str(err).splitlines()[0][:120]})") from None
+        why = str(err).splitlines()[0][:120]
+        raise InputError(path, "", f"cannot read Parquet ({why})") from None
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

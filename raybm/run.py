@@ -22,6 +22,7 @@ from raybm.checkpoint import (
     checkpoint_step,
     find_checkpoint,
     load_checkpoint,
+    ray_checkpoints,
 )
 from raybm.config import Config, dump_config, load_config
 from raybm.errors import DivergenceError, InputError
@@ -87,7 +88,8 @@ def train_run(
     # Data errors surface before anything is created on disk or in MLflow.
     train_set, test_set = load_data(config)
     if resume is None:
-        if (run_dir / "checkpoints").exists():
+        # A distributed run that stopped early has its checkpoints only in Ray's storage.
+        if (run_dir / "checkpoints").exists() or ray_checkpoints(run_dir):
             raise InputError(run_dir, "--out", "already holds a run; use --resume to continue it")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))

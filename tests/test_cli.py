@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from raybm.cli import main
 
@@ -42,6 +43,22 @@ def test_train_prints_a_summary_with_the_mlflow_command(trained_run, capsys, tmp
     assert code == 0
     assert "test_accuracy" in out and "MLflow run id" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'm.db'}" in out
+
+
+def test_train_refuses_an_out_directory_that_holds_a_stopped_distributed_run(capsys, tmp_path):
+    """Its checkpoints are only in Ray's storage; a new run there would restart from them."""
+    from raybm.checkpoint import write_common, write_shard
+    from raybm.models.rbm import BernoulliRBM
+
+    ckpt = tmp_path / "r" / "ray" / "checkpoint_2026-11-24_07-00-00.000000"
+    write_shard(ckpt, 0, 1, None, torch.Generator().get_state())
+    write_common(ckpt, step=5, model=BernoulliRBM(64, 8), state={}, meta={}, world_size=1)
+    code, _, err = run_cli(capsys, "train", *FAST, "--set", "train.n_updates=2", "--out",
+                           tmp_path / "r", "--set", "tracking.enabled=false")
+    assert code == 2
+    assert err.strip().endswith("--out: already holds a run; use --resume to continue it")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "state.pt",
+                                                       "walkers-000-of-001.parquet"]
 
 
 def test_train_says_what_it_fell_back_to_when_ray_cannot_start(capsys, tmp_path, monkeypatch):

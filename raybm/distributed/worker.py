@@ -66,7 +66,8 @@ def parse_fault(spec: str | None) -> tuple[int, int, str, str] | None:
         return None
     parts = spec.split(":")
     if len(parts) not in (3, 4) or not parts[2]:
-        raise InputError("RAYBM_FAULT_INJECT", "", f"expected rank:step:marker[:mode], got {spec!r}")
+        raise InputError("RAYBM_FAULT_INJECT", "",
+                         f"expected rank:step:marker[:mode], got {spec!r}")
     try:
         rank, step = int(parts[0]), int(parts[1])
     except ValueError:
