@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,6 +39,13 @@ def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: t
     dist.barrier()
     (Path(out_dir) / f"{rank}.done").touch()
     dist.destroy_process_group()
+    (Path(out_dir) / f"{rank}.destroyed").touch()
+    # CI has seen a finished rank abort (std::terminate) after writing its result, either in
+    # destroy_process_group or in the interpreter's finalisation, where native thread pools
+    # (gloo's, Arrow's) are torn down: leave without the latter, everything is on disk.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_ranks(world: int, fn: Callable, *args: Any, threads: int = 1) -> list[Any]:
@@ -45,8 +53,9 @@ def run_ranks(world: int, fn: Callable, *args: Any, threads: int = 1) -> list[An
 
     A rank that raises fails the call with its traceback. A rank killed by a signal fails it
     too, unless every rank had already returned its result and passed the closing barrier: then
-    the only thing left was gloo's own teardown (seen once in CI as a C++ ``std::terminate`` in
-    ``destroy_process_group``), which is not the code under test, so it is a warning.
+    the only thing left was the group's teardown (seen in CI as a C++ ``std::terminate`` after
+    the results were written), which is not the code under test, so it is a warning that says
+    whether ``destroy_process_group`` had returned.
     """
     with tempfile.TemporaryDirectory() as out:
         try:
@@ -56,8 +65,10 @@ def run_ranks(world: int, fn: Callable, *args: Any, threads: int = 1) -> list[An
             finished = all((Path(out) / f"{r}.done").exists() for r in range(world))
             if not finished or died.signal_name is None:
                 raise
-            warnings.warn(f"rank {died.error_index} died of {died.signal_name} in gloo teardown "
-                          "after every rank had finished; results kept", RuntimeWarning,
-                          stacklevel=2)
+            where = ("after destroy_process_group" if (Path(out) / f"{died.error_index}.destroyed")
+                     .exists() else "in destroy_process_group")
+            warnings.warn(f"rank {died.error_index} died of {died.signal_name} {where} (gloo "
+                          "teardown), after every rank had finished; results kept",
+                          RuntimeWarning, stacklevel=2)
         # Our own files from our own ranks: plain containers of tensors and numbers.
         return [torch.load(Path(out) / f"{r}.pt", weights_only=False) for r in range(world)]
