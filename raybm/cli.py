@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.no_progress:
         overrides.append("train.progress=false")
+
     def say(message: str) -> None:
         print(f"raybm: {message}", file=sys.stderr, flush=True)
 

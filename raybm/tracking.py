@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _quiet_mlflow_logs() -> None:
     """MLflow sets its loggers to INFO on import (database creation messages): keep the
     terminal for raybm's own progress and summary."""

@@ -221,7 +221,6 @@ class Trainer:
         self._check_finite(info)
         return info
 
-
     def _check_finite(self, info: dict[str, float]) -> None:
         bad = [k for k, v in info.items() if not math.isfinite(v)]
         bad += [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]

@@ -62,7 +62,8 @@ class PersistentContrastiveDivergence:
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
-        return Estimate(data_term(model, batch) - walker_term(model, walkers, self.population), walkers)
+        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
+        return Estimate(loss, walkers)
 
 
 @dataclass

@@ -92,12 +92,16 @@ def pack_rows(walkers: WalkerState, index: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 1)
 
 
-def unpack_rows(rows: torch.Tensor, n_visible: int, has_label: bool) -> WalkerState:
+def _columns(rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     # A fresh contiguous copy: a column slice (even a one-row one, which counts as
     # contiguous) starts at an odd byte offset, and a byte view as float64 needs 8-alignment.
-    x = rows[:, :n_visible].clone(memory_format=torch.contiguous_format)
-    log_weight = rows[:, n_visible : n_visible + 8].clone(memory_format=torch.contiguous_format).view(torch.float64).reshape(-1)
+    return rows[:, start:stop].clone(memory_format=torch.contiguous_format)
+
+
+def unpack_rows(rows: torch.Tensor, n_visible: int, has_label: bool) -> WalkerState:
+    x = _columns(rows, 0, n_visible)
+    log_weight = _columns(rows, n_visible, n_visible + 8).view(torch.float64).reshape(-1)
     label = None
     if has_label:
-        label = rows[:, n_visible + 8 : n_visible + 16].clone(memory_format=torch.contiguous_format).view(torch.int64).reshape(-1)
+        label = _columns(rows, n_visible + 8, n_visible + 16).view(torch.int64).reshape(-1)
     return WalkerState(x=x, log_weight=log_weight, label=label)

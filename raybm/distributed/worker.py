@@ -118,7 +118,7 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-def restore_candidates(run_dir: Path, resume: str | None) -> list[Path]:
+def restore_candidates(run_dir: Path, floor: Path | None) -> list[Path]:
     """Checkpoints a (re)started worker group may continue from, newest first.
 
     Ray Train V2's controller registers a checkpoint only when it next polls the workers'
@@ -126,12 +126,10 @@ def restore_candidates(run_dir: Path, resume: str | None) -> list[Path]:
     ``ray.train.get_checkpoint()`` then hands the new group an older checkpoint, or None, and
     the run would silently start over (seen here with a kill 5 updates after a checkpoint).
     Each rank's files are in ``<run>/ray`` once its ``report`` returns, so the newest
-    *complete* one there (every shard present, see ``is_complete``) is the restart point; the
-    ``--resume`` checkpoint, if any, is the floor.
+    *complete* one there (every shard present, see ``is_complete``) is the restart point;
+    ``floor`` (the ``--resume`` checkpoint), if any, is always a candidate.
     """
-    found = ray_checkpoints(run_dir)
-    if resume:
-        found.append(find_checkpoint(resume))
+    found = ray_checkpoints(run_dir) + ([floor] if floor is not None else [])
     return sorted(set(found), key=lambda p: (checkpoint_step(p), str(p)), reverse=True)
 
 
@@ -142,11 +140,12 @@ def restore_trainer(config: Config, train_set: Any, population: Any, run_dir: Pa
     Every rank reads every shard file of a candidate (``load_checkpoint``), so all ranks agree
     on which one they skip (say, a file truncated by a kill during Ray's upload).
     """
-    for where in restore_candidates(run_dir, resume):
+    floor = find_checkpoint(resume) if resume else None
+    for where in restore_candidates(run_dir, floor):
         try:
             return make_trainer(config, train_set, where, population)
         except Exception as err:  # pyarrow, torch and our own InputError all name the file
-            if resume and find_checkpoint(resume) == where:
+            if where == floor:  # the checkpoint the user asked for: its error, not a fallback
                 raise
             if population.rank == 0:
                 say(f"raybm: skipping checkpoint {where}: {type(err).__name__}: {err}")
