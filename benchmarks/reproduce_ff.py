@@ -144,8 +144,10 @@ def train_and_evaluate(config: Config, train, test, dataset: str, method: str,
     t1 = time.perf_counter()
     model = trainer.model
     metrics = evaluate(model, train, test, config)
-    # evaluate() samples labels at the training k and at eval_k_long; add the other ks so
-    # every row has the same columns (10, 100, 1000).
+    # evaluate() samples labels at the training k and at eval_k_long (test_accuracy_sampled,
+    # test_accuracy_long); add the other ks so every row has the same columns (10, 100, 1000).
+    metrics[f"test_accuracy_k{config.algorithm.k}"] = metrics["test_accuracy_sampled"]
+    metrics[f"test_accuracy_k{config.train.eval_k_long}"] = metrics["test_accuracy_long"]
     gen = torch.Generator().manual_seed(config.train.seed + 15485863)
     for k in ACC_K:
         key = f"test_accuracy_k{k}"

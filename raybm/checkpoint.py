@@ -206,12 +206,17 @@ def is_complete(checkpoint: Path) -> bool:
     return all((checkpoint / f).is_file() for f in files)
 
 
-def ray_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints Ray Train persisted under ``<run>/ray`` (a distributed run)."""
-    root = Path(run_dir) / "ray"
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints Ray Train persisted anywhere under ``root``."""
+    root = Path(root)
     if not root.is_dir():
         return []
     return [d for d in root.glob("**/checkpoint_*") if d.is_dir() and is_complete(d)]
+
+
+def ray_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of every distributed fit of a run (under ``<run>/ray``)."""
+    return complete_checkpoints(Path(run_dir) / "ray")
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -294,3 +299,43 @@ def set_latest(run_dir: Path, checkpoint: Path) -> None:
 def load(path: str | Path) -> RBM:
     """The model of a run directory or a checkpoint: ``raybm.load("runs/my-run")``."""
     return load_checkpoint(path).model
+
+
+def _sha(*tensors: torch.Tensor | None) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def state_digest(model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                 estimator_state: dict[str, Any], walkers: WalkerState | None,
+                 generator: torch.Tensor | None) -> dict[str, str]:
+    """SHA-256 of each part of one shard's training state, for bit-for-bit comparisons (a PBT
+    exploit must continue from exactly the donor's checkpoint). The optimizer's
+    hyperparameters are left out: an exploit changes them on purpose."""
+    opt = optimizer_state.get("state", {})
+    opt_tensors = [v for i in sorted(opt) for _, v in sorted(opt[i].items())
+                   if isinstance(v, torch.Tensor)]
+    return {
+        "parameters": _sha(*(model_state[k] for k in sorted(model_state))),
+        "optimizer": _sha(*opt_tensors),
+        "estimator": json.dumps(estimator_state, sort_keys=True, default=str),
+        "walkers": _sha(*([] if walkers is None else [walkers.x, walkers.label])),
+        "log_weight": _sha(*([] if walkers is None else [walkers.log_weight])),
+        "generator": _sha(generator),
+    }
+
+
+def checkpoint_digest(path: str | Path, rank: int = 0, world_size: int = 1) -> dict[str, str]:
+    """:func:`state_digest` of shard ``rank`` of a checkpoint, as a trainer restores it."""
+    ckpt = load_checkpoint(path)
+    walkers, generator, _ = ckpt.shard(rank, world_size)
+    if generator is None:
+        generator = ckpt.state["generator"]
+    return state_digest(ckpt.model.state_dict(), ckpt.state["optimizer"],
+                        ckpt.state.get("estimator") or {}, walkers, generator)

@@ -1,4 +1,4 @@
-"""``raybm train | sample | eval | data``: parse, call, print.
+"""``raybm train | tune | runs | sample | eval | data``: parse, call, print.
 
 Bad input ends with one line on stderr (``raybm: error: <file or key>: <what>``) and exit
 code 2 (3 for diverged training); ``--debug`` or ``RAYBM_DEBUG=1`` shows the traceback.
@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from raybm.errors import InputError, RaybmError
+from raybm.errors import InputError, Interrupted, RaybmError
+from raybm.interrupts import sigterm_as_interrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,13 +23,30 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (default: F&F-10 with labels on digits)")
     t.add_argument("config", nargs="?", help="YAML config (see docs/config.md)")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set algorithm.k=20 (repeatable)")
+    _add_set(t, "override a config key, e.g. --set algorithm.k=20 (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<run name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.add_argument("--workers", type=int, help="same as --set distributed.workers=N")
     t.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///$PWD/mlflow.db)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    u = sub.add_parser("tune", help="a hyperparameter sweep on Ray Tune (see docs/tune.md)")
+    u.add_argument("space", nargs="?", help="search-space file (see tune_spaces/)")
+    _add_set(u, "override a key of the base config, e.g. --set train.n_updates=500")
+    u.add_argument("--out", help="sweep directory (default: sweeps/<name>-<time>)")
+    u.add_argument("--resume", metavar="SWEEP_DIR", help="finish an interrupted sweep")
+    u.add_argument("--tracking-uri", help="MLflow tracking URI (a server for real sweeps)")
+    u.add_argument("--top", type=int, default=10, help="best trials in the final table")
+
+    r = sub.add_parser("runs", help="the best MLflow runs (or a sweep's trials) as a table")
+    r.add_argument("--experiment", default="raybm", help="MLflow experiment (default: raybm)")
+    r.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only this sweep's trials")
+    r.add_argument("--metric", help="rank by this metric (default: the sweep's, or "
+                   "test_accuracy)")
+    r.add_argument("--mode", choices=["max", "min"], help="max or min (default: the sweep's, "
+                   "or max)")
+    r.add_argument("--top", type=int, default=10, help="how many runs")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///$PWD/mlflow.db)")
 
     s = sub.add_parser("sample", help="generate samples from a trained run")
     s.add_argument("run", help="run directory or checkpoint")
@@ -40,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained run on its data")
     e.add_argument("run", help="run directory or checkpoint")
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key for evaluation, e.g. data.path=...")
+    _add_set(e, "override a config key for evaluation, e.g. data.path=...")
 
     d = sub.add_parser("data", help="data set tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -52,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--alphabet", help="protein | rna | explicit letters, for alignments")
     i.add_argument("--threshold", type=float, help="binarisation threshold for images")
     return p
+
+
+def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=what)
 
 
 def _positive(value: int | None, name: str) -> None:
@@ -75,11 +97,68 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"raybm: {message}", file=sys.stderr, flush=True)
 
     if args.resume:
+        # The run's own config.yaml is what continues: a second config or another run
+        # directory would be silently ignored, so they are refused.
+        if args.config:
+            raise InputError(args.config, "", "cannot be given with --resume (the run's "
+                             "config.yaml continues; change keys with --set)")
+        if args.out:
+            raise InputError("--out", "", "cannot be given with --resume (the run continues "
+                             "in its own directory)")
         summary = train_run(resume=args.resume, overrides=overrides, say=say)
     else:
         config = load_config(args.config, overrides, use_default=True)
         summary = train_run(config, out=args.out, say=say)
     _print_summary(summary)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from raybm.tuning.sweep import print_summary, tune_sweep
+
+    _positive(args.top, "--top")
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        if args.resume:
+            raise InputError("--tracking-uri", "", "cannot be given with --resume (the sweep "
+                             "continues in the store it was tracked in)")
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+
+    def say(message: str) -> None:
+        print(f"raybm: {message}", file=sys.stderr, flush=True)
+
+    summary = tune_sweep(args.space, overrides, out=args.out, resume=args.resume, say=say)
+    print_summary(summary, top=args.top)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from raybm.tracking import get_run_tags, resolve_uri, search_runs
+
+    _positive(args.top, "--top")
+    uri = resolve_uri(args.tracking_uri)
+    metric, mode, searched = args.metric, args.mode, []
+    if args.sweep:
+        tags = get_run_tags(uri, args.sweep)
+        metric = metric or tags.get("raybm.metric")
+        mode = mode or tags.get("raybm.mode")
+        searched = [k for k in tags.get("raybm.searched", "").split(",") if k]
+    metric, mode = metric or "test_accuracy", mode or "max"
+    runs = search_runs(uri, args.experiment, args.sweep, metric, mode, args.top)
+    if not runs:
+        print(f"no run with metric {metric} in experiment {args.experiment}"
+              + (f", sweep {args.sweep}" if args.sweep else ""))
+        return 0
+    keys = searched or ["algorithm.name", "algorithm.k", "optimizer.lr"]
+    head = ["run", "name", "status", metric] + keys
+    rows = [[r["run_id"][:8], (r["name"] or "")[:40], r["status"],
+             f"{r['metrics'][metric]:.4g}"] + [r["params"].get(k, "") for k in keys]
+            for r in runs]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    for i, line in enumerate([head] + rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
     return 0
 
 
@@ -97,7 +176,6 @@ def _print_summary(summary) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from raybm.run import load_run
@@ -113,6 +191,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".parquet", ".png"):
         raise InputError(out, "", "output must end in .npz, .parquet or .png")
+    check_output_file(out, "--out")
+    if args.seed < 0 or args.seed > 2**31 - 1:
+        raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
     k = args.k or config.algorithm.k
     gen = torch.Generator().manual_seed(args.seed)
     label = None
@@ -122,6 +203,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = model.sample(args.n, k, label=label, generator=gen)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    try:
+        _write_samples(out, tmp, x, label, model)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no temp file behind
+    print(f"wrote {args.n} samples (k={k}) to {out}")
+    return 0
+
+
+def check_output_file(out: Path, flag: str) -> None:
+    """An output file's path can be written: not a directory, no file where a folder must be."""
+    if out.is_dir():
+        raise InputError(flag, str(out), "is a directory, not a file")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(flag, str(out), f"{parent} is a file, not a directory")
+            break
+
+
+def _write_samples(out: Path, tmp: Path, x, label, model) -> None:
+    import numpy as np
+
     if out.suffix == ".npz":
         arrays = {"x": x.numpy()} | ({"labels": label.numpy()} if label is not None else {})
         with open(tmp, "wb") as fh:
@@ -142,30 +246,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if side * side != model.n_visible:
             raise InputError(out, "", f"{model.n_visible} visibles are not a square image")
         sample_grid(x, (side, side), tmp, ncol=10)
-    os.replace(tmp, out)
-    print(f"wrote {args.n} samples (k={k}) to {out}")
-    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from raybm.config import Config, load_config
+    from raybm.config import config_from
     from raybm.evaluate import evaluate
     from raybm.run import load_run
     from raybm.train import load_data
 
     config, ckpt = load_run(args.run)
     if args.overrides:
-        import tempfile
-
-        import yaml
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            yaml.safe_dump(config.model_dump(), fh)
-        config = load_config(fh.name, list(args.overrides))
-        os.unlink(fh.name)
-    assert isinstance(config, Config)
+        config = config_from(config.model_dump(), str(args.run),
+                             list(args.overrides))
     train, test = load_data(config)
-    metrics = evaluate(ckpt.model, train, test, config)
+    m = ckpt.model
+    if (train.n_visible, train.n_states) != (m.n_visible, m.n_states):
+        raise InputError(config.data.path or "data", "data.path", f"has {train.n_visible} "
+                         f"units with {train.n_states} states; the model has {m.n_visible} "
+                         f"with {m.n_states}")
+    metrics = evaluate(m, train, test, config)
     print(json.dumps({"step": ckpt.step, **metrics}, indent=2))
     return 0
 
@@ -191,17 +290,22 @@ def cmd_data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = args.debug or os.environ.get("RAYBM_DEBUG") == "1"
-    handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data}
+    handler = {"train": cmd_train, "tune": cmd_tune, "runs": cmd_runs, "sample": cmd_sample,
+               "eval": cmd_eval, "data": cmd_data}
+    sigterm_as_interrupt()
     try:
         return handler[args.command](args)
+    except KeyboardInterrupt:
+        print("raybm: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
+    except Interrupted as err:
+        print(f"raybm: {err}", file=sys.stderr)
+        return err.exit_code
     except RaybmError as err:
         if debug:
             raise
         print(f"raybm: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("raybm: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

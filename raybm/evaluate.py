@@ -37,11 +37,15 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
     gen = torch.Generator().manual_seed(cfg.seed + 7919 if seed is None else seed)
     out: dict[str, float] = {}
     if model.n_labels and test.n_samples:
+        # Names do not carry k: a sweep over k compares one quantity across its trials; the
+        # number of label sweeps each used is logged beside it.
         k = config.algorithm.k
         out["test_accuracy"] = accuracy_exact(model, test.x, test.labels)
-        out[f"test_accuracy_k{k}"] = accuracy_sampled(gen, model, test.x, test.labels, k)
-        out[f"test_accuracy_k{cfg.eval_k_long}"] = accuracy_sampled(
-            gen, model, test.x, test.labels, cfg.eval_k_long)
+        out["test_accuracy_sampled"] = accuracy_sampled(gen, model, test.x, test.labels, k)
+        out["eval_k"] = float(k)
+        out["test_accuracy_long"] = accuracy_sampled(gen, model, test.x, test.labels,
+                                                     cfg.eval_k_long)
+        out["eval_k_long"] = float(cfg.eval_k_long)
     n = min(cfg.eval_samples, train.n_samples)
     ref = train.subset(torch.randperm(train.n_samples, generator=gen)[:n])
     label = generation_labels(gen, model, ref, n)
@@ -101,17 +105,81 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     return directory
 
 
+# Models whose exact log Z costs at most this many enumerated states are scored exactly at
+# every log (2^16 states of a 64-visible model: a few milliseconds here).
+LIVE_EXACT_STATES = 1 << 16
+
+
+def enumerated_states(model: RBM) -> int:
+    """How many states exact enumeration of ``model`` visits (the smaller binary layer)."""
+    sides = [model.n_hidden]
+    if isinstance(model, BernoulliRBM):
+        sides.append(model.n_visible)
+    return 2 ** min(sides) * max(model.n_labels, 1)
+
+
 def live_metrics(model: RBM, test: Dataset, info: dict[str, float]) -> dict[str, float]:
     """The cheap metrics logged with every ``log_every`` update: exact test accuracy (label
-    unit), and the test log-likelihood from the Jarzynski running log Z (free)."""
+    unit), the exact test log-likelihood of models small enough to enumerate quickly, and the
+    test log-likelihood from the Jarzynski running log Z (free)."""
     out = dict(info)
     if model.n_labels and test.n_samples:
         from raybm.metrics.classify import accuracy_exact
 
         out["test_accuracy"] = accuracy_exact(model, test.x, test.labels)
+    if test.n_samples and (can_enumerate(model)
+                           and enumerated_states(model) <= LIVE_EXACT_STATES):
+        from raybm.metrics.exact import log_likelihood
+
+        out["test_loglik_exact"] = float(log_likelihood(model, test.x).mean())
     if "log_z" in info and test.n_samples:
         from raybm.metrics.exact import log_likelihood
 
         out["test_loglik_jarzynski"] = float(
             log_likelihood(model, test.x, log_z=info["log_z"]).mean())
+    return out
+
+
+def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: int,
+                     has_test: bool = True) -> dict[str, str]:
+    """The metrics a run of ``config`` reports on data of this shape: ``{name: "live"}`` for
+    those logged every ``train.log_every`` updates (what ASHA and PBT compare), ``"final"`` for
+    those of the end-of-run evaluation only. (A search-space file's ``metric`` is checked
+    against this before a sweep starts.)"""
+    from raybm.models.rbm import build_rbm
+
+    labels = bool(config.model.labels and n_labels)
+    model = build_rbm(n_visible, config.model.n_hidden, n_states, n_labels if labels else 0)
+    out = {"step": "live", "updates_per_s": "live"}
+    phases = ["joint"]
+    if config.algorithm.name == "kstep":
+        phases = ["generation"] + (["classification"] if labels and
+                                   config.algorithm.classification else [])
+    out |= {f"loss_{phase}": "live" for phase in phases}
+    if config.algorithm.name == "jarzynski":
+        out |= dict.fromkeys(["ess", "log_z", "weight_entropy", "n_resamplings", "resampled"],
+                             "live")
+    if has_test:
+        if labels:
+            out |= {"test_accuracy": "live", "test_accuracy_sampled": "final",
+                    "test_accuracy_long": "final", "eval_k": "final", "eval_k_long": "final"}
+        if config.algorithm.name == "jarzynski":
+            out["test_loglik_jarzynski"] = "live"
+    from raybm.metrics.generation import SCORE_NAMES
+
+    for name in SCORE_NAMES:
+        out |= {f"{name}_t{t}": "final" for t in config.train.eval_t}
+    method = None
+    if can_enumerate(model):
+        method = "exact"
+        if has_test and enumerated_states(model) <= LIVE_EXACT_STATES:
+            out["test_loglik_exact"] = "live"
+    elif config.train.ais_betas:
+        method = "ais"
+        out["log_z_ais_stderr"] = "final"
+    if method is not None:
+        out.setdefault(f"log_z_{method}", "final")
+        out.setdefault(f"train_loglik_{method}", "final")
+        if has_test:
+            out.setdefault(f"test_loglik_{method}", "final")
     return out

@@ -1,9 +1,18 @@
-"""A tracked training run: run directory, MLflow run, updates, checkpoints, final evaluation.
+"""A tracked training run in three steps: plan (validate) / fit / evaluate.
+
+``raybm train`` and every Ray Tune trial run the same pieces::
+
+    plan = plan_run(config, out=...)            # every check; nothing written yet
+    active = open_run(plan)                     # run directory, config.yaml, MLflow run
+    final, model = fit_run(active, on_report)   # in-process or on Ray workers
+    metrics = evaluate_run(active, final, model)
+    active.end("FINISHED")
 
 Layout of a run directory::
 
-    config.yaml                 the validated config (what --resume reads back)
+    config.yaml                 the validated config, paths resolved (what --resume reads back)
     checkpoints/step_XXXXXXXX/  atomic checkpoints; checkpoints/latest names the newest
+    ray/<fit>/checkpoint_*/     a distributed fit's checkpoints (one folder per fit)
     artifacts/                  plots and sample grids, also logged to MLflow
     summary.json                the final evaluation
 """
@@ -11,8 +20,9 @@ Layout of a run directory::
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +34,16 @@ from raybm.checkpoint import (
     load_checkpoint,
     ray_checkpoints,
 )
-from raybm.config import Config, dump_config, load_config
-from raybm.errors import DivergenceError, InputError
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.config import (Config, check_resumable, config_from, dump_config, read_config_file,
+                          resolve_paths)
+from raybm.data.dataset import Dataset
+from raybm.errors import InputError, Interrupted
+from raybm.train import (check_model_fits, load_data, make_trainer, record_restore,
+                         run_updates)
+
+# ``on_report(step, metrics, checkpoint)``: what a run hands to its caller every
+# ``train.log_every`` updates and at every checkpoint (a Tune trial reports it to Tune).
+Reporter = Callable[[int, dict[str, float], "Path | None"], None]
 
 
 @dataclass
@@ -39,12 +56,139 @@ class RunSummary:
     seconds: float
 
 
+@dataclass
+class RunPlan:
+    """A run that passed every check: nothing of it is on disk or in MLflow yet."""
+
+    config: Config  # paths resolved, as config.yaml will record it
+    run_dir: Path  # absolute
+    run_name: str
+    train_set: Dataset
+    test_set: Dataset
+    resume_from: Path | None = None  # the checkpoint this run continues from
+    run_id: str | None = None  # the MLflow run it continues
+    config_changed: bool = True  # config.yaml must be (re)written
+
+
 def default_run_name(config: Config) -> str:
     data = Path(config.data.path).name.split(".")[0] if config.data.path else "digits"
     return f"{config.algorithm.name}{config.algorithm.k}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def make_tracker(config: Config, run_name: str, run_id: str | None = None):
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory holding ``checkpoint`` (the nearest parent with a config.yaml)."""
+    for parent in checkpoint.parents:
+        if (parent / "config.yaml").is_file():
+            return parent
+    raise InputError(checkpoint, "", "is not inside a run directory (no config.yaml above it)")
+
+
+def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot hold a new run, before any work is done."""
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(flag, str(run_dir), f"{parent} is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(flag, str(run_dir), f"{parent} is not writable")
+            break
+    # A distributed run that stopped early has its checkpoints only in Ray's storage. A run
+    # that stopped before its first checkpoint (only config.yaml) has nothing to continue:
+    # a new run may take its place.
+    if (run_dir / "checkpoints").exists() or ray_checkpoints(run_dir):
+        raise InputError(run_dir, flag, "already holds a run; use --resume to continue it")
+
+
+def check_data_fits(checkpoint: Path, train: Dataset, source: str) -> None:
+    """The data of a continued run must fit the model its checkpoint holds."""
+    spec = json.loads((checkpoint / "meta.json").read_text())["model"]
+    have = {"n_visible": train.n_visible, "n_states": train.n_states}
+    for key, value in have.items():
+        if spec.get(key) != value:
+            raise InputError(source, "data.path", f"gives {key} {value}, but the run's model "
+                             f"has {spec.get(key)} (a continued run needs the same data)")
+
+
+def plan_run(config: Config | None = None, out: str | Path | None = None,
+             resume: str | Path | None = None, overrides: list[str] = (),
+             restart_from: Path | None = None) -> RunPlan:
+    """Check everything a run needs, resolve its paths, load its data; write nothing.
+
+    A fresh run takes ``config`` and ``out``. ``resume`` continues a run directory (or one of
+    its checkpoints) with ``overrides`` applied to its recorded config: a change that training
+    could not apply (the model, the data, the seed, ...) is refused, naming the key. A Tune
+    trial that Tune restarts passes ``restart_from`` (the checkpoint Tune handed over) with its
+    own, possibly mutated, config and its own ``out``.
+    """
+    if resume is not None:
+        resume = Path(resume).resolve()
+        if resume.is_dir() and not (resume / "checkpoints").exists() and not ray_checkpoints(
+                resume) and (resume / "config.yaml").is_file():
+            raise InputError(resume, "--resume", "this run stopped before its first "
+                             "checkpoint, so there is nothing to continue: start it again "
+                             "with --out")
+        ckpt = find_checkpoint(resume)
+        run_dir = run_dir_of(ckpt)
+        meta = json.loads((ckpt / "meta.json").read_text())
+        source = str(run_dir / "config.yaml")
+        raw = read_config_file(source)
+        if not (raw.get("tracking") or {}).get("uri") and meta.get("tracking_uri"):
+            # Runs written before paths were recorded: the store the run was tracked in.
+            raw.setdefault("tracking", {})["uri"] = meta["tracking_uri"]
+        old = resolve_paths(config_from(raw, source))
+        new = resolve_paths(config_from(old.model_dump(), source, overrides))
+        check_resumable(old, new)
+        from raybm.tracking import check_store
+
+        check_store(new.tracking.uri, existing=True)
+        train_set, test_set = load_data(new)
+        check_data_fits(ckpt, train_set, "--set" if overrides else source)
+        return RunPlan(new, run_dir, run_dir.name, train_set, test_set, resume_from=ckpt,
+                       run_id=meta.get("mlflow_run_id"), config_changed=new != old)
+    config = resolve_paths(config or Config())
+    run_dir = (Path(out) if out is not None
+               else Path("runs") / (config.tracking.run_name or default_run_name(config)))
+    run_dir = run_dir.resolve()
+    # Named after its directory unless the config names it (MLflow's list then matches runs/).
+    run_name = config.tracking.run_name or run_dir.name
+    if restart_from is None:
+        check_out_dir(run_dir)
+    # Data and model errors surface before anything is created on disk or in MLflow.
+    train_set, test_set = load_data(config)
+    check_model_fits(config, train_set)
+    if restart_from is not None:
+        check_data_fits(restart_from, train_set, "data.path")
+    return RunPlan(config, run_dir, run_name, train_set, test_set, resume_from=restart_from)
+
+
+@dataclass
+class ActiveRun:
+    """An opened run: its directory exists, its MLflow run is RUNNING."""
+
+    plan: RunPlan
+    tracker: object
+    workers: int  # 0 when the run trains in this process
+    meta: dict[str, str] = field(default_factory=dict)
+    trained: bool = False  # an update has run in this attempt
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+    @property
+    def run_dir(self) -> Path:
+        return self.plan.run_dir
+
+    def end(self, status: str) -> None:
+        """Close the MLflow run; a resumed run that failed before training keeps its status."""
+        previous = getattr(self.tracker, "previous_status", None)
+        if status != "FINISHED" and not self.trained and previous is not None:
+            status = previous
+        self.tracker.end(status)
+
+
+def make_tracker(config: Config, run_name: str, run_id: str | None = None,
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None):
     if not config.tracking.enabled:
         from raybm.tracking import NullTracker
 
@@ -52,7 +196,124 @@ def make_tracker(config: Config, run_name: str, run_id: str | None = None):
     from raybm.tracking import Tracker
 
     return Tracker(config.tracking.uri, config.tracking.experiment, run_name=run_name,
-                   run_id=run_id, tags={"raybm.algorithm": config.algorithm.name})
+                   run_id=run_id, parent_run_id=parent_run_id,
+                   tags={"raybm.algorithm": config.algorithm.name, **(tags or {})})
+
+
+def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
+             parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> ActiveRun:
+    """Create the run directory and config.yaml, open (or reopen) the MLflow run, and decide
+    where it trains: on ``distributed.workers`` Ray workers, or in this process when Ray
+    cannot start or lacks the resources (``say`` is told why)."""
+    config = plan.config
+    # The tracking store first: a store that cannot be opened leaves nothing on disk.
+    tracker = make_tracker(config, plan.run_name, plan.run_id, parent_run_id, tags)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if plan.config_changed:
+        atomic_write_text(plan.run_dir / "config.yaml", dump_config(config))
+    workers = config.distributed.workers
+    if workers > 0:
+        from raybm.distributed.launch import start_ray
+
+        why = start_ray(workers, config.distributed.use_gpu)
+        if why is not None:
+            say(f"{why}: training in-process instead (distributed.workers: 0)")
+            workers = 0
+        else:
+            n = config.algorithm.n_walkers or config.train.batch_size
+            say(f"training on {workers} Ray workers ({n} walkers in {workers} shards)")
+    if plan.run_id is None:
+        tracker.log_params(config.flat())
+        train = plan.train_set
+        tracker.log_params({"data.n_train": train.n_samples,
+                            "data.n_test": plan.test_set.n_samples,
+                            "data.n_visible": train.n_visible, "data.n_states": train.n_states})
+    if plan.config_changed:
+        tracker.log_artifact(plan.run_dir / "config.yaml")
+    tracker.set_tags({"raybm.workers": str(workers)})
+    meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri}
+    return ActiveRun(plan, tracker, workers, meta)
+
+
+def fit_run(active: ActiveRun, on_report: Reporter | None = None,
+            extra_metrics: Callable[[], dict[str, float]] | None = None,
+            cpus_per_worker: float | None = None) -> tuple[Path, object]:
+    """Train to ``train.n_updates``; the final checkpoint and model.
+
+    ``on_report`` gets the live metrics every ``log_every`` updates and the path of every
+    checkpoint; ``extra_metrics`` adds values to every log (a Tune trial's ``hp/*``);
+    ``cpus_per_worker`` is what each Ray worker reserves (default: the cluster's CPUs shared).
+    """
+    if active.workers == 0:
+        return _fit_in_process(active, on_report, extra_metrics)
+    from raybm.distributed.launch import fit
+
+    relay = None
+    if on_report is not None:
+        def relay(step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+            # Rank 0 leaves MLflow to this process when it reports here (worker.py says why).
+            active.trained = True
+            logged = {k: v for k, v in metrics.items() if k != "step"}
+            if logged:
+                active.tracker.log_metrics(logged, step)
+            on_report(step, metrics, checkpoint)
+
+    final = fit(active.config, active.run_dir, active.meta, active.plan.resume_from,
+                on_report=relay, extra_metrics=extra_metrics() if extra_metrics else None,
+                cpus_per_worker=cpus_per_worker)
+    active.trained = True
+    return final, load_checkpoint(final).model
+
+
+def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
+                    extra_metrics: Callable[[], dict[str, float]] | None):
+    """``distributed.workers: 0``: the whole population in this process, no Ray."""
+    from raybm.evaluate import live_metrics
+
+    config, tracker = active.config, active.tracker
+    trainer = make_trainer(config, active.plan.train_set, resume=active.plan.resume_from)
+    if active.plan.resume_from is not None:
+        record_restore(active.run_dir, trainer, active.plan.resume_from)
+    logged: dict[int, dict[str, float]] = {}
+
+    def on_log(step: int, info: dict[str, float]) -> None:
+        active.trained = True
+        metrics = live_metrics(trainer.model, active.plan.test_set, info)
+        if extra_metrics is not None:
+            metrics.update(extra_metrics())
+        tracker.log_metrics(metrics, step)
+        logged[step] = metrics
+
+    saved: dict[int, Path] = {}
+
+    def on_checkpoint(step: int) -> Path:
+        saved[step] = trainer.save(active.run_dir, active.meta)
+        return saved[step]
+
+    def report(step: int, checkpoint: Path | None) -> None:
+        if on_report is not None:
+            on_report(step, logged.pop(step, {}), checkpoint)
+        logged.clear()
+
+    run_updates(trainer, config.train.n_updates, on_log=on_log, on_checkpoint=on_checkpoint,
+                on_report=report, progress=config.train.progress)
+    final = saved.get(trainer.step) or trainer.save(active.run_dir, active.meta)
+    return final, trainer.model
+
+
+def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
+    """The end-of-run evaluation, its plots and summary.json, logged to the MLflow run."""
+    from raybm.evaluate import evaluate, write_artifacts
+
+    plan, tracker = active.plan, active.tracker
+    metrics = evaluate(model, plan.train_set, plan.test_set, active.config)
+    tracker.log_metrics(metrics, checkpoint_step(final))
+    art = write_artifacts(model, plan.train_set, plan.test_set, active.config, metrics,
+                          active.run_dir / "artifacts")
+    _jarzynski_plot(tracker, art)
+    tracker.log_artifact(art, "plots")
+    atomic_write_text(active.run_dir / "summary.json", json.dumps(metrics, indent=2))
+    return metrics
 
 
 def train_run(
@@ -70,86 +331,23 @@ def train_run(
     why. The same ``Trainer`` code runs in both cases.
     """
     t_start = time.perf_counter()
-    run_id = None
-    if resume is not None:
-        run_dir = Path(resume)
-        ckpt = find_checkpoint(run_dir)
-        if ckpt.parent.name == "checkpoints":
-            run_dir = ckpt.parent.parent
-        config = load_config(run_dir / "config.yaml", list(overrides))
-        if overrides:  # e.g. --set train.n_updates=...: the run's config records what it ran
-            atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        run_id = json.loads((ckpt / "meta.json").read_text()).get("mlflow_run_id")
-        run_name = run_dir.name
-    else:
-        config = config or Config()
-        run_name = config.tracking.run_name or default_run_name(config)
-        run_dir = Path(out) if out is not None else Path("runs") / run_name
-    # Data errors surface before anything is created on disk or in MLflow.
-    train_set, test_set = load_data(config)
-    if resume is None:
-        # A distributed run that stopped early has its checkpoints only in Ray's storage.
-        if (run_dir / "checkpoints").exists() or ray_checkpoints(run_dir):
-            raise InputError(run_dir, "--out", "already holds a run; use --resume to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    resume_from = find_checkpoint(run_dir) if resume else None
-    workers = config.distributed.workers
-    if workers > 0:
-        from raybm.distributed.launch import start_ray
-
-        why = start_ray(workers, config.distributed.use_gpu)
-        if why is not None:
-            say(f"{why}: training in-process instead (distributed.workers: 0)")
-            workers = 0
-        else:
-            n_walkers = config.algorithm.n_walkers or config.train.batch_size
-            say(f"training on {workers} Ray workers ({n_walkers} walkers in {workers} shards)")
-    tracker = make_tracker(config, run_name, run_id)
-    if run_id is None:
-        tracker.log_params(config.flat())
-        tracker.log_params({"data.n_train": train_set.n_samples, "data.n_test": test_set.n_samples,
-                            "data.n_visible": train_set.n_visible,
-                            "data.n_states": train_set.n_states})
-        tracker.log_artifact(run_dir / "config.yaml")
-    meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": getattr(tracker, "uri", "")}
-    tracker.set_tags({"raybm.workers": str(workers)})
-
+    plan = plan_run(config, out=out, resume=resume, overrides=overrides)
+    active = open_run(plan, say)
+    metrics: dict[str, float] = {}
     status = "FAILED"
     try:
-        if workers == 0:
-            final, model = _train_in_process(config, train_set, test_set, run_dir, resume_from,
-                                              tracker, meta)
-        else:
-            from raybm.distributed.launch import fit
-
-            final = fit(config, run_dir, tracker.run_id, getattr(tracker, "uri", ""),
-                        resume_from)
-            model = load_checkpoint(final).model
-        step = checkpoint_step(final)
-        metrics: dict[str, float] = {}
+        final, model = fit_run(active)
         if evaluate_at_end:
-            from raybm.evaluate import evaluate, write_artifacts
-
-            metrics = evaluate(model, train_set, test_set, config)
-            tracker.log_metrics(metrics, step)
-            art = write_artifacts(model, train_set, test_set, config, metrics,
-                                  run_dir / "artifacts")
-            _jarzynski_plot(tracker, art)
-            tracker.log_artifact(art, "plots")
-            atomic_write_text(run_dir / "summary.json", json.dumps(metrics, indent=2))
-        tracker.log_artifact(final, "checkpoint")
+            metrics = evaluate_run(active, final, model)
+        active.tracker.log_artifact(final, "checkpoint")
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
-        raise
-    except DivergenceError:
-        status = "FAILED"
-        raise
+        raise Interrupted() from None
     finally:
-        tracker.end(status)
-    return RunSummary(run_dir, tracker.run_id, getattr(tracker, "uri", ""),
-                      tracker.ui_command, metrics, time.perf_counter() - t_start)
+        active.end(status)
+    return RunSummary(plan.run_dir, active.tracker.run_id, active.tracker.uri,
+                      active.tracker.ui_command, metrics, time.perf_counter() - t_start)
 
 
 JARZYNSKI_CURVES = ["ess", "log_z", "weight_entropy", "test_loglik_jarzynski"]
@@ -165,21 +363,6 @@ def _jarzynski_plot(tracker, directory: Path) -> None:
         from raybm.metrics.plots import training_curves_plot
 
         training_curves_plot(history, directory / "jarzynski.png", events)
-
-
-def _train_in_process(config, train_set, test_set, run_dir, resume_from, tracker, meta):
-    """``distributed.workers: 0``: the whole population in this process, no Ray."""
-    from raybm.evaluate import live_metrics
-
-    trainer = make_trainer(config, train_set, resume=resume_from)
-
-    def on_log(step: int, info: dict[str, float]) -> None:
-        tracker.log_metrics(live_metrics(trainer.model, test_set, info), step)
-
-    run_updates(trainer, config.train.n_updates, on_log=on_log,
-                on_checkpoint=lambda step: trainer.save(run_dir, meta),
-                progress=config.train.progress)
-    return trainer.save(run_dir, meta), trainer.model
 
 
 def load_run(run: str | Path) -> tuple[Config, Checkpoint]:

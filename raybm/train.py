@@ -15,6 +15,7 @@ checkpointed, so ``--resume`` continues exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from raybm.algorithms.base import Batch
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.centering import Centering
 from raybm.algorithms.contrastive import build_estimator
-from raybm.checkpoint import load_checkpoint, save_checkpoint, set_latest
+from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
+                              state_digest)
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
@@ -44,9 +46,20 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
     from raybm.data.split import train_test_split
 
     d = config.data
-    if d.path is not None and d.format == "digits":
-        raise InputError("data.path", "", "format digits is built in and takes no path")
-    if d.path is None:
+    if d.path is not None and d.format in ("digits", "bimodal"):
+        raise InputError("data.path", "", f"format {d.format} is built in and takes no path")
+    for key, value in (("labels_path", d.labels_path), ("panel_path", d.panel_path)):
+        if value is not None and d.path is None:
+            raise InputError(f"data.{key}", "", "goes with a data.path (the built-in data "
+                             "sets have their own labels)")
+    if d.format == "bimodal":
+        from raybm.data.synthetic import bimodal_prototypes, prototype_mixture
+
+        s = d.synthetic
+        dataset = prototype_mixture(torch.Generator().manual_seed(s.seed), s.n_samples,
+                                    bimodal_prototypes(s.n_visible),
+                                    torch.tensor(s.weights, dtype=torch.float64), s.flip_prob)
+    elif d.path is None:
         from raybm.data.digits import load_digits
 
         dataset = load_digits(threshold=d.threshold)
@@ -66,6 +79,23 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
     if d.test_fraction == 0:
         return dataset, dataset.subset(torch.arange(0))
     return train_test_split(dataset, d.test_fraction, d.split_seed)
+
+
+# Parameters beyond this are refused before a run starts (~8 GiB of float32 with Adam's two
+# moments), instead of an allocator error after the run directory exists.
+MAX_PARAMETERS = 2**29
+
+
+def check_model_fits(config: Config, train: Dataset) -> None:
+    """The model the config builds on this data can be built (checked before a run starts)."""
+    where = train.source or "data.path"
+    if config.model.labels and train.labels is not None and train.n_labels < 2:
+        raise InputError(where, "labels", f"only {train.n_labels} class: a label unit needs "
+                         "at least 2 (set model.labels=false)")
+    n = (train.n_visible * train.n_states + 1) * (config.model.n_hidden + 1)
+    if n > MAX_PARAMETERS:
+        raise InputError("model.n_hidden", "", f"{n:,} parameters on {train.n_visible} visible units is more than "
+                         f"{MAX_PARAMETERS:,}")
 
 
 def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
@@ -247,6 +277,25 @@ class Trainer:
             self.centering.load_state_dict(state["centering"])
         self.gen.set_state(state["generator"])
 
+    def digest(self) -> dict[str, str]:
+        """SHA-256 of each part of this shard's state (``checkpoint.state_digest``)."""
+        return state_digest(self.model.state_dict(), self.optimizer.state_dict(),
+                            self.state()["estimator"], self.walkers, self.gen.get_state())
+
+    def apply_optimizer_config(self) -> None:
+        """Set the config's learning rate, momentum and weight decay on every parameter group.
+
+        ``optimizer.load_state_dict`` restores the hyperparameters saved with the state; a
+        continued run (``--resume --set optimizer.lr=...``, a PBT exploit) must train with the
+        config's, or the change would be recorded but never happen.
+        """
+        o = self.config.optimizer
+        for group in self.optimizer.param_groups:
+            group["lr"] = o.lr
+            group["weight_decay"] = o.weight_decay
+            if "momentum" in group:
+                group["momentum"] = o.momentum
+
     def save(self, run_dir: Path, meta: dict[str, Any]) -> Path:
         path = save_checkpoint(
             run_dir / "checkpoints" / f"step_{self.step:08d}",
@@ -283,6 +332,7 @@ def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
     trainer = Trainer(config, train, ckpt.model, gen, step=ckpt.step, walkers=walkers,
                       population=population)
     trainer.load_state(ckpt.state)  # rank 0's generator is in the common state
+    trainer.apply_optimizer_config()  # a resume or a PBT exploit may have changed lr, ...
     if generator is not None:
         trainer.gen.set_state(generator)
     elif not exact:  # a different number of shards: streams cannot continue, start anew
@@ -290,15 +340,38 @@ def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
     return trainer
 
 
+def record_restore(run_dir: Path, trainer: Trainer, source: Path) -> Path:
+    """Write what a (re)started shard continued from: the checkpoint and the digest of the
+    state it holds right after restoring (``<run>/restores/``, one file per rank and start).
+    A PBT exploit is checked against its donor's checkpoint with it, bit for bit."""
+    import json
+
+    pop = trainer.population
+    folder = Path(run_dir) / "restores"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"step_{trainer.step:08d}-{stamp}-{os.getpid()}-rank{pop.rank:03d}.json"
+    atomic_write_text(path, json.dumps({
+        "source": str(source), "step": trainer.step, "rank": pop.rank,
+        "world_size": pop.world_size, "digest": trainer.digest()}, indent=2))
+    return path
+
+
 def run_updates(
     trainer: Trainer,
     n_updates: int,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
-    on_checkpoint: Callable[[int], None] | None = None,
+    on_checkpoint: Callable[[int], Any] | None = None,
     progress: bool = False,
     on_update: Callable[[int], None] | None = None,
+    on_report: Callable[[int, Any], None] | None = None,
 ) -> None:
-    """Advance ``trainer`` to ``n_updates`` updates, logging and checkpointing on schedule."""
+    """Advance ``trainer`` to ``n_updates`` updates, logging and checkpointing on schedule.
+
+    At a log step ``on_log(step, info)`` runs, at a checkpoint step ``on_checkpoint(step)``;
+    then, at either, ``on_report(step, what on_checkpoint returned or None)``: one report per
+    step whatever coincides (a Tune trial reports metrics and checkpoint together).
+    """
     cfg = trainer.config.train
     bar = None
     if progress:
@@ -313,7 +386,8 @@ def run_updates(
                 on_update(trainer.step)
             if bar is not None:
                 bar.update(1)
-            if trainer.step % cfg.log_every == 0 or trainer.step == n_updates:
+            logs = trainer.step % cfg.log_every == 0 or trainer.step == n_updates
+            if logs:
                 elapsed = time.perf_counter() - t0
                 info["updates_per_s"] = (trainer.step - s0) / max(elapsed, 1e-9)
                 trainer.history.append({"step": trainer.step, **info})
@@ -322,8 +396,12 @@ def run_updates(
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in info.items()
                                      if k.startswith(("test_acc", "loss_gen"))})
-            if on_checkpoint is not None and trainer.step % cfg.checkpoint_every == 0:
-                on_checkpoint(trainer.step)
+            saved = None
+            checkpoints = trainer.step % cfg.checkpoint_every == 0
+            if on_checkpoint is not None and checkpoints:
+                saved = on_checkpoint(trainer.step)
+            if on_report is not None and (logs or checkpoints):
+                on_report(trainer.step, saved)
     finally:
         if bar is not None:
             bar.close()

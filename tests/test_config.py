@@ -83,3 +83,42 @@ def test_every_key_is_documented():
 def test_bad_override_is_named_as_set_not_as_the_file_it_overrode():
     with pytest.raises(InputError, match=r"^--set: distributed.workers: "):
         load_config(None, ["distributed.workers=-1"], use_default=True)
+
+
+def test_paths_are_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    from raybm.config import resolve_paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = resolve_paths(load_config(None, ["data.path=d/x.npz", "data.labels_path=../l.idx",
+                                           "algorithm.name=pcd", "train.batch_size=64"]))
+    assert cfg.data.path == str(tmp_path / "d" / "x.npz")
+    assert cfg.data.labels_path == str(tmp_path.parent / "l.idx")
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cfg.algorithm.n_walkers == 64  # recorded: a later batch size does not resize it
+    rel = resolve_paths(load_config(None, ["tracking.uri=sqlite:///sub/m.db"]))
+    assert rel.tracking.uri == f"sqlite:///{tmp_path / 'sub' / 'm.db'}"
+    assert resolve_paths(rel) == rel  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("uri", ["foo", "sqlite://rel.db", "file:///tmp/mlruns", "/abs/db"])
+def test_a_uri_mlflow_cannot_track_to_is_refused(uri):
+    from raybm.config import resolve_paths
+
+    with pytest.raises(InputError, match="tracking.uri"):
+        resolve_paths(load_config(None, [f"tracking.uri={uri}"]))
+
+
+def test_resume_refuses_what_training_cannot_apply():
+    from raybm.config import RESUMABLE_KEYS, check_resumable
+
+    old = load_config(None, [])
+    check_resumable(old, load_config(None, ["optimizer.lr=0.5", "algorithm.k=3",
+                                            "train.n_updates=9", "distributed.workers=2"]))
+    for change in ["model.n_hidden=50", "algorithm.name=pcd", "train.seed=1",
+                   "data.synthetic.n_visible=12", "tracking.experiment=x"]:
+        with pytest.raises(InputError) as err:
+            check_resumable(old, load_config(None, [change]))
+        assert err.value.field == change.partition("=")[0]
+        assert "cannot change when resuming" in err.value.message
+    assert "model.n_hidden" not in RESUMABLE_KEYS and "optimizer.lr" in RESUMABLE_KEYS

@@ -2,21 +2,33 @@
 
 Ray Train V2 (Ray 2.60): one ``TorchTrainer`` with ``distributed.workers`` workers, gloo on CPU
 and NCCL with ``distributed.use_gpu``; ``FailureConfig(max_failures)`` restarts a failed worker
-group from the last complete checkpoint. Ray persists checkpoints under ``<run>/ray`` (the
-``storage_path`` is the run directory, so a stopped driver leaves them where ``--resume``
-looks); the final one is copied atomically to ``<run>/checkpoints/step_N``.
+group from the last complete checkpoint. Each fit persists its checkpoints under its own folder
+``<run>/ray/<fit>/`` (a stopped driver leaves them where ``--resume`` looks, and a restarted
+worker group scans only its own fit's folder, never an older fit's); every checkpoint that is
+reported is copied atomically to ``<run>/checkpoints/step_N``.
+
+``trainer.fit()`` runs in a thread of its own while this thread waits: Ray's own Ctrl-C
+handler (installed only on the main thread) would abort the controller and exit 1 with no
+word; here Ctrl-C stops Ray's actors and ends as raybm's ``Interrupted`` (exit 130, MLflow
+KILLED), and the reports of the workers come back on this thread (``on_report``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from raybm.checkpoint import checkpoint_step, set_latest
+from raybm.checkpoint import atomic_write_text, checkpoint_step, set_latest
 from raybm.config import Config
-from raybm.errors import DivergenceError, RaybmError
+from raybm.errors import RaybmError, error_from_record, find_raybm_error
+from raybm.interrupts import sigterm_as_interrupt
+
+WORKER_ERROR = "worker-error.json"
 
 
 def start_ray(workers: int, use_gpu: bool) -> str | None:
@@ -32,6 +44,7 @@ def start_ray(workers: int, use_gpu: bool) -> str | None:
             # stay in /tmp/ray/session_latest/logs), raybm's own lines are written directly.
             ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING",
                      log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
+            sigterm_as_interrupt()  # ray.init replaced raybm's SIGTERM handler with an abort
         resources = ray.cluster_resources()
     except Exception as err:  # Ray raises many kinds at start-up (ports, /dev/shm, ...)
         return f"Ray could not start ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
@@ -42,64 +55,206 @@ def start_ray(workers: int, use_gpu: bool) -> str | None:
     return None
 
 
-def fit(config: Config, run_dir: Path, run_id: str | None, tracking_uri: str,
-        resume: Path | None = None) -> Path:
-    """Train on ``distributed.workers`` Ray workers; the final checkpoint in ``run_dir``."""
+def fit_name() -> str:
+    """A fresh, sortable folder name for one fit's checkpoints under ``<run>/ray``."""
+    return f"fit-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None = None,
+        on_report: Callable[[int, dict[str, float], Path | None], None] | None = None,
+        extra_metrics: dict[str, float] | None = None,
+        cpus_per_worker: float | None = None) -> Path:
+    """Train on ``distributed.workers`` Ray workers; the final checkpoint in ``run_dir``.
+
+    ``resume`` is the checkpoint to start from (``--resume``, or the one Tune handed a trial).
+    With ``on_report``, every rank reports every ``log_every`` updates too, and each report
+    (rank 0's metrics, the checkpoint copied into ``<run>/checkpoints``) is passed to it here.
+    """
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raybm.distributed.worker import DIVERGED, parse_fault, train_worker
+    from raybm.distributed.worker import parse_fault, train_worker
 
     fault = os.environ.get("RAYBM_FAULT_INJECT")
     parse_fault(fault)  # a malformed test hook is a one-line error here, not a crashed worker
     d = config.distributed
     run_dir = Path(run_dir).resolve()
-    (run_dir / DIVERGED).unlink(missing_ok=True)
-    cpus = max(int(ray.cluster_resources().get("CPU", 1)) // d.workers, 1) if not d.use_gpu else 1
+    name = fit_name()
+    fit_dir = run_dir / "ray" / name
+    if cpus_per_worker is None:
+        cpus_per_worker = 1 if d.use_gpu else max(
+            int(ray.cluster_resources().get("CPU", 1)) // d.workers, 1)
+    from raybm.distributed.reporting import ReportForwarder
+
+    # Every report comes back here: each checkpoint is copied into <run>/checkpoints as soon as
+    # Ray registers it (``raybm sample`` works mid-run), and ``on_report`` sees the rest.
+    forwarder = ReportForwarder.create()
     loop_config: dict[str, Any] = {
-        "config": config.model_dump(), "run_dir": str(run_dir), "run_id": run_id,
-        "tracking_uri": tracking_uri, "resume": None if resume is None else str(resume),
-        "cpus_per_worker": cpus, "fault": fault,
+        "config": config.model_dump(), "run_dir": str(run_dir), "fit_dir": str(fit_dir),
+        "meta": meta, "resume": None if resume is None else str(resume),
+        "cpus_per_worker": cpus_per_worker, "fault": fault,
+        "report_every_log": on_report is not None, "extra_metrics": extra_metrics or {},
     }
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=d.workers, use_gpu=d.use_gpu,
-            resources_per_worker={"GPU": 1} if d.use_gpu else {"CPU": cpus}),
+            resources_per_worker=({"GPU": 1, "CPU": cpus_per_worker} if d.use_gpu
+                                  else {"CPU": cpus_per_worker})),
         torch_config=TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
-            storage_path=str(run_dir), name="ray",
+            storage_path=str(run_dir / "ray"), name=name, callbacks=[forwarder],
             failure_config=ray.train.FailureConfig(max_failures=d.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=d.keep_checkpoints)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=d.keep_checkpoints),
+            # Ray Train's controller narrates every worker-group step at INFO on the driver's
+            # terminal; raybm's own lines say what matters.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="raybm-fit", daemon=True)
+    copies: dict[str, Path] = {}  # Ray's checkpoint path -> its copy in <run>/checkpoints
+    called = time.time()
+    thread.start()
     try:
-        result = trainer.fit()
-    except Exception as err:  # Ray wraps worker errors (TrainingFailedError, ...)
+        while True:
+            alive = thread.is_alive()
+            item = forwarder.next(timeout=0.2 if alive else None)  # drain once it ended
+            if item is None:
+                if not alive:
+                    break
+                continue
+            metrics, checkpoint = item
+            copied = None
+            if checkpoint is not None:
+                copied = copies[checkpoint] = copy_checkpoint(Path(checkpoint), run_dir)
+                forwarder.ack()  # the controller may now prune Ray's copy
+            if on_report is not None:
+                on_report(int(metrics.get("step", 0)), metrics, copied)
+        thread.join()
+    except KeyboardInterrupt:
+        # Stop the workers where they are (their checkpoints are complete or ignored) and
+        # hand the interruption on: the run ends KILLED with raybm's one line.
+        ray.shutdown()
+        raise
+    record_fit_times(run_dir, fit_dir, called, time.time())
+    release_placement_groups(fit_dir)
+    result = outcome.get("result")
+    final = None
+    if result is not None and result.checkpoint is not None:
+        final = copies.get(result.checkpoint.path) or copy_checkpoint(
+            Path(result.checkpoint.path), run_dir)
+        set_latest(run_dir, final)
+    raise_worker_error(fit_dir)  # after the copy: a diverged run keeps its last good state
+    if "error" in outcome:
+        err = outcome["error"]
+        found = find_raybm_error(err)
+        if found is not None:
+            raise found from None
         raise RaybmError(f"distributed training failed: {type(err).__name__}: "
                          f"{str(err).strip().splitlines()[-1][:300]}") from err
-    final = None if result.checkpoint is None else Path(result.checkpoint.path)
-    if final is not None:
-        final = copy_checkpoint(final, run_dir)
-    elif resume is not None:
+    if final is None and resume is not None:
         final = resume
-    diverged = run_dir / DIVERGED
-    if diverged.exists():
-        raise DivergenceError(diverged.read_text().strip())
     if final is None:
         raise RaybmError("distributed training ended without a checkpoint")
     return final
+
+
+PLACEMENT_GROUP = "placement_group"
+
+
+def release_placement_groups(root: Path) -> int:
+    """Remove the worker placement groups recorded under ``root`` (a fit's folder, or a run
+    directory for all its fits); the number removed.
+
+    Ray Train V2 creates each worker group's placement group from its controller actor, so the
+    group lives as long as the *job*, not the controller: when Tune stops or pauses a trial
+    (ASHA, a PBT exploit) the controller dies with the trial, and only Train's cleaner, which
+    needs the dashboard's State API, would remove the group. Without it the CPUs stay reserved
+    and the next trial's workers wait forever (seen here: two PBT trials on 2 workers each hung
+    at their first restart). Rank 0 records its group's id; the sweep driver and each ended
+    fit remove it.
+    """
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    removed = 0
+    for path in sorted(Path(root).glob(f"**/{PLACEMENT_GROUP}")):
+        try:
+            pg = PlacementGroup(PlacementGroupID.from_hex(path.read_text().strip()))
+            if ray.is_initialized():
+                remove_placement_group(pg)
+                removed += 1
+        except Exception:  # already removed with its fit, or never created
+            pass
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) -> None:
+    """Append where one fit's time went to ``<run>/timings.json``: starting the worker group
+    (until rank 0 had its data and trainer), training, and tearing the group down."""
+    import json
+
+    from raybm.distributed.worker import TIMES
+
+    try:
+        times = json.loads((fit_dir / TIMES).read_text())
+    except (OSError, ValueError):  # the fit failed before rank 0 finished
+        return
+    path = run_dir / "timings.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record.setdefault("fits", []).append({
+        "fit": fit_dir.name, "group_start_s": times["ready"] - called,
+        "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]})
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
+def write_worker_error(fit_dir: Path, record: dict[str, Any]) -> None:
+    """Rank ``r``'s raybm error, for the driver to raise (the first one written wins)."""
+    import json
+
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    path = fit_dir / WORKER_ERROR
+    if not path.exists():
+        atomic_write_text(path, json.dumps(record))
+
+
+def raise_worker_error(fit_dir: Path) -> None:
+    """Raise the raybm error a worker recorded (a bad input, a divergence), if any: it ended
+    every rank at once, so Ray did not retry what would fail again."""
+    import json
+
+    path = fit_dir / WORKER_ERROR
+    if path.exists():
+        raise error_from_record(json.loads(path.read_text()))
 
 
 def copy_checkpoint(source: Path, run_dir: Path) -> Path:
     """Copy a Ray checkpoint into ``<run>/checkpoints/step_N`` atomically; point ``latest``."""
     target = run_dir / "checkpoints" / f"step_{checkpoint_step(source):08d}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if target.exists():  # the same step again (a restarted group): the newer copy wins
+        old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old)
+    else:
         os.replace(tmp, target)
     set_latest(run_dir, target)
     return target

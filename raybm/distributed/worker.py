@@ -1,60 +1,71 @@
 """One Ray Train worker: a shard of the walkers, the same ``Trainer`` as in-process.
 
 ``train_worker`` is the ``train_loop_per_worker`` of the ``TorchTrainer``. Each worker loads
-the data (every rank takes its slice of each global minibatch), builds its ``Trainer`` with a
-:class:`~raybm.distributed.comm.TorchComm` population, and after a failure restores from the
-newest complete checkpoint persisted under ``<run>/ray`` (not Ray's registered one, which can
-lag; see :func:`restore_candidates`), or from the run's checkpoint on ``--resume``. Every
+the data (every rank takes its slice of each global minibatch) and builds its ``Trainer`` with
+a :class:`~raybm.distributed.comm.TorchComm` population: from the checkpoint it was handed
+(``--resume``, or the one Tune gave a trial), or, after a worker failure, from the newest
+complete checkpoint this fit persisted (see :func:`restore_candidates`). Every
 ``checkpoint_every`` updates each rank writes its shard file, rank 0 also the parameters,
-optimizer and estimator state, into its own directory, and all ranks report at the same step so
-that Ray Train merges the directories into one checkpoint. Rank 0 logs to MLflow (into the run
-the driver opened) and, on divergence, writes ``diverged.txt`` for the driver: every rank sees
-the same non-finite values (the parameters are identical), so all stop together and Ray does
-not retry a deterministic failure.
+optimizer and estimator state, into its own directory, and all ranks report at the same step
+so that Ray Train merges the directories into one checkpoint. Rank 0 logs to MLflow (into the
+run the driver opened).
+
+A raybm error (bad input, divergence) is not a worker failure: Ray would retry what fails
+again. The ranks agree after set-up whether any failed, and every rank sees the same
+non-finite values while training (their parameters are identical), so all stop together; the
+first error is written to ``<fit>/worker-error.json`` and the driver raises it as one line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from raybm.checkpoint import (checkpoint_step, find_checkpoint, ray_checkpoints, write_common,
-                              write_shard)
+from raybm.checkpoint import (atomic_write_text, checkpoint_step, complete_checkpoints,
+                              find_checkpoint, write_common, write_shard)
 from raybm.config import Config
-from raybm.errors import DivergenceError, InputError
-from raybm.train import Trainer, load_data, make_trainer, run_updates
+from raybm.errors import InputError, RaybmError, error_record
+from raybm.train import Trainer, load_data, make_trainer, record_restore, run_updates
 
-DIVERGED = "diverged.txt"
+def write_checkpoint(trainer: Trainer, meta: dict[str, Any],
+                     mid_checkpoint: Callable[[int], None] | None = None) -> Path:
+    """This rank's part of the checkpoint at ``trainer.step``, in a fresh temporary directory
+    (rank 0 adds the parameters and state); :func:`report` hands it to Ray and removes it."""
+    pop = trainer.population
+    tmp = Path(tempfile.mkdtemp(prefix="raybm-ckpt-"))
+    write_shard(tmp, pop.rank, pop.world_size, trainer.walkers, trainer.gen.get_state())
+    if mid_checkpoint is not None:
+        mid_checkpoint(trainer.step)
+    if pop.rank == 0:
+        write_common(tmp, step=trainer.step, model=trainer.model, state=trainer.state(),
+                     meta={"config": trainer.config.model_dump(), **meta},
+                     world_size=pop.world_size)
+    return tmp
 
 
-def report_checkpoint(trainer: Trainer, meta: dict[str, Any],
-                      mid_checkpoint: Callable[[int], None] | None = None) -> None:
-    """Write this rank's part of the checkpoint at ``trainer.step`` and report it to Ray.
-
-    Ray registers a checkpoint only once every rank has reported it, so a rank that dies
-    before ``report`` (``mid_checkpoint`` is the test hook for that) leaves the previous one.
-    """
+def report(step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    """``ray.train.report`` from every rank at the same step (Ray registers a checkpoint only
+    once every rank has reported it, so a rank that dies before this leaves the previous one)."""
     import ray.train
 
-    pop = trainer.population
-    with tempfile.TemporaryDirectory(prefix="raybm-ckpt-") as tmp:
-        write_shard(Path(tmp), pop.rank, pop.world_size, trainer.walkers, trainer.gen.get_state())
-        if mid_checkpoint is not None:
-            mid_checkpoint(trainer.step)
-        if pop.rank == 0:
-            write_common(Path(tmp), step=trainer.step, model=trainer.model,
-                         state=trainer.state(), meta={"config": trainer.config.model_dump(), **meta},
-                         world_size=pop.world_size)
-        ray.train.report({"step": trainer.step},
-                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    try:
+        ray.train.report({"step": step, **metrics}, checkpoint=(
+            None if checkpoint is None else ray.train.Checkpoint.from_directory(checkpoint)))
+    finally:
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
 
 
+TIMES = "rank0-times.json"
 FAULT_MODES = ("kill", "nan", "checkpoint")
 _FAULT_WORDS = {"kill": "killed", "nan": "poisoned with NaN", "checkpoint": "killed mid-checkpoint"}
 
@@ -85,7 +96,7 @@ def fault_hook(spec: str | None, rank: int, trainer: Trainer) -> dict[str, Any]:
     (``kill``), its parameters turn NaN as a numerical blow-up on one shard would (``nan``), or
     it dies halfway through writing its part of that update's checkpoint (``checkpoint``).
 
-    Returns the keyword arguments for ``run_updates`` and ``report_checkpoint``.
+    Returns the keyword arguments for ``run_updates`` and ``write_checkpoint``.
     """
     fault = parse_fault(spec)
     if fault is None or fault[0] != rank:
@@ -118,38 +129,74 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-def restore_candidates(run_dir: Path, floor: Path | None) -> list[Path]:
+def restore_candidates(fit_dir: Path, floor: Path | None,
+                       registered: Path | None = None) -> list[Path]:
     """Checkpoints a (re)started worker group may continue from, newest first.
 
-    Ray Train V2's controller registers a checkpoint only when it next polls the workers'
-    reports, so a worker that dies within one poll of a report takes that report with it:
-    ``ray.train.get_checkpoint()`` then hands the new group an older checkpoint, or None, and
-    the run would silently start over (seen here with a kill 5 updates after a checkpoint).
-    Each rank's files are in ``<run>/ray`` once its ``report`` returns, so the newest
-    *complete* one there (every shard present, see ``is_complete``) is the restart point;
-    ``floor`` (the ``--resume`` checkpoint), if any, is always a candidate.
+    Only this fit's own checkpoints count: a fresh fit starts from ``floor`` (the checkpoint it
+    was handed: ``--resume``, or the one Tune gave an exploited trial, which must win over the
+    trial's own older checkpoints). After a worker failure, Ray Train V2 hands the new group
+    ``ray.train.get_checkpoint()`` (``registered``), but its controller registers a checkpoint
+    only when it next polls the workers, so a worker that dies within one poll of a report
+    takes that report with it (seen here: a kill 5 updates after a checkpoint restarted the run
+    from update 0). Each rank's files are in the fit's folder once its ``report`` returns, so
+    the newest *complete* one there (every shard present, see ``is_complete``) is the restart
+    point, with the registered one and ``floor`` behind it.
     """
-    found = ray_checkpoints(run_dir) + ([floor] if floor is not None else [])
+    found = complete_checkpoints(fit_dir) + [p for p in (registered, floor)
+                                             if p is not None]
     return sorted(set(found), key=lambda p: (checkpoint_step(p), str(p)), reverse=True)
 
 
-def restore_trainer(config: Config, train_set: Any, population: Any, run_dir: Path,
-                    resume: str | None) -> Trainer:
-    """The trainer from the newest checkpoint that loads; fresh when there is none.
+def restore_trainer(config: Config, train_set: Any, population: Any, fit_dir: Path,
+                    resume: str | None, registered: Path | None = None
+                    ) -> tuple[Trainer, Path | None]:
+    """The trainer from the newest checkpoint that loads (and that checkpoint); fresh when
+    there is none.
 
     Every rank reads every shard file of a candidate (``load_checkpoint``), so all ranks agree
     on which one they skip (say, a file truncated by a kill during Ray's upload).
     """
     floor = find_checkpoint(resume) if resume else None
-    for where in restore_candidates(run_dir, floor):
+    for where in restore_candidates(fit_dir, floor, registered):
         try:
-            return make_trainer(config, train_set, where, population)
+            return make_trainer(config, train_set, where, population), where
         except Exception as err:  # pyarrow, torch and our own InputError all name the file
             if where == floor:  # the checkpoint the user asked for: its error, not a fallback
                 raise
             if population.rank == 0:
                 say(f"raybm: skipping checkpoint {where}: {type(err).__name__}: {err}")
-    return make_trainer(config, train_set, None, population)
+    return make_trainer(config, train_set, None, population), None
+
+
+def registered_checkpoint() -> Path | None:
+    """The checkpoint Ray Train registered for this fit (after a worker-group restart)."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    return None if ckpt is None else Path(ckpt.path)
+
+
+def record_placement_group(fit_dir: Path) -> None:
+    """Write this worker group's placement group id into the fit's folder, so that it can be
+    removed when the trial that started it is stopped (``launch.release_placement_groups``)."""
+    from ray.util import get_current_placement_group
+
+    from raybm.distributed.launch import PLACEMENT_GROUP
+
+    pg = get_current_placement_group()
+    if pg is not None:
+        fit_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(fit_dir / PLACEMENT_GROUP, pg.id.hex())
+
+
+def agree_on_failure(population: Any, failed: bool) -> bool:
+    """True when any rank failed (one tiny all-reduce: the others must not wait for it in
+    their first collective)."""
+    if population.world_size == 1:
+        return failed
+    flag = torch.tensor([1.0 if failed else 0.0], dtype=torch.float64)
+    return bool(population.all_reduce_(flag)[0] > 0)
 
 
 def train_worker(cfg: dict[str, Any]) -> None:
@@ -158,8 +205,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
     from raybm.algorithms.population import LOCAL
     from raybm.distributed.comm import TorchComm
+    from raybm.distributed.launch import write_worker_error
     from raybm.evaluate import live_metrics
 
+    entered = time.time()
     # Ray Train logs every report at INFO from each worker, some through loggers named after
     # their source file (so only the root level reaches them): keep the terminal for raybm.
     for name in ("ray.train", "ray", None):
@@ -167,26 +216,46 @@ def train_worker(cfg: dict[str, Any]) -> None:
     config = Config.model_validate(cfg["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config.train.threads or cfg.get("cpus_per_worker", 1))
+    torch.set_num_threads(config.train.threads or max(int(cfg.get("cpus_per_worker", 1)), 1))
     device = "cpu"
     if config.distributed.use_gpu and torch.cuda.is_available():
         device = f"cuda:{ctx.get_local_rank()}"
     population = TorchComm(device) if world > 1 else LOCAL
-    train_set, test_set = load_data(config)
-
-    trainer = restore_trainer(config, train_set, population, Path(cfg["run_dir"]),
-                              cfg.get("resume"))
+    fit_dir = Path(cfg["fit_dir"])
+    error: RaybmError | None = None
+    try:
+        train_set, test_set = load_data(config)
+        trainer, source = restore_trainer(config, train_set, population, fit_dir,
+                                          cfg.get("resume"), registered_checkpoint())
+        if source is not None:
+            record_restore(Path(cfg["run_dir"]), trainer, source)
+    except RaybmError as err:
+        error = err
+    if agree_on_failure(population, error is not None):
+        if error is not None:
+            write_worker_error(fit_dir, error_record(error))
+        return
+    ready = time.time()
+    if rank == 0:
+        record_placement_group(fit_dir)
     tracker = None
-    if rank == 0 and cfg.get("run_id"):
+    meta = cfg["meta"]
+    # With reports to a Tune trial, the trial process logs them to MLflow as it hands them to
+    # Tune: these workers run on while Tune decides, and a trial that Tune pauses there (a
+    # PBT exploit) must not leave the updates of its abandoned continuation in its history.
+    if rank == 0 and meta.get("mlflow_run_id") and not cfg.get("report_every_log"):
         from raybm.tracking import Tracker
 
-        tracker = Tracker(cfg["tracking_uri"], config.tracking.experiment, run_id=cfg["run_id"])
-    meta = {"mlflow_run_id": cfg.get("run_id"), "tracking_uri": cfg.get("tracking_uri", "")}
+        tracker = Tracker(meta["tracking_uri"], config.tracking.experiment,
+                          run_id=meta["mlflow_run_id"])
+    extra = dict(cfg.get("extra_metrics") or {})
+    logged: dict[str, float] = {}
 
     def on_log(step: int, info: dict[str, float]) -> None:
         if rank != 0:
             return
-        info = live_metrics(trainer.model, test_set, info)
+        info = live_metrics(trainer.model, test_set, info) | extra
+        logged.update(info)
         if tracker is not None:
             tracker.log_metrics(info, step)
         if config.train.progress:  # one line per log: Ray forwards worker stdout
@@ -196,15 +265,24 @@ def train_worker(cfg: dict[str, Any]) -> None:
             say(f"update {step}/{config.train.n_updates} "
                 + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
+    def on_report(step: int, checkpoint: Path | None) -> None:
+        if checkpoint is not None or cfg.get("report_every_log"):
+            report(step, dict(logged), checkpoint)
+        logged.clear()
+
     hooks = fault_hook(cfg.get("fault"), rank, trainer)
     mid_checkpoint = hooks.get("mid_checkpoint")
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
-                    on_checkpoint=lambda step: report_checkpoint(trainer, meta, mid_checkpoint),
-                    on_update=hooks.get("on_update"))
-    except DivergenceError as err:
+                    on_checkpoint=lambda step: write_checkpoint(trainer, meta, mid_checkpoint),
+                    on_report=on_report, on_update=hooks.get("on_update"))
+    except RaybmError as err:  # every rank diverges at the same update
         if rank == 0:
-            Path(cfg["run_dir"], DIVERGED).write_text(str(err) + "\n")
+            write_worker_error(fit_dir, error_record(err))
         return
     if trainer.step % config.train.checkpoint_every != 0 or trainer.step == 0:
-        report_checkpoint(trainer, meta, mid_checkpoint)  # the final state, always a checkpoint
+        # The final state, always a checkpoint.
+        report(trainer.step, dict(logged), write_checkpoint(trainer, meta, mid_checkpoint))
+    if rank == 0:  # where this fit's time went (launch.fit adds it to <run>/timings.json)
+        atomic_write_text(fit_dir / TIMES, json.dumps({"entered": entered, "ready": ready,
+                                                       "done": time.time()}))

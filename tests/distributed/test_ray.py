@@ -20,19 +20,6 @@ JARZYNSKI = ["algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=3
              "distributed.workers=2"]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from raybm.distributed.launch import start_ray
-
-    why = start_ray(2, use_gpu=False)
-    if why is not None:
-        pytest.skip(f"Ray cannot run 2 workers here: {why}")
-    yield
-    ray.shutdown()
-
-
 def mlflow_history(uri: str, run_id: str, key: str) -> list[int]:
     from mlflow.tracking import MlflowClient
 

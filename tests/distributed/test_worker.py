@@ -44,8 +44,8 @@ def _checkpoint(directory: Path, trainer, world: int = 1, truncate: bool = False
 
 def test_restart_uses_the_newest_checkpoint_that_loads(tmp_path, capsys):
     """Ray may not have registered the newest checkpoint when a worker died: the new group
-    takes the newest complete one persisted under ``<run>/ray``, skipping an incomplete one and
-    one whose shard file is truncated."""
+    takes the newest complete one its own fit persisted (``<run>/ray/<fit>``), skipping an
+    incomplete one and one whose shard file is truncated."""
     from raybm.data.digits import load_digits
 
     config = load_config(None, ["algorithm.name=jarzynski", "algorithm.n_walkers=50",
@@ -53,7 +53,7 @@ def test_restart_uses_the_newest_checkpoint_that_loads(tmp_path, capsys):
                                 "train.batch_size=32", "train.progress=false"])
     train = load_digits()
     trainer = make_trainer(config, train)
-    ray_dir = tmp_path / "run" / "ray"
+    ray_dir = tmp_path / "run" / "ray" / "fit-1"
     run_updates(trainer, 2)
     good = _checkpoint(ray_dir / "checkpoint_a", trainer)
     run_updates(trainer, 4)
@@ -61,11 +61,14 @@ def test_restart_uses_the_newest_checkpoint_that_loads(tmp_path, capsys):
     run_updates(trainer, 6)
     _checkpoint(ray_dir / "checkpoint_c", trainer, world=2)  # shard 1 never written
 
-    assert restore_candidates(tmp_path / "run", None) == [truncated, good]
-    restored = restore_trainer(config, train, LOCAL, tmp_path / "run", None)
-    assert restored.step == 2 and restored.walkers.n_walkers == 50
+    assert restore_candidates(ray_dir, None) == [truncated, good]
+    restored, source = restore_trainer(config, train, LOCAL, ray_dir, None)
+    assert source == good and restored.step == 2 and restored.walkers.n_walkers == 50
     assert f"skipping checkpoint {truncated}" in capsys.readouterr().err
     # Nothing persisted yet: a fresh start. A --resume point that cannot load: its error.
-    assert restore_trainer(config, train, LOCAL, tmp_path / "new", None).step == 0
+    assert restore_trainer(config, train, LOCAL, tmp_path / "new", None)[0].step == 0
+    # A new fit of the same run (a PBT exploit, a --resume) starts from the checkpoint it was
+    # handed, even where an older fit of the run holds newer checkpoints.
+    assert restore_candidates(tmp_path / "run" / "ray" / "fit-2", good) == [good]
     with pytest.raises(InputError, match="walkers-000-of-001.parquet: cannot read Parquet"):
         restore_trainer(config, train, LOCAL, tmp_path / "new", str(truncated))
