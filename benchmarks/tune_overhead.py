@@ -61,34 +61,58 @@ def run_sweep(root: Path, trials: int, updates: int, concurrency: int, workers: 
 
 
 def analyse(sweep_dir: Path, concurrency: int) -> dict:
+    """Where the sweep's ``wall x concurrency`` trial slots went.
+
+    Each trial's slot is rebuilt from the times recorded on both sides: a trial enters its
+    function (``entered``, in the trial process) some time after its slot was freed (Tune's
+    start of the trial run, or the end of the previous trial in that slot: the launch gap, a
+    new process importing torch, Ray and raybm), runs set-up, fit and evaluation, and ends when
+    the driver hears it has (``trial_ended``).
+    """
     sweep = json.loads((sweep_dir / "timings.json").read_text())
-    rows = []
+    trials = []
     for trial_dir in sorted((sweep_dir / "trials").iterdir()):
         t = json.loads((trial_dir / "timings.json").read_text())
         start = t["starts"][-1]
         fits = t.get("fits", [])
-        group = sum(f["group_start_s"] for f in fits)
-        teardown = sum(f["teardown_s"] for f in fits)
         train = sum(f["train_s"] for f in fits) if fits else start["fit_s"]
-        launched = sweep["trial_started"][trial_dir.name][-1]
-        rows.append({
+        trials.append({
+            "entered": start["entered"], "ended": sweep["trial_ended"][trial_dir.name],
             "own": train + start["evaluate_s"],
-            "trial_start": start["entered"] - launched,
-            "setup": start["plan_s"],
-            "mlflow": start["mlflow_s"],
-            "group_start": group, "teardown": teardown,
-            "report": start.get("report_s", 0.0),
+            "setup": start["plan_s"] + start["open_s"],
+            "group_start": sum(f["group_start_s"] for f in fits),
+            "teardown": sum(f["teardown_s"] for f in fits),
+            "report": start.get("report_s", 0.0), "mlflow": start["mlflow_s"],
+            "laps": start["plan_s"] + start["open_s"] + start["fit_s"] + start["evaluate_s"],
         })
-    n = len(rows)
-    own = sum(r["own"] for r in rows)
+    slots = [sweep["fit_started"]] * concurrency
+    for trial in sorted(trials, key=lambda r: r["entered"]):
+        # The slot this trial took: the one freed most recently before it entered.
+        i = max((j for j in range(concurrency) if slots[j] <= trial["entered"]),
+                key=lambda j: slots[j], default=min(range(concurrency), key=lambda j: slots[j]))
+        trial["launch"] = max(trial["entered"] - slots[i], 0.0)
+        trial["exit"] = trial["ended"] - trial["entered"] - trial["laps"]
+        slots[i] = trial["ended"]
+    n = len(trials)
+    own = sum(r["own"] for r in trials)
     wall = sweep["wall_s"]
     per_trial = (wall - own / concurrency) * concurrency / n
-    parts = {k: statistics.mean(r[k] for r in rows)
-             for k in ("trial_start", "setup", "mlflow", "group_start", "teardown", "report")}
-    parts["ray_start"] = sweep["ray_start_s"] * concurrency / n
-    parts["other (Tune scheduling, process exit)"] = per_trial - sum(parts.values())
+    parts = {
+        "Ray start (once a sweep)": sweep["ray_start_s"] * concurrency / n,
+        "driver: validation, parent run, best config":
+            (wall - sweep["ray_start_s"] - (sweep["fit_ended"] - sweep["fit_started"]))
+            * concurrency / n,
+        "trial start (process, imports)": statistics.mean(r["launch"] for r in trials),
+        "trial set-up (config, data, MLflow run)": statistics.mean(r["setup"] for r in trials),
+        "worker group start (Ray Train)": statistics.mean(r["group_start"] for r in trials),
+        "worker group teardown": statistics.mean(r["teardown"] for r in trials),
+        "trial end (final report, exit)": statistics.mean(r["exit"] for r in trials),
+    }
+    parts["Tune's run: idle slots, the last trials' tail"] = per_trial - sum(parts.values())
     return {"trials": n, "wall_s": wall, "own_mean_s": own / n, "ideal_s": own / concurrency,
-            "overhead_per_trial_s": per_trial, "parts": parts}
+            "overhead_per_trial_s": per_trial, "parts": parts,
+            "mlflow_s": statistics.mean(r["mlflow"] for r in trials),
+            "report_s": statistics.mean(r["report"] for r in trials)}
 
 
 def peer(root: Path, updates: int) -> float:
@@ -114,8 +138,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="raybm-tune-overhead-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    peer_s = peer(root, args.updates)
-    print(f"peer: one `raybm train` of the job in-process: {peer_s:.1f} s")
     for workers in args.workers:
         r = run_sweep(root, args.trials, args.updates, args.concurrency, workers)
         where = "in the trial process" if workers == 0 else f"on {workers} Ray workers each"
@@ -124,8 +146,14 @@ def main(argv: list[str] | None = None) -> None:
               f"(ideal wall {r['ideal_s']:.1f} s); overhead {r['overhead_per_trial_s']:.1f} s "
               "a trial:")
         for name, value in r["parts"].items():
-            print(f"  {name:40s} {value:6.2f} s")
-    print(f"\nsweeps kept in {root}")
+            print(f"  {name:48s} {value:6.2f} s")
+        print(f"  (inside the trials, of their own time: MLflow calls {r['mlflow_s']:.2f} s, "
+              f"Tune reports {r['report_s']:.2f} s)")
+    # After the sweeps: the tracking store exists, as it does for a user's second run.
+    peer_s = peer(root, args.updates)
+    print(f"\npeer: the same job as one `raybm train` in this process (no Ray): {peer_s:.1f} s "
+          "(plan, MLflow run, training, evaluation)")
+    print(f"sweeps kept in {root}")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def check_data_fits(checkpoint: Path, train: Dataset, source: str) -> None:
     """The data of a continued run must fit the model its checkpoint holds."""
     spec = json.loads((checkpoint / "meta.json").read_text())["model"]
     have = {"n_visible": train.n_visible, "n_states": train.n_states}
+    if spec.get("n_labels"):
+        have["n_labels"] = train.n_labels if train.labels is not None else 0
     for key, value in have.items():
         if spec.get(key) != value:
             raise InputError(source, "data.path", f"gives {key} {value}, but the run's model "

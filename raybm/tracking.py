@@ -170,23 +170,23 @@ class Tracker:
         _quiet_mlflow_logs()
         self.uri = resolve_uri(uri)
         check_store(self.uri, existing=run_id is not None)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        mlflow.set_tracking_uri(self.uri)
         self.previous_status: str | None = None
+        try:
+            with _creation_lock(self.uri):  # MLflow creates a new store's schema here
+                self.client = MlflowClient(tracking_uri=self.uri)
+                exp_id = None if run_id else experiment_id(self.client, self.uri, experiment)
+        except RaybmError:
+            raise
+        except Exception as err:  # sqlalchemy, MLflow, OS errors: the store cannot be used
+            why = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise InputError("tracking.uri", "", f"cannot use the tracking store "
+                             f"{self.uri} ({type(err).__name__}: {why})") from None
+        mlflow.set_tracking_uri(self.uri)
         if run_id is not None:
             self.run_id = run_id
             self.previous_status = self.status()
             with_retries(self.client.update_run, run_id, status="RUNNING")
             return
-        try:
-            with _creation_lock(self.uri):
-                exp_id = experiment_id(self.client, self.uri, experiment)
-        except RaybmError:
-            raise
-        except Exception as err:  # sqlalchemy, MLflow, OS errors: the store cannot be used
-            why = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err)
-            raise InputError("tracking.uri", "", f"cannot use the tracking store "
-                             f"{self.uri} ({type(err).__name__}: {why})") from None
         tags = dict(tags or {})
         if parent_run_id is not None:
             tags["mlflow.parentRunId"] = parent_run_id

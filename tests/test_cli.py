@@ -151,13 +151,48 @@ def _bad_inputs(tmp):
     cases["invalid YAML"] = (["train", tmp / "c3.yaml"], "c3.yaml")
     cases["missing run"] = (["sample", tmp / "norun", "--out", tmp / "x.npz"], "norun")
     cases["n <= 0"] = (["sample", tmp / "norun", "--n", "0", "--out", tmp / "x.npz"], "--n")
+    # Values that used to pass validation and crash later (issue 7, found broken).
+    quick = ["train", *FAST, "--set", "train.n_updates=2"]
+    cases["one eval sample"] = (quick + ["--set", "train.eval_samples=1"], "train.eval_samples")
+    cases["negative t_G"] = (quick + ["--set", "train.eval_t=[-1]"], "--set: train.eval_t.0")
+    cases["seed beyond int64 streams"] = (quick + ["--set", "train.seed=100000000000000"],
+                                          "train.seed")
+    cases["one AIS temperature"] = (quick + ["--set", "train.ais_betas=1"], "train.ais_betas")
+    cases["lr that overflows"] = (quick + ["--set", "optimizer.lr=1e39"], "optimizer.lr")
+    cases["absurd hidden layer"] = (quick + ["--set", "model.n_hidden=10000000"],
+                                    "model.n_hidden")
+    np.savez(tmp / "one.npz", x=np.eye(6, dtype=np.uint8)[:, :4].repeat(40, 0),
+             labels=np.zeros(240, dtype=int))
+    cases["a single label class"] = (quick + ["--set", f"data.path={tmp / 'one.npz'}"],
+                                     "one.npz: labels: only 1 class")
+    cases["run name that is a path"] = (quick + ["--set", "tracking.run_name=.."],
+                                        "tracking.run_name")
+    cases["empty experiment"] = (quick + ["--set", "tracking.experiment=''"],
+                                 "tracking.experiment")
+    (tmp / "notadb").write_text("hello")
+    cases["tracking store not a database"] = (
+        [*quick, "--tracking-uri", f"sqlite:///{tmp / 'notadb'}"], "tracking.uri")
+    cases["tracking store under a file"] = (
+        [*quick, "--tracking-uri", f"sqlite:///{tmp / 'notadb' / 'm.db'}"], "tracking.uri")
+    cases["no tracking server"] = ([*quick, "--tracking-uri", "http://127.0.0.1:1"],
+                                   "no tracking server answers at http://127.0.0.1:1")
+    cases["plain postgresql driver"] = (
+        [*quick, "--tracking-uri", "postgresql://u@127.0.0.1:1/db"], "postgresql+psycopg2")
+    cases["labels without data"] = (quick + ["--set", "data.labels_path=l.idx"],
+                                    "data.labels_path")
+    cases["out under a file"] = ([*quick, "--out", tmp / "notadb" / "run"], "--out")
     return cases
 
 
 NAMES = ["truncated IDX", "wrong magic", "ragged matrix", "non-binary hapt", "empty FASTA",
          "unequal lengths", "unknown letters", "labels of the wrong length",
          "unknown config key", "wrong type", "k <= 0", "missing data path",
-         "missing config file", "invalid YAML", "missing run", "n <= 0"]
+         "missing config file", "invalid YAML", "missing run", "n <= 0",
+         "one eval sample", "negative t_G", "seed beyond int64 streams", "one AIS temperature",
+         "lr that overflows", "absurd hidden layer", "a single label class",
+         "run name that is a path", "empty experiment", "tracking store not a database",
+         "tracking store under a file", "no tracking server", "plain postgresql driver",
+         "labels without data", "out under a file"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -171,6 +206,46 @@ def test_bad_input_is_one_line_naming_the_culprit(name, tmp_path, capsys, monkey
     assert lines[0].startswith("raybm: error: ") and culprit in lines[0], lines[0]
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not list(tmp_path.glob("**/.*tmp-*"))  # no temp file left behind
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_sample_refuses_an_output_it_cannot_write_before_sampling(where, trained_run, capsys,
+                                                                   tmp_path):
+    (tmp_path / "d.npz").mkdir()
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / ("d.npz" if where == "a directory" else "afile/s.npz")
+    code, _, err = run_cli(capsys, "sample", trained_run, "--n", 4, "--out", out)
+    assert code == 2 and err.strip().splitlines() == [
+        f"raybm: error: --out: {out}: " + ("is a directory, not a file" if where == "a directory"
+                                           else f"{tmp_path / 'afile'} is a file, not a directory")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d.npz"]
+
+
+def test_eval_on_data_of_another_shape_is_one_line(trained_run, capsys, tmp_path):
+    np.savez(tmp_path / "w.npz", x=np.zeros((20, 5), dtype=np.uint8))
+    code, _, err = run_cli(capsys, "eval", trained_run, "--set", f"data.path={tmp_path / 'w.npz'}")
+    assert code == 2
+    assert "data.path: has 5 units with 2 states; the model has 64 with 2" in err
+    code, _, err = run_cli(capsys, "eval", trained_run, "--set", "foo.bar=1")
+    assert code == 2 and err.strip() == "raybm: error: --set: foo: unknown key"
+
+
+def test_two_runs_creating_one_new_store_at_once_both_succeed(tmp_path):
+    """MLflow's schema migrations on a new mlflow.db, from two processes at once: one used to
+    crash (and once left the database unusable); raybm serialises the creation."""
+    code = ("import sys; from raybm.tracking import Tracker; "
+            "t = Tracker(sys.argv[1], 'race'); t.log_metrics({'m': 1.0}, 1); t.end()")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("race")
+    assert len(client.search_runs([exp.experiment_id])) == 3
 
 
 def test_exit_code_and_stderr_of_the_real_process(tmp_path):

@@ -134,3 +134,28 @@ def test_jarzynski_run_logs_its_diagnostics_and_plot(tmp_path):
     assert metrics["n_resamplings"] >= 1
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(summary.run_id, "plots")}
     assert "jarzynski.png" in plots
+
+
+def test_resume_with_its_tracking_store_gone_writes_nothing(tmp_path):
+    """The run's store was deleted: one line naming it, no new empty database, config.yaml as
+    it was (the change asked for did not happen)."""
+    db = tmp_path / "t.db"
+    cfg = load_config(None, [s for s in SMALL if not s.startswith("tracking")] + [
+        "train.n_updates=3", f"tracking.uri=sqlite:///{db}", "train.eval_t=[1]",
+        "train.eval_samples=50", "train.eval_k_long=5"])
+    train_run(cfg, out=tmp_path / "r", evaluate_at_end=False)
+    config = (tmp_path / "r" / "config.yaml").read_bytes()
+    db.unlink()
+    with pytest.raises(InputError, match=f"{db} does not exist: the run was tracked there"):
+        train_run(resume=tmp_path / "r", overrides=["train.n_updates=5"])
+    assert not db.exists()
+    assert (tmp_path / "r" / "config.yaml").read_bytes() == config
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_can_be_started_again(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("{}\n")  # all a crashed start leaves
+    with pytest.raises(InputError, match="stopped before its first checkpoint"):
+        train_run(resume=tmp_path / "r")
+    cfg = load_config(None, SMALL + ["train.n_updates=2"])
+    assert train_run(cfg, out=tmp_path / "r", evaluate_at_end=False).run_dir == tmp_path / "r"

@@ -87,6 +87,12 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
             int(ray.cluster_resources().get("CPU", 1)) // d.workers, 1)
     from raybm.distributed.reporting import ReportForwarder
 
+    # Ray Train gives a worker group 60 s to start, then tears it down and starts over; two
+    # 2-worker Tune trials starting at once on this project's 2-core machine took longer
+    # (each worker imports torch and Ray), so they restarted in a loop. The driver's value
+    # reaches the controller (Ray Train propagates RAY_TRAIN_* variables).
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+
     # Every report comes back here: each checkpoint is copied into <run>/checkpoints as soon as
     # Ray registers it (``raybm sample`` works mid-run), and ``on_report`` sees the rest.
     forwarder = ReportForwarder.create()

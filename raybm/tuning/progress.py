@@ -8,6 +8,7 @@ by ending its process cannot do itself.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, Callable
 from ray.tune import Callback
 
 from raybm.tuning.space import Sweep
+
+ENDED = "ended.json"  # in a trial's directory once Tune ended it (finished or stopped early)
 
 
 def _short(value: Any) -> str:
@@ -54,6 +57,8 @@ class SweepProgress(Callback):
         self.started: dict[str, list[float]] = {}  # trial id -> times Tune (re)started it
         self.ended: dict[str, float] = {}
         self.running: set[str] = set()
+        self.fit_started: float | None = None  # when Tune's run began and ended (sweep.py)
+        self.fit_ended: float | None = None
 
     def on_step_end(self, iteration, trials, **info) -> None:
         """A trial that stopped running (finished, stopped, paused by PBT, failed) leaves its
@@ -93,6 +98,13 @@ class SweepProgress(Callback):
         if early:
             self.say(f"trial {trial.trial_id}  stopped by the scheduler at update {step}")
         self.ended[trial.trial_id] = time.time()
+        # Recorded with the trial: a sweep resumed later must tell a trial the scheduler
+        # stopped from one the interruption cut short.
+        from raybm.checkpoint import atomic_write_text
+
+        trial_dir = self.sweep_dir / "trials" / trial.trial_id
+        if trial_dir.is_dir():
+            atomic_write_text(trial_dir / ENDED, json.dumps({"step": step, "early": early}))
         self._close(trial.trial_id, "FINISHED", {"raybm.stopped_early": str(early).lower()})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

@@ -179,6 +179,15 @@ class Sweep:
     def searched(self) -> list[str]:
         return [k for k, v in self.params.items() if isinstance(v, Domain)]
 
+    @property
+    def n_trials(self) -> int:
+        """How many trials the sweep runs: each sample of the space, once per grid point."""
+        n = self.spec.num_samples
+        for value in self.params.values():
+            if isinstance(value, Domain) and value.kind == "grid_search":
+                n *= len(value.args)
+        return n
+
     def trial_config(self, values: dict[str, Any]) -> Config:
         """The config of a trial: the base with the trial's values of the searched keys."""
         return with_values(self.base, values, str(self.path))

@@ -113,6 +113,7 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
                say: Callable[[str], None] = lambda line: None) -> SweepSummary:
     """Run (or with ``resume``, finish) a sweep; its summary with the best trial."""
     t0 = time.perf_counter()
+    started = time.time()
     if resume is not None:
         sweep_dir = Path(resume).resolve()
         record = _read_record(sweep_dir)
@@ -162,11 +163,12 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
                                        say)
         summary.rows = _rows(results, sweep)
         unfinished = [r for r in summary.rows if r.status == "unfinished"]
-        if unfinished:
+        missing = sweep.n_trials - len(summary.rows)  # never started before the interruption
+        if unfinished or missing > 0:
             status = "KILLED"
             _close_children(summary, unfinished, "KILLED")
-            raise Interrupted(f"interrupted; {len(unfinished)} trial(s) unfinished: finish the "
-                              f"sweep with raybm tune --resume {sweep_dir}")
+            raise Interrupted(f"interrupted; {len(unfinished) + missing} trial(s) unfinished: "
+                              f"finish the sweep with raybm tune --resume {sweep_dir}")
         _raise_if_all_failed(results, summary.rows)
         summary.best = _best(summary.rows, sweep.spec.mode)
         if summary.best is not None:
@@ -179,14 +181,17 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
     finally:
         tracker.end(status)
     summary.seconds = time.perf_counter() - t0
-    _write_times(sweep_dir, summary.seconds, progress)
+    _write_times(sweep_dir, summary.seconds, started, progress)
     return summary
 
 
-def _write_times(sweep_dir: Path, seconds: float, progress) -> None:
-    """``<sweep>/timings.json``: Ray's start, and when Tune started / ended each trial (the
-    overhead benchmark sets them against the trials' own ``timings.json``)."""
-    record = {"wall_s": seconds, **RAY_START_S,
+def _write_times(sweep_dir: Path, seconds: float, started: float, progress) -> None:
+    """``<sweep>/timings.json``: Ray's start, Tune's run, and when Tune started / ended each
+    trial (benchmarks/tune_overhead.py sets them against the trials' own ``timings.json``)."""
+    record = {"wall_s": seconds, "started": started, "ended": started + seconds,
+              **RAY_START_S,
+              "fit_started": progress.fit_started if progress else None,
+              "fit_ended": progress.fit_ended if progress else None,
               "trial_started": progress.started if progress else {},
               "trial_ended": progress.ended if progress else {}}
     atomic_write_text(sweep_dir / "timings.json", json.dumps(record, indent=2))
@@ -229,7 +234,8 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _search_alg(sweep: Sweep):
+def _search_alg(sweep: Sweep, concurrent: int):
+    """The space's search algorithm, running at most ``concurrent`` trials at a time."""
     s = sweep.spec
     if s.search_alg.name == "optuna":
         import optuna
@@ -243,7 +249,10 @@ def _search_alg(sweep: Sweep):
         return HyperOptSearch(random_state_seed=s.search_alg.seed)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=s.search_alg.seed)
+    # Its own limit: Tune ignores max_concurrent_trials for a generator passed in (with a
+    # log line only), and raybm's trials that drive workers reserve almost nothing in Tune's
+    # eyes, so all of them started at once and their worker groups waited on each other.
+    return BasicVariantGenerator(random_state=s.search_alg.seed, max_concurrent=concurrent)
 
 
 def _scheduler(sweep: Sweep):
@@ -321,14 +330,23 @@ def _run_tuner(sweep: Sweep, sweep_dir: Path, record: dict[str, Any],
         tuner = tune.Tuner(
             trainable, param_space=_param_space(sweep),
             tune_config=tune.TuneConfig(
-                metric=sweep.spec.metric, mode=sweep.spec.mode, search_alg=_search_alg(sweep),
-                scheduler=_scheduler(sweep), num_samples=sweep.spec.num_samples,
-                max_concurrent_trials=n, trial_dirname_creator=lambda t: t.trial_id),
+                metric=sweep.spec.metric, mode=sweep.spec.mode,
+                search_alg=_search_alg(sweep, n), scheduler=_scheduler(sweep),
+                num_samples=sweep.spec.num_samples,
+                max_concurrent_trials=None if sweep.spec.search_alg.name == "random" else n,
+                # A trial process that trains itself can take the next trial: it has torch,
+                # Ray, MLflow and raybm imported already. One that drives a worker group is
+                # not reused: a stopped trial's Ray Train run lives as long as its process.
+                reuse_actors=workers == 0,
+                trial_dirname_creator=lambda t: t.trial_id),
             run_config=run_config)
     from raybm.interrupts import sigterm_as_sigint
 
     sigterm_as_sigint()  # a scheduler's SIGTERM stops the sweep as Ctrl-C does, state saved
-    return tuner.fit(), progress
+    progress.fit_started = time.time()
+    results = tuner.fit()
+    progress.fit_ended = time.time()
+    return results, progress
 
 
 def _param_space(sweep: Sweep) -> dict[str, Any]:
@@ -336,21 +354,24 @@ def _param_space(sweep: Sweep) -> dict[str, Any]:
 
 
 def _rows(results, sweep: Sweep) -> list[TrialRow]:
-    """One row per trial: ``error``, ``finished`` (all its updates), ``stopped`` (early, by
-    the scheduler) or ``unfinished`` (the sweep was interrupted)."""
+    """One row per trial: ``error``, ``finished`` (evaluated at its end), ``stopped`` (early,
+    by the scheduler: ``progress.ENDED`` in its directory) or ``unfinished`` (the sweep was
+    interrupted)."""
+    from raybm.tuning.progress import ENDED
+
     rows = []
-    complete = results.num_terminated + results.num_errors == len(results)
     for result in results:
         last = result.metrics or {}
-        trial_id = str(last.get("trial_id") or Path(result.path).name)
+        trial_id = Path(result.path).name
         step = int(last.get("step", 0))
-        n_updates = (result.config or {}).get("train.n_updates", sweep.base.train.n_updates)
         if result.error is not None:
             status = "error"
         elif last.get(EVALUATED) == 1.0:
             status = "finished"
+        elif (Path(result.path).parent.parent / "trials" / trial_id / ENDED).is_file():
+            status = "stopped"
         else:
-            status = "stopped" if complete else "unfinished"
+            status = "unfinished"
         value = last.get(sweep.spec.metric)
         rows.append(TrialRow(trial_id, status, step,
                              float(value) if value is not None else math.nan,
@@ -406,8 +427,10 @@ def _write_best(sweep: Sweep, sweep_dir: Path, best: TrialRow, tracker) -> Path:
     return path
 
 
-def print_summary(summary: SweepSummary, top: int = 10, out=sys.stdout) -> None:
+def print_summary(summary: SweepSummary, top: int = 10, out=None) -> None:
     from raybm.tuning.progress import format_table
+
+    out = out or sys.stdout  # looked up now: a default argument would keep an old stream
 
     ranked = sorted((r for r in summary.rows if math.isfinite(r.value)),
                     key=lambda r: r.value, reverse=summary.mode == "max")

@@ -69,7 +69,9 @@ def record_times(trial_dir: Path, times: dict[str, float]) -> None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = {}
-    record.setdefault("starts", []).append({**times, "mlflow_s": SECONDS["mlflow"]})
+    # The process may have run other trials before (Tune reuses it): count this one's calls.
+    times["mlflow_s"] = SECONDS["mlflow"] - times.pop("mlflow_before")
+    record.setdefault("starts", []).append(times)
     atomic_write_text(path, json.dumps(record, indent=2))
 
 
@@ -78,7 +80,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
 
     from ray import tune
 
-    times = {"entered": time.time()}
+    from raybm.tracking import SECONDS
+
+    times = {"entered": time.time(), "mlflow_before": SECONDS["mlflow"]}
     clock = time.perf_counter()
 
     def lap(name: str) -> None:

@@ -189,8 +189,9 @@ def test_each_search_algorithm_draws_configs_inside_the_domains(name, tmp_path):
     sweep = load_sweep(path, machine={"CPU": 2.0})
     draws = []
     for _ in range(2):
-        alg = _search_alg(sweep)
+        alg = _search_alg(sweep, 2)
         if name == "random":
+            assert alg.max_concurrent == 2  # Tune would ignore max_concurrent_trials here
             from ray.tune.search.variant_generator import generate_variants
 
             draws.append([v for _, v in generate_variants(_param_space(sweep))][0])

@@ -129,14 +129,12 @@ def shipped(name: str, tmp_path: Path, **changes) -> Path:
 
 
 @pytest.mark.slow
-def test_asha_sweep_of_four_trials_and_its_best_config(tmp_path, monkeypatch, capsys,
-                                                       ray_session):
+def test_asha_sweep_of_four_trials_and_its_best_config(tmp_path, monkeypatch, ray_session):
     monkeypatch.chdir(tmp_path)
     space = shipped("ff_digits_k_lr.yaml", tmp_path, num_samples=4)
     budget = ["--set", "train.n_updates=300", "--set", "train.log_every=50",
               "--set", "train.checkpoint_every=100", "--set", "model.n_hidden=64"]
     assert main(["tune", str(space), *budget, "--out", "asha"]) == 0
-    capsys.readouterr()
     record = sweep_record(tmp_path / "asha")
     kids = children(record["tracking_uri"], record["parent_run_id"])
     assert len(kids) == 4 and {k.info.status for k in kids} == {"FINISHED"}
@@ -229,14 +227,12 @@ def test_pbt_exploit_clones_every_shard_on_two_ray_workers(tmp_path, ray_session
 
 
 @pytest.mark.slow
-def test_pbt_sweep_of_four_trials_with_coupled_moves(tmp_path, monkeypatch, capsys,
-                                                     ray_session):
+def test_pbt_sweep_of_four_trials_with_coupled_moves(tmp_path, monkeypatch, ray_session):
     monkeypatch.chdir(tmp_path)
     space = shipped("pbt_lr_k.yaml", tmp_path)
     budget = ["--set", "train.n_updates=400", "--set", "train.log_every=50",
               "--set", "model.n_hidden=64"]
     assert main(["tune", str(space), *budget, "--out", "pbt"]) == 0
-    capsys.readouterr()
     record = sweep_record(tmp_path / "pbt")
     uri = record["tracking_uri"]
     kids = children(uri, record["parent_run_id"])
