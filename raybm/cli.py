@@ -133,10 +133,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from raybm.tracking import get_run_tags, resolve_uri, search_runs
+    from raybm.tracking import check_store, get_run_tags, resolve_uri, search_runs
+    from raybm.tuning.progress import text_table
 
     _positive(args.top, "--top")
     uri = resolve_uri(args.tracking_uri)
+    check_store(uri, existing=True)  # a missing store is an error, not a new empty one
     metric, mode, searched = args.metric, args.mode, []
     if args.sweep:
         tags = get_run_tags(uri, args.sweep)
@@ -154,11 +156,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = [[r["run_id"][:8], (r["name"] or "")[:40], r["status"],
              f"{r['metrics'][metric]:.4g}"] + [r["params"].get(k, "") for k in keys]
             for r in runs]
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
-    for i, line in enumerate([head] + rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(head, rows))
     return 0
 
 
@@ -214,13 +212,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def check_output_file(out: Path, flag: str) -> None:
     """An output file's path can be written: not a directory, no file where a folder must be."""
+    from raybm.run import check_parents
+
     if out.is_dir():
         raise InputError(flag, str(out), "is a directory, not a file")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(flag, str(out), f"{parent} is a file, not a directory")
-            break
+    if not out.exists():  # an existing file is replaced
+        check_parents(out, flag)
 
 
 def _write_samples(out: Path, tmp: Path, x, label, model) -> None:

@@ -83,15 +83,21 @@ def run_dir_of(checkpoint: Path) -> Path:
     raise InputError(checkpoint, "", "is not inside a run directory (no config.yaml above it)")
 
 
-def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
-    """Refuse an output directory that cannot hold a new run, before any work is done."""
-    for parent in [run_dir, *run_dir.parents]:
+def check_parents(path: Path, flag: str) -> None:
+    """Refuse an output directory (or a file's) whose nearest existing ancestor is a file or
+    cannot be written, before any work is done."""
+    for parent in [path, *path.parents]:
         if parent.exists():
             if not parent.is_dir():
-                raise InputError(flag, str(run_dir), f"{parent} is a file, not a directory")
+                raise InputError(flag, str(path), f"{parent} is a file, not a directory")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise InputError(flag, str(run_dir), f"{parent} is not writable")
+                raise InputError(flag, str(path), f"{parent} is not writable")
             break
+
+
+def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
+    """Refuse an output directory that cannot hold a new run, before any work is done."""
+    check_parents(run_dir, flag)
     # A distributed run that stopped early has its checkpoints only in Ray's storage. A run
     # that stopped before its first checkpoint (only config.yaml) has nothing to continue:
     # a new run may take its place.
@@ -183,7 +189,7 @@ class ActiveRun:
 
     def end(self, status: str) -> None:
         """Close the MLflow run; a resumed run that failed before training keeps its status."""
-        previous = getattr(self.tracker, "previous_status", None)
+        previous = self.tracker.previous_status
         if status != "FINISHED" and not self.trained and previous is not None:
             status = previous
         self.tracker.end(status)
@@ -239,12 +245,14 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
 
 def fit_run(active: ActiveRun, on_report: Reporter | None = None,
             extra_metrics: Callable[[], dict[str, float]] | None = None,
-            cpus_per_worker: float | None = None) -> tuple[Path, object]:
+            cpus_per_worker: float | None = None,
+            gpus_per_worker: float | None = None) -> tuple[Path, object]:
     """Train to ``train.n_updates``; the final checkpoint and model.
 
     ``on_report`` gets the live metrics every ``log_every`` updates and the path of every
     checkpoint; ``extra_metrics`` adds values to every log (a Tune trial's ``hp/*``);
-    ``cpus_per_worker`` is what each Ray worker reserves (default: the cluster's CPUs shared).
+    ``cpus_per_worker`` / ``gpus_per_worker`` is what each Ray worker reserves (default: the
+    cluster's CPUs shared, one GPU with ``distributed.use_gpu``).
     """
     if active.workers == 0:
         return _fit_in_process(active, on_report, extra_metrics)
@@ -262,7 +270,7 @@ def fit_run(active: ActiveRun, on_report: Reporter | None = None,
 
     final = fit(active.config, active.run_dir, active.meta, active.plan.resume_from,
                 on_report=relay, extra_metrics=extra_metrics() if extra_metrics else None,
-                cpus_per_worker=cpus_per_worker)
+                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     active.trained = True
     return final, load_checkpoint(final).model
 

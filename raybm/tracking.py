@@ -162,7 +162,8 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str, run_name: str | None = None,
                  run_id: str | None = None, tags: dict[str, str] | None = None,
                  parent_run_id: str | None = None) -> None:
-        import mlflow
+        # No mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI, so a later run in this
+        # process (or a Tune trial it starts) would track into this run's store by default.
         from mlflow.tracking import MlflowClient
 
         from raybm.errors import InputError, RaybmError
@@ -181,7 +182,6 @@ class Tracker:
             why = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise InputError("tracking.uri", "", f"cannot use the tracking store "
                              f"{self.uri} ({type(err).__name__}: {why})") from None
-        mlflow.set_tracking_uri(self.uri)
         if run_id is not None:
             self.run_id = run_id
             self.previous_status = self.status()
@@ -253,6 +253,7 @@ class NullTracker:
     uri = ""
     run_id = None
     ui_command = ""
+    previous_status = None
 
     def log_params(self, params): ...
     def log_metrics(self, metrics, step): ...

@@ -63,7 +63,7 @@ def fit_name() -> str:
 def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None = None,
         on_report: Callable[[int, dict[str, float], Path | None], None] | None = None,
         extra_metrics: dict[str, float] | None = None,
-        cpus_per_worker: float | None = None) -> Path:
+        cpus_per_worker: float | None = None, gpus_per_worker: float | None = None) -> Path:
     """Train on ``distributed.workers`` Ray workers; the final checkpoint in ``run_dir``.
 
     ``resume`` is the checkpoint to start from (``--resume``, or the one Tune handed a trial).
@@ -107,8 +107,8 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=d.workers, use_gpu=d.use_gpu,
-            resources_per_worker=({"GPU": 1, "CPU": cpus_per_worker} if d.use_gpu
-                                  else {"CPU": cpus_per_worker})),
+            resources_per_worker=({"GPU": gpus_per_worker or 1, "CPU": cpus_per_worker}
+                                  if d.use_gpu else {"CPU": cpus_per_worker})),
         torch_config=TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             storage_path=str(run_dir / "ray"), name=name, callbacks=[forwarder],
@@ -151,8 +151,13 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
         # hand the interruption on: the run ends KILLED with raybm's one line.
         ray.shutdown()
         raise
+    finally:
+        if ray.is_initialized():
+            # Whatever ended the wait: the queues go (a controller still waiting on them
+            # fails, which ends its run) and so does the workers' placement group.
+            forwarder.shutdown()
+            release_placement_groups(fit_dir)
     record_fit_times(run_dir, fit_dir, called, time.time())
-    release_placement_groups(fit_dir)
     result = outcome.get("result")
     final = None
     if result is not None and result.checkpoint is not None:

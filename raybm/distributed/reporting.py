@@ -50,3 +50,8 @@ class ReportForwarder(UserCallback):
 
     def ack(self) -> None:
         self.acks.put(True)
+
+    def shutdown(self) -> None:
+        """Remove both queue actors (the fit is over)."""
+        for queue in (self.items, self.acks):
+            queue.shutdown(force=True)

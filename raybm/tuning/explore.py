@@ -16,7 +16,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from raybm.config import parse_config, set_dotted
+from raybm.config import Config, with_values
+from raybm.errors import InputError
 
 
 @dataclass
@@ -24,6 +25,9 @@ class CoupledExplore:
     moves: list[dict[str, Any]]  # CoupledMove.model_dump() of each
     base: dict[str, Any]  # the sweep's base config (model_dump), to validate moved values
     seed: int = 0
+    # (low, high) of keys PBT also mutates (their hyperparam_mutations domain): a coupled
+    # move keeps them inside, as Tune's own perturbations are meant to stay in the domain.
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)
     rng: random.Random = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -38,7 +42,7 @@ class CoupledExplore:
             if proposal[key] == config[key]:
                 continue  # at a bound: the coupled keys stay too
             for other, factors in move.get("moves", {}).items():
-                proposal[other] = self._scaled(config[other], factors[i], None)
+                proposal[other] = self._scaled(config[other], factors[i], self.limits.get(other))
             if self._valid(config | proposal):
                 config.update(proposal)
         return config
@@ -53,12 +57,8 @@ class CoupledExplore:
         return float(new)
 
     def _valid(self, values: dict[str, Any]) -> bool:
-        raw = {section: dict(v) for section, v in self.base.items()}
-        for key, value in values.items():
-            if "." in key:
-                set_dotted(raw, key, value)
         try:
-            parse_config(raw)
-        except Exception:  # an InputError: the config refuses this value
+            with_values(Config.model_validate(self.base), values)
+        except InputError:  # the config refuses this value
             return False
         return True

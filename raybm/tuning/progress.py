@@ -27,18 +27,22 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def text_table(head: list[str], body: list[list[Any]]) -> str:
+    """Columns padded to their widest cell, a rule under the header."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [head] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_table(rows: list, metric: str) -> str:
     """The trials as a text table: id, status, update, metric, searched values."""
     if not rows:
         return "(no trial reported a value)"
     keys = list(rows[0].params)
-    head = ["trial", "status", "update", metric] + keys
-    body = [[r.trial_id, r.status, str(r.step), _short(r.value)]
-            + [_short(r.params.get(k)) for k in keys] for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [head] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(["trial", "status", "update", metric] + keys,
+                      [[r.trial_id, r.status, str(r.step), _short(r.value)]
+                       + [_short(r.params.get(k)) for k in keys] for r in rows])
 
 
 class SweepProgress(Callback):
@@ -69,9 +73,12 @@ class SweepProgress(Callback):
                 self.running.add(trial.trial_id)
             elif trial.trial_id in self.running:
                 self.running.discard(trial.trial_id)
-                from raybm.distributed.launch import release_placement_groups
+                self._release(trial.trial_id)
 
-                release_placement_groups(self.sweep_dir / "trials" / trial.trial_id / "ray")
+    def _release(self, trial_id: str) -> None:
+        from raybm.distributed.launch import release_placement_groups
+
+        release_placement_groups(self.sweep_dir / "trials" / trial_id / "ray")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, []).append(time.time())
@@ -87,7 +94,9 @@ class SweepProgress(Callback):
                                            else value < self.best[0])
             if better:
                 self.best = (float(value), trial.trial_id)
-        best = "" if self.best is None else f"  best {self.best[0]:.4g} ({self.best[1]})"
+        # The best value any trial has reported so far; the final table ranks trials by their
+        # last value (a trial's figure at its end), which can be lower.
+        best = "" if self.best is None else f"  best seen {self.best[0]:.4g} ({self.best[1]})"
         shown = "-" if value is None else f"{value:.4g}"
         self.say(f"trial {trial.trial_id}  update {step}/{self.n_updates}  "
                  f"{self.metric} {shown}{best}")
@@ -104,7 +113,8 @@ class SweepProgress(Callback):
 
         trial_dir = self.sweep_dir / "trials" / trial.trial_id
         if trial_dir.is_dir():
-            atomic_write_text(trial_dir / ENDED, json.dumps({"step": step, "early": early}))
+            atomic_write_text(trial_dir / ENDED, json.dumps({"step": step}))
+        self._release(trial.trial_id)
         self._close(trial.trial_id, "FINISHED", {"raybm.stopped_early": str(early).lower()})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -115,6 +125,7 @@ class SweepProgress(Callback):
         why = str(found) if found is not None else (
             str(err).strip().splitlines()[-1][:200] if err else "unknown error")
         self.say(f"trial {trial.trial_id}  failed: {why}")
+        self._release(trial.trial_id)
         self._close(trial.trial_id, "FAILED", {})
 
     def _close(self, trial_id: str, status: str, tags: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -19,8 +20,8 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from raybm.config import (RESUMABLE_KEYS, Config, config_from, get_dotted, read_config_file,
-                          with_values)
+from raybm.config import (PATH_KEYS, RESUMABLE_KEYS, Config, config_from, get_dotted,
+                          read_config_file, with_values)
 from raybm.errors import InputError
 
 DOMAINS = ("loguniform", "uniform", "quniform", "randint", "lograndint", "choice",
@@ -122,7 +123,7 @@ class CoupledMove(_Strict):
     key: str
     factors: list[float] = Field(min_length=1)
     moves: dict[str, list[float]] = Field(default_factory=dict)
-    bounds: tuple[float, float] | None = None
+    bounds: tuple[float, float] | None = None  # kept inside; ints stay ints
 
 
 class Pbt(_Strict):
@@ -222,7 +223,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
     overridden = {item.partition("=")[0] for item in overrides}
     for key, value in spec.param_space.items():
         _check_key(base, key, where, f"param_space.{key}")
-        params[key] = parse_domain(value, where, f"param_space.{key}")
+        params[key] = _resolved(key, parse_domain(value, where, f"param_space.{key}"), where)
         if key in overridden:
             if isinstance(params[key], Domain):
                 raise InputError("--set", key, f"is searched in {path.name}; it cannot also be "
@@ -236,8 +237,12 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
     _check_search_alg(spec, params, where)
     if isinstance(spec.scheduler, Pbt):
         params = _check_pbt(spec.scheduler, base, params, where)
-    if isinstance(spec.scheduler, Asha) and spec.scheduler.max_t is None:
-        spec.scheduler.max_t = base.train.n_updates
+    if isinstance(spec.scheduler, Asha):
+        if spec.scheduler.max_t is None:
+            spec.scheduler.max_t = base.train.n_updates
+        if spec.scheduler.grace_period > spec.scheduler.max_t:
+            raise InputError(where, "scheduler.grace_period", f"{spec.scheduler.grace_period} "
+                             f"is beyond max_t ({spec.scheduler.max_t} updates)")
     reported = _reported(base, params)
     _check_metric(spec, reported, where)
     if machine is not None:
@@ -263,10 +268,43 @@ def _base_config(spec: SpaceFile, path: Path, overrides: list[str]) -> Config:
     return resolve_paths(config_from(raw, source, overrides))
 
 
+def _field(base: Config, key: str):
+    """The pydantic field of a dotted config key (``data.synthetic.seed``), or None."""
+    node, info = type(base), None
+    for part in key.split("."):
+        fields = getattr(node, "model_fields", None) if isinstance(node, type) else None
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        node = info.annotation
+    return None if isinstance(node, type) and issubclass(node, BaseModel) else info
+
+
+def _is_int(info) -> bool:
+    """An int (or int | None) field: a float domain would produce values it refuses."""
+    kinds = typing.get_args(info.annotation) or (info.annotation,)
+    return int in kinds and float not in kinds
+
+
+def _resolved(key: str, value: Domain | Any, where: str) -> Domain | Any:
+    """Data paths among the searched values, made absolute against the working directory as
+    a config's are: trials run in their own directories."""
+    if key not in PATH_KEYS:
+        return value
+
+    def absolute(v: Any) -> Any:
+        return v if v is None else str((Path.cwd() / Path(str(v)).expanduser()).resolve())
+
+    if not isinstance(value, Domain):
+        return absolute(value)
+    if value.kind not in ("choice", "grid_search"):
+        raise InputError(where, f"param_space.{key}", f"a path is chosen from a list "
+                         f"(choice or grid_search), not drawn from {value.kind}")
+    return Domain(value.kind, tuple(absolute(v) for v in value.args))
+
+
 def _check_key(base: Config, key: str, where: str, field: str) -> None:
-    section, dot, name = key.partition(".")
-    if not dot or section not in type(base).model_fields or name not in (
-            type(getattr(base, section)).model_fields):
+    if "." not in key or _field(base, key) is None:
         raise InputError(where, field, f"{key!r} is not a config key (docs/config.md)")
     if key.startswith("tracking.") or key in ("distributed.workers", "distributed.use_gpu"):
         raise InputError(where, field, f"{key} is set by the sweep itself (resources, "
@@ -275,6 +313,10 @@ def _check_key(base: Config, key: str, where: str, field: str) -> None:
 
 def _check_values(base: Config, key: str, value: Domain | Any, where: str, field: str) -> None:
     """Every value the domain can produce must be one the config accepts."""
+    if (isinstance(value, Domain) and value.kind in ("uniform", "loguniform", "quniform")
+            and _is_int(_field(base, key))):
+        raise InputError(where, field, f"{key} takes integers: {value.kind} draws fractions "
+                         "(use randint, lograndint or choice)")
     values = value.extremes() if isinstance(value, Domain) else [value]
     for v in values:
         try:
@@ -332,12 +374,19 @@ def _check_pbt(pbt: Pbt, base: Config, params: dict[str, Any], where: str) -> di
                 raise InputError(where, f"{field}.{key}", f"{key} needs a starting value in "
                                  "param_space (a coupled move changes a trial's own value)")
         if move.bounds is not None:
-            _check_values(base, move.key, Domain("uniform", tuple(move.bounds)), where,
+            _check_values(base, move.key, Domain("choice", tuple(move.bounds)), where,
                           f"{field}.bounds")
-    if pbt.perturbation_interval % base.train.checkpoint_every:
-        raise InputError(where, "scheduler.perturbation_interval", f"must be a multiple of "
-                         f"train.checkpoint_every ({base.train.checkpoint_every}): an exploit "
-                         "clones the donor's checkpoint at that step")
+    every = base.train.checkpoint_every
+    for name in ("perturbation_interval", "burn_in_period"):
+        if getattr(pbt, name) % every:
+            raise InputError(where, f"scheduler.{name}", f"must be a multiple of "
+                             f"train.checkpoint_every ({every}): an exploit clones the donor's "
+                             "checkpoint at the step it is judged")
+    for key in ("train.checkpoint_every", "train.log_every"):
+        if key in pbt.hyperparam_mutations or isinstance(params.get(key), Domain):
+            raise InputError(where, f"scheduler.hyperparam_mutations.{key}"
+                             if key in pbt.hyperparam_mutations else f"param_space.{key}",
+                             "PBT needs the same report and checkpoint steps in every trial")
     return params
 
 
@@ -426,6 +475,15 @@ def trial_need(spec: SpaceFile, workers: int) -> dict[str, float]:
 def check_resources(spec: SpaceFile, base: Config, machine: dict[str, float],
                     where: str) -> None:
     need = trial_need(spec, base.distributed.workers)
+    if isinstance(spec.scheduler, Pbt) and base.distributed.workers:
+        # PBT pauses and resumes trials to rank a population; trials that drive worker groups
+        # reserve their workers outside Tune's accounting, so the population must all run at
+        # once (raybm cannot let Tune swap them in and out).
+        fits = concurrency(spec, base, machine)
+        if spec.num_samples > fits:
+            raise InputError(where, "num_samples", f"PBT with trials on Ray workers needs its "
+                             f"whole population running at once: {spec.num_samples} trials, "
+                             f"{fits} fit on this cluster")
     for kind, field in (("CPU", "resources.cpus_per_worker"),
                         ("GPU", "resources.gpus_per_worker")):
         if need[kind] > machine.get(kind, 0.0) + 1e-9:

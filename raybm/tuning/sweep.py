@@ -30,9 +30,10 @@ from typing import Any, Callable
 
 from raybm.checkpoint import atomic_write_text
 from raybm.config import dump_config, load_config, with_values
+from raybm.run import check_parents
 from raybm.errors import InputError, Interrupted, RaybmError, find_raybm_error
-from raybm.tuning.space import (Asha, Domain, Pbt, Sweep, concurrency, load_sweep,
-                                local_machine, trial_bundle)
+from raybm.tuning.space import (Asha, Domain, Pbt, Sweep, check_resources, concurrency,
+                                load_sweep, local_machine, trial_bundle)
 from raybm.tuning.trial import EVALUATED, RUN_ID_FILE, TrialContext, run_trial
 
 SWEEP_FILE = "sweep.json"
@@ -74,11 +75,7 @@ def git_revision(path: Path) -> str | None:
 def _sweep_dir(sweep: Sweep, out: str | Path | None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     sweep_dir = (Path(out) if out else Path("sweeps") / f"{sweep.name}-{stamp}").resolve()
-    for parent in [sweep_dir, *sweep_dir.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError("--out", str(sweep_dir), f"{parent} is a file")
-            break
+    check_parents(sweep_dir, "--out")
     if (sweep_dir / SWEEP_FILE).exists() or (sweep_dir / "tune").exists():
         raise InputError(sweep_dir, "--out", "already holds a sweep; use --resume to finish it")
     return sweep_dir
@@ -127,7 +124,8 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
         # (the files it was started from may have changed since).
         base = load_config(sweep_dir / "base_config.yaml")
         machine = _cluster(say)
-        sweep = load_sweep(sweep_dir / "space.yaml", machine=machine, base=base)
+        # The recorded overrides still name the constants that --set replaced.
+        sweep = load_sweep(sweep_dir / "space.yaml", record["overrides"], machine, base=base)
     else:
         if space is None:
             raise InputError("raybm tune", "", "give a search-space file (see tune_spaces/)")
@@ -137,7 +135,7 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
         sweep = load_sweep(space, list(overrides), local)
         sweep_dir = _sweep_dir(sweep, out)
         machine = _cluster(say)
-        sweep = load_sweep(space, list(overrides), machine)
+        check_resources(sweep.spec, sweep.base, machine, str(sweep.path))
         record = None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if record is None:
@@ -161,7 +159,7 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
     try:
         results, progress = _run_tuner(sweep, sweep_dir, record, machine, resume is not None,
                                        say)
-        summary.rows = _rows(results, sweep)
+        summary.rows = _rows(results, sweep, sweep_dir)
         unfinished = [r for r in summary.rows if r.status == "unfinished"]
         missing = sweep.n_trials - len(summary.rows)  # never started before the interruption
         if unfinished or missing > 0:
@@ -234,8 +232,9 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _search_alg(sweep: Sweep, concurrent: int):
-    """The space's search algorithm, running at most ``concurrent`` trials at a time."""
+def _search_alg(sweep: Sweep, concurrent: int | None):
+    """The space's search algorithm, running at most ``concurrent`` trials at a time (None:
+    as many as Tune's resources allow)."""
     s = sweep.spec
     if s.search_alg.name == "optuna":
         import optuna
@@ -252,7 +251,7 @@ def _search_alg(sweep: Sweep, concurrent: int):
     # Its own limit: Tune ignores max_concurrent_trials for a generator passed in (with a
     # log line only), and raybm's trials that drive workers reserve almost nothing in Tune's
     # eyes, so all of them started at once and their worker groups waited on each other.
-    return BasicVariantGenerator(random_state=s.search_alg.seed, max_concurrent=concurrent)
+    return BasicVariantGenerator(random_state=s.search_alg.seed, max_concurrent=concurrent or 0)
 
 
 def _scheduler(sweep: Sweep):
@@ -269,8 +268,10 @@ def _scheduler(sweep: Sweep):
 
         explore = None
         if sch.coupled:
+            limits = {k: (min(d.extremes()), max(d.extremes()))
+                      for k, d in sch.hyperparam_mutations.items() if d.is_numeric()}
             explore = CoupledExplore([m.model_dump() for m in sch.coupled],
-                                     sweep.base.model_dump(), seed=sch.seed)
+                                     sweep.base.model_dump(), seed=sch.seed, limits=limits)
         return PopulationBasedTraining(
             time_attr="step", perturbation_interval=sch.perturbation_interval,
             burn_in_period=sch.burn_in_period,
@@ -322,6 +323,10 @@ def _run_tuner(sweep: Sweep, sweep_dir: Path, record: dict[str, Any],
         tuner._local_tuner.get_run_config().callbacks = [progress]
     else:
         n = concurrency(sweep.spec, sweep.base, machine)
+        # PBT pauses trials to rank its population, and a paused trial still counts against a
+        # search algorithm's limit: capped there, the population would split into batches.
+        # Trials in their own process reserve their CPUs in Tune, which then limits them.
+        cap = None if isinstance(sweep.spec.scheduler, Pbt) and workers == 0 else n
         say(f"sweep {sweep.name}: {sweep.spec.num_samples} sample(s) of "
             f"{', '.join(sweep.searched) or 'the base config'}, {n} trial(s) at a time, "
             f"{'in the trial process' if workers == 0 else f'{workers} Ray workers each'}; "
@@ -331,9 +336,9 @@ def _run_tuner(sweep: Sweep, sweep_dir: Path, record: dict[str, Any],
             trainable, param_space=_param_space(sweep),
             tune_config=tune.TuneConfig(
                 metric=sweep.spec.metric, mode=sweep.spec.mode,
-                search_alg=_search_alg(sweep, n), scheduler=_scheduler(sweep),
+                search_alg=_search_alg(sweep, cap), scheduler=_scheduler(sweep),
                 num_samples=sweep.spec.num_samples,
-                max_concurrent_trials=None if sweep.spec.search_alg.name == "random" else n,
+                max_concurrent_trials=None if sweep.spec.search_alg.name == "random" else cap,
                 # A trial process that trains itself can take the next trial: it has torch,
                 # Ray, MLflow and raybm imported already. One that drives a worker group is
                 # not reused: a stopped trial's Ray Train run lives as long as its process.
@@ -353,7 +358,7 @@ def _param_space(sweep: Sweep) -> dict[str, Any]:
     return {k: (v.to_tune() if isinstance(v, Domain) else v) for k, v in sweep.params.items()}
 
 
-def _rows(results, sweep: Sweep) -> list[TrialRow]:
+def _rows(results, sweep: Sweep, sweep_dir: Path) -> list[TrialRow]:
     """One row per trial: ``error``, ``finished`` (evaluated at its end), ``stopped`` (early,
     by the scheduler: ``progress.ENDED`` in its directory) or ``unfinished`` (the sweep was
     interrupted)."""
@@ -362,27 +367,22 @@ def _rows(results, sweep: Sweep) -> list[TrialRow]:
     rows = []
     for result in results:
         last = result.metrics or {}
-        trial_id = Path(result.path).name
-        step = int(last.get("step", 0))
+        trial_dir = sweep_dir / "trials" / Path(result.path).name
         if result.error is not None:
             status = "error"
         elif last.get(EVALUATED) == 1.0:
             status = "finished"
-        elif (Path(result.path).parent.parent / "trials" / trial_id / ENDED).is_file():
+        elif (trial_dir / ENDED).is_file():
             status = "stopped"
         else:
             status = "unfinished"
         value = last.get(sweep.spec.metric)
-        rows.append(TrialRow(trial_id, status, step,
+        run_file = trial_dir / RUN_ID_FILE
+        rows.append(TrialRow(trial_dir.name, status, int(last.get("step", 0)),
                              float(value) if value is not None else math.nan,
                              {k: (result.config or {}).get(k) for k in sweep.searched},
-                             _run_id(sweep, result)))
+                             run_file.read_text().strip() if run_file.is_file() else None))
     return rows
-
-
-def _run_id(sweep: Sweep, result) -> str | None:
-    path = Path(result.path).parent.parent / "trials" / Path(result.path).name / RUN_ID_FILE
-    return path.read_text().strip() if path.is_file() else None
 
 
 def _raise_if_all_failed(results, rows: list[TrialRow]) -> None:

@@ -134,8 +134,10 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
 
     status: str | None = "FAILED"
     try:
+        resources = ctx.sweep.spec.resources
         final, model = fit_run(active, on_report, extra_metrics=lambda: hp,
-                               cpus_per_worker=ctx.sweep.spec.resources.cpus_per_worker)
+                               cpus_per_worker=resources.cpus_per_worker,
+                               gpus_per_worker=resources.gpus_per_worker or None)
         lap("fit")
         metrics = evaluate_run(active, final, model)
         active.tracker.log_artifact(final, "checkpoint")

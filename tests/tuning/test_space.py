@@ -97,6 +97,20 @@ BAD = {
     "a tracking key searched": (space(param_space={"tracking.experiment": {"choice": ["a"]}}),
                                 "param_space.tracking.experiment", "set by the sweep itself"),
     "missing base file": (space(base="nowhere.yaml"), "base", "not found"),
+    "fractions for an integer key": (space(param_space={"algorithm.k": {"uniform": [1, 10]}}),
+                                     "param_space.algorithm.k", "takes integers"),
+    "grace period beyond max_t": (space(scheduler={"name": "asha", "grace_period": 50}),
+                                  "scheduler.grace_period", "beyond max_t (20 updates)"),
+    "PBT burn-in off the checkpoints": (space(
+        base={"train": {"checkpoint_every": 10, "n_updates": 40}},
+        scheduler={"name": "pbt", "perturbation_interval": 20, "burn_in_period": 15,
+                   "hyperparam_mutations": {"optimizer.lr": [0.01, 0.1]}}),
+        "scheduler.burn_in_period", "multiple of"),
+    "PBT population that cannot run at once": (space(
+        num_samples=4, resources={"workers": 2, "cpus_per_worker": 0.49},
+        scheduler={"name": "pbt", "perturbation_interval": 1000,
+                   "hyperparam_mutations": {"optimizer.lr": [0.01, 0.1]}}),
+        "num_samples", "whole population running at once: 4 trials, 2 fit"),
 }
 
 
@@ -170,6 +184,12 @@ def test_coupled_move_halves_k_and_lr_together_and_respects_the_config():
     # k = 1 halved would be 0 (refused by the config: k > 0), rounded up to 1: no move at all.
     assert explore({"algorithm.k": 1, "optimizer.lr": 0.08}) == {"algorithm.k": 1,
                                                                 "optimizer.lr": 0.08}
+    kept = CoupledExplore([{"key": "algorithm.k", "factors": [2.0],
+                            "moves": {"optimizer.lr": [2.0]}, "bounds": None}],
+                          Config().model_dump(), limits={"optimizer.lr": (0.001, 0.3)})
+    # k doubles; lr would reach 0.4 but stays inside its mutation domain.
+    assert kept({"algorithm.k": 8, "optimizer.lr": 0.2}) == {"algorithm.k": 16,
+                                                            "optimizer.lr": 0.3}
     up = CoupledExplore([{"key": "algorithm.ess_threshold", "factors": [2.0],
                           "moves": {"optimizer.lr": [2.0]}, "bounds": None}],
                         Config().model_dump())
@@ -191,10 +211,12 @@ def test_each_search_algorithm_draws_configs_inside_the_domains(name, tmp_path):
     for _ in range(2):
         alg = _search_alg(sweep, 2)
         if name == "random":
-            assert alg.max_concurrent == 2  # Tune would ignore max_concurrent_trials here
-            from ray.tune.search.variant_generator import generate_variants
+            from ray.tune.experiment import Experiment
 
-            draws.append([v for _, v in generate_variants(_param_space(sweep))][0])
+            assert alg.max_concurrent == 2  # Tune would ignore max_concurrent_trials here
+            alg.add_configurations([Experiment(name="x", run=lambda c: None,
+                                               config=_param_space(sweep), num_samples=1)])
+            draws.append(dict(alg.next_trial().config))
             continue
         assert alg.set_search_properties("test_accuracy", "max", _param_space(sweep))
         draws.append(alg.suggest("t1"))
@@ -202,5 +224,23 @@ def test_each_search_algorithm_draws_configs_inside_the_domains(name, tmp_path):
         assert 0.001 <= config["optimizer.lr"] <= 0.1 and 1 <= config["algorithm.k"] <= 4
         assert config["algorithm.name"] in ("pcd", "kstep")
         sweep.trial_config(config)  # a config the trial accepts
-    if name != "random":
-        assert draws[0] == draws[1]  # seeded
+    assert draws[0] == draws[1]  # seeded
+
+
+def test_nested_keys_and_relative_data_paths_in_the_space(tmp_path, monkeypatch):
+    """``data.synthetic.seed`` is a config key like any other; data paths among the searched
+    values are resolved against the working directory, as a config's are (trials run in
+    their own directories)."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.npz", "b.npz"):
+        np.savez(tmp_path / name, x=np.eye(8, dtype=np.uint8).repeat(30, 0))
+    path = write(tmp_path, space(metric="loss_generation", mode="min", param_space={
+        "data.path": {"choice": ["a.npz", "b.npz"]}, "model.labels": False}))
+    sweep = load_sweep(path, machine={"CPU": 2.0})
+    assert sweep.params["data.path"].args == (str(tmp_path / "a.npz"), str(tmp_path / "b.npz"))
+    path = write(tmp_path, space(base={"data": {"format": "bimodal"}, "model": {"n_hidden": 4}},
+                                 metric="loss_generation", mode="min",
+                                 param_space={"data.synthetic.seed": {"randint": [0, 3]}}))
+    assert load_sweep(path, machine={"CPU": 2.0}).searched == ["data.synthetic.seed"]
