@@ -146,9 +146,10 @@ def plan_run(config: Config | None = None, out: str | Path | None = None,
         old = resolve_paths(config_from(raw, source))
         new = resolve_paths(config_from(old.model_dump(), source, overrides))
         check_resumable(old, new)
-        from raybm.tracking import check_store
+        if new.tracking.enabled and meta.get("mlflow_run_id"):
+            from raybm.tracking import check_store
 
-        check_store(new.tracking.uri, existing=True)
+            check_store(new.tracking.uri, existing=True)
         train_set, test_set = load_data(new)
         check_data_fits(ckpt, train_set, "--set" if overrides else source)
         return RunPlan(new, run_dir, run_dir.name, train_set, test_set, resume_from=ckpt,
