@@ -203,10 +203,12 @@ PBT_CLONE = {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.
 
 
 @pytest.mark.slow
-def test_pbt_exploit_clones_the_donor_bit_for_bit(tmp_path, ray_session):
+def test_pbt_exploit_clones_the_donor_bit_for_bit(tmp_path, ray_session, monkeypatch):
     """Two trials, one with a learning rate too small to learn: at each perturbation the worse
     continues from the better one's checkpoint with a perturbed lr."""
     from raybm.tuning.sweep import tune_sweep
+
+    monkeypatch.chdir(tmp_path)  # its mlflow.db goes here
 
     space = write_space(tmp_path / "space.yaml", scheduler=PBT_CLONE,
                         param_space={"optimizer.lr": {"grid_search": [0.0002, 0.1]}})
@@ -217,10 +219,13 @@ def test_pbt_exploit_clones_the_donor_bit_for_bit(tmp_path, ray_session):
 
 
 @pytest.mark.slow
-def test_pbt_exploit_clones_every_shard_on_two_ray_workers(tmp_path, ray_session):
+def test_pbt_exploit_clones_every_shard_on_two_ray_workers(tmp_path, ray_session,
+                                                           monkeypatch):
     """The same with each trial on its own 2-worker Ray Train group: every rank's shard, with
     its generator, comes from the donor's checkpoint (PCD walkers, so walkers move too)."""
     from raybm.tuning.sweep import tune_sweep
+
+    monkeypatch.chdir(tmp_path)
 
     base = {**BASE, "algorithm": {"name": "pcd", "k": 2, "n_walkers": 101},
             "distributed": {"workers": 2}}
