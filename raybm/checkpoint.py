@@ -5,8 +5,13 @@ A checkpoint is a directory::
     meta.json         step, model spec, config, RNG bookkeeping, tracking run id (JSON)
     state.pt          parameters, optimizer state, centring offsets, generator state
                       (tensors and plain containers only: read with ``weights_only=True``)
-    walkers.parquet   one row per walker: ``x`` (its visible state, bytes), ``log_weight``,
-                      ``label`` (absent column when the model has no label unit)
+    walkers.parquet   one row per walker: ``x`` (its state's raw native bytes, fixed-size
+                      binary), ``log_weight``, ``label`` (absent column when the model has no
+                      label unit); the schema metadata records the state's dtype
+                      (``raybm.x_dtype``, e.g. "float32") and per-walker shape
+                      (``raybm.x_shape``, a JSON list, e.g. [1, 28, 28]), so walkers of any
+                      dtype and shape come back bit-exactly (format 2; format 1 had neither
+                      key and was uint8 ``(n, width)`` only, and is still read)
 
 A run with N > 1 workers writes one Parquet file per shard instead,
 ``walkers-RRR-of-NNN.parquet``, each carrying its rank's generator state in the file's schema
@@ -35,9 +40,22 @@ import torch
 
 from raybm.errors import InputError
 from raybm.models.rbm import RBM, build_rbm
-from raybm.walkers import WalkerState, concat_walkers, shard_slice
+from raybm.walkers import (
+    X_DTYPES,
+    WalkerState,
+    concat_walkers,
+    dtype_name,
+    row_bytes,
+    rows_from_bytes,
+    rows_to_bytes,
+    shard_slice,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored only uint8 (n, width) walker states, without the dtype/shape metadata.
+READABLE_VERSIONS = (1, FORMAT_VERSION)
+X_DTYPE_KEY = b"raybm.x_dtype"
+X_SHAPE_KEY = b"raybm.x_shape"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -65,27 +83,66 @@ def model_from_spec(spec: dict[str, Any]) -> RBM:
 
 
 def walkers_to_table(walkers: WalkerState) -> pa.Table:
-    x = walkers.x.contiguous().numpy()
-    n, width = x.shape
+    """One row per walker; ``x`` as each row's raw bytes, its dtype and shape in the metadata."""
+    shape = tuple(walkers.x.shape[1:])
+    metadata = {X_DTYPE_KEY: dtype_name(walkers.x.dtype).encode(),
+                X_SHAPE_KEY: json.dumps(list(shape)).encode()}
+    raw = rows_to_bytes(walkers.x.detach().cpu())
+    n, width = raw.shape
     cols = {
         "x": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(width), n, [None, pa.py_buffer(x.tobytes())]
+            pa.binary(width), n, [None, pa.py_buffer(raw.numpy().tobytes())]
         ),
-        "log_weight": pa.array(walkers.log_weight.double().numpy()),
+        "log_weight": pa.array(walkers.log_weight.double().cpu().numpy()),
     }
     if walkers.label is not None:
-        cols["label"] = pa.array(walkers.label.long().numpy())
-    return pa.table(cols)
+        cols["label"] = pa.array(walkers.label.long().cpu().numpy())
+    return pa.table(cols).replace_schema_metadata(metadata)
 
 
-def walkers_from_table(table: pa.Table, where: str) -> WalkerState:
+def _x_layout(metadata: dict[bytes, bytes], where: str, format_version: int
+              ) -> tuple[torch.dtype, tuple[int, ...] | None]:
+    """The walker states' dtype and per-walker shape a walker file records (shape None: one
+    flat row of the column's width, as format 1 stored every state)."""
+    if format_version == 1:
+        return torch.uint8, None
+    for key in (X_DTYPE_KEY, X_SHAPE_KEY):
+        if key not in metadata:
+            raise InputError(where, key.decode(), "missing from the walker file's metadata")
+    name = metadata[X_DTYPE_KEY].decode(errors="replace")
+    if name not in X_DTYPES:
+        raise InputError(where, X_DTYPE_KEY.decode(),
+                         f"unknown walker dtype {name!r} (one of {', '.join(X_DTYPES)})")
+    try:
+        shape = json.loads(metadata[X_SHAPE_KEY])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        shape = None
+    if not (isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)):  # bool is an int: refused
+        raise InputError(where, X_SHAPE_KEY.decode(), "not a JSON list of non-negative sizes")
+    return X_DTYPES[name], tuple(shape)
+
+
+def walkers_from_table(table: pa.Table, where: str,
+                       format_version: int = FORMAT_VERSION) -> WalkerState:
+    """The walkers of a table :func:`walkers_to_table` wrote (or format 1's uint8 layout)."""
     for col in ("x", "log_weight"):
         if col not in table.column_names:
             raise InputError(where, col, "missing column in walker file")
+    dtype, shape = _x_layout(table.schema.metadata or {}, where, format_version)
     xcol = table.column("x").combine_chunks()
+    if not pa.types.is_fixed_size_binary(xcol.type):
+        raise InputError(where, "x", f"expected fixed-size binary, got {xcol.type}")
     width = xcol.type.byte_width
-    raw = np.frombuffer(xcol.buffers()[1], dtype=np.uint8)[: len(xcol) * width]
-    x = torch.from_numpy(raw.reshape(len(xcol), width).copy())
+    shape = (width,) if shape is None else shape
+    if width != row_bytes(shape, dtype):
+        raise InputError(where, X_SHAPE_KEY.decode(),
+                         f"{list(shape)} of {dtype_name(dtype)} is {row_bytes(shape, dtype)} "
+                         f"bytes a walker, but x holds {width}")
+    # The array may be a slice of its buffer: skip ``offset`` rows.
+    raw = np.frombuffer(xcol.buffers()[1], dtype=np.uint8)[
+        xcol.offset * width:(xcol.offset + len(xcol)) * width]
+    x = rows_from_bytes(torch.from_numpy(raw.reshape(len(xcol), width).copy()), shape, dtype)
     logw = torch.from_numpy(table.column("log_weight").to_numpy().astype(np.float64))
     label = None
     if "label" in table.column_names:
@@ -173,7 +230,8 @@ def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerStat
     # Algorithms without persistent walkers (CD, F&F) still keep each rank's generator here.
     table = (walkers_to_table(walkers) if walkers is not None
              else pa.table({"log_weight": pa.array([], pa.float64())}))
-    table = table.replace_schema_metadata({GENERATOR_KEY: generator_state.numpy().tobytes()})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),  # keep x's layout
+                                           GENERATOR_KEY: generator_state.numpy().tobytes()})
     path = directory / shard_file(rank, world_size)
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
@@ -260,9 +318,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads((ckpt / "meta.json").read_text())
     except json.JSONDecodeError as err:
         raise InputError(ckpt / "meta.json", f"line {err.lineno}", "not valid JSON") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:  # true == 1 in Python
         raise InputError(ckpt / "meta.json", "format_version",
-                         f"expected {FORMAT_VERSION}, got {meta.get('format_version')!r}")
+                         f"expected one of {', '.join(map(str, READABLE_VERSIONS))} (this raybm "
+                         f"writes {FORMAT_VERSION}), got {version!r}")
     try:
         state = torch.load(ckpt / "state.pt", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt / unsafe files
@@ -272,7 +332,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     walkers, shards, generators = None, None, None
     wpath = ckpt / "walkers.parquet"
     if wpath.is_file():
-        walkers = walkers_from_table(_read_parquet(wpath), str(wpath))
+        walkers = walkers_from_table(_read_parquet(wpath), str(wpath), version)
     elif meta.get("shard_files"):
         shards, generators = [], []
         for name in meta["shard_files"]:
@@ -282,7 +342,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                                  f"checkpoint incomplete: {name} is missing")
             table = _read_parquet(spath)
             walker_less = "x" not in table.column_names and table.num_rows == 0
-            shards.append(None if walker_less else walkers_from_table(table, str(spath)))
+            shards.append(None if walker_less
+                          else walkers_from_table(table, str(spath), version))
             raw = (table.schema.metadata or {}).get(GENERATOR_KEY)
             generators.append(None if raw is None
                               else torch.frombuffer(bytearray(raw), dtype=torch.uint8))

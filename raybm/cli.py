@@ -177,6 +177,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from raybm.run import load_run
+    from raybm.samplers.gibbs import generate
+    from raybm.streams import generator
 
     _positive(args.n, "--n")
     _positive(args.k, "--k")
@@ -193,12 +195,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.seed < 0 or args.seed > 2**31 - 1:
         raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
     k = args.k or config.algorithm.k
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = generator(args.seed, "sample")
     label = None
     if model.n_labels:
         label = (torch.full((args.n,), args.label, dtype=torch.long) if args.label is not None
                  else torch.randint(0, model.n_labels, (args.n,), generator=gen))
-    x = model.sample(args.n, k, label=label, generator=gen)
+    x = generate(gen, model, args.n, k, label=label)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:

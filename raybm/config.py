@@ -66,16 +66,70 @@ class ModelConfig(_Section):
     weight_std: float = Field(0.01, ge=0)
 
 
-class AlgorithmConfig(_Section):
-    name: Literal["kstep", "pcd", "cd", "jarzynski"] = "kstep"
+class _AlgorithmOptions(_Section):
+    """Options every algorithm has (the RBM sampler's precision and the centred gradient)."""
+
+    name: str  # each algorithm narrows it to its own name (the union's tag)
     k: int = Field(10, gt=0)
-    n_walkers: int | None = Field(None, gt=0)  # PCD: persistent walkers (default: batch size)
+    n_walkers: int | None = Field(None, gt=0)  # persistent walkers (default: batch size)
     precision: Literal["fp32", "bf16"] = "fp32"
-    classification: bool = True  # F&F: also apply the label-sampling (classification) update
     centered: bool = True
-    ess_threshold: float = Field(0.5, gt=0, le=1)  # jarzynski: resample when ESS / n is below
-    resampling: Literal["systematic", "multinomial"] = "systematic"
     hidden_offset_momentum: float = Field(0.01, gt=0, le=1)
+
+
+class KStepConfig(_AlgorithmOptions):
+    """F&F out-of-equilibrium k-step training."""
+
+    name: Literal["kstep"] = "kstep"
+    classification: bool = True  # also apply the label-sampling (classification) update
+
+
+class PCDConfig(_AlgorithmOptions):
+    name: Literal["pcd"] = "pcd"
+
+
+class CDConfig(_AlgorithmOptions):
+    name: Literal["cd"] = "cd"
+
+
+class JarzynskiConfig(_AlgorithmOptions):
+    name: Literal["jarzynski"] = "jarzynski"
+    ess_threshold: float = Field(0.5, gt=0, le=1)  # resample when ESS / n is below
+    resampling: Literal["systematic", "multinomial"] = "systematic"
+
+
+# ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
+# of another algorithm is refused instead of silently ignored.
+ALGORITHM_CONFIGS: dict[str, type[_AlgorithmOptions]] = {
+    c.model_fields["name"].default: c
+    for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig)
+}
+ALGORITHM_NAMES = tuple(ALGORITHM_CONFIGS)
+AlgorithmConfig = Annotated[
+    KStepConfig | PCDConfig | CDConfig | JarzynskiConfig, Field(discriminator="name")]
+
+
+def _algorithm_section(raw: Any) -> Any:
+    """The raw ``algorithm:`` mapping ready for the union: ``name`` defaults to ``kstep``, and a
+    key of another algorithm is dropped when it holds that algorithm's default (configs
+    written before the union recorded every algorithm's keys) or refused when it does not."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    name = raw.setdefault("name", "kstep")
+    own = ALGORITHM_CONFIGS.get(name) if isinstance(name, str) else None
+    if own is None:
+        return raw  # the union reports the bad name
+    for key in [k for k in raw if k not in own.model_fields]:
+        owners = [n for n, c in ALGORITHM_CONFIGS.items() if key in c.model_fields]
+        if not owners:
+            continue  # an unknown key: reported as such
+        if raw[key] == ALGORITHM_CONFIGS[owners[0]].model_fields[key].default:
+            del raw[key]
+            continue
+        raise InputError("", f"algorithm.{key}",
+                         f"applies to algorithm.name {' or '.join(owners)} only, not {name}")
+    return raw
 
 
 class OptimizerConfig(_Section):
@@ -132,9 +186,16 @@ class DistributedConfig(_Section):
 
 
 class Config(_Section):
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _algorithm(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "algorithm" in raw:
+            raw = {**raw, "algorithm": _algorithm_section(raw["algorithm"])}
+        return raw
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=KStepConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -163,12 +224,20 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
         raise InputError(source, "", "a config must be a mapping of sections")
     try:
         return Config.model_validate(raw)
+    except InputError as err:  # raised by a section hook, without the source
+        raise InputError(source, err.field, err.message) from None
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "<root>"
+        loc = list(first["loc"])
+        if loc[:1] == ["algorithm"] and len(loc) > 1 and loc[1] in ALGORITHM_CONFIGS:
+            del loc[1]  # the union's tag: the key is algorithm.<field>
+        key = ".".join(str(p) for p in loc) or "<root>"
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif first["type"] == "union_tag_invalid":
+            key = "algorithm.name"
+            msg = f"Input should be one of {', '.join(ALGORITHM_NAMES)}"
         return _raise(InputError(source, key, msg))
 
 
@@ -327,7 +396,7 @@ RESUMABLE_KEYS = frozenset({
 def changed_keys(old: Config, new: Config) -> list[str]:
     """Dotted keys whose values differ between two configs."""
     a, b = old.flat(), new.flat()
-    return sorted(k for k in a if a[k] != b[k])
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def check_resumable(old: Config, new: Config, source: str = "--set") -> None:

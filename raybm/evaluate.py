@@ -11,6 +11,8 @@ from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.metrics.exact import MAX_ENUMERATED
 from raybm.models.rbm import RBM, BernoulliRBM
+from raybm.samplers.gibbs import generate
+from raybm.streams import generator
 
 
 def generation_labels(gen: torch.Generator, model: RBM, reference: Dataset, n: int):
@@ -34,7 +36,7 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
     from raybm.metrics.generation import score_curve
 
     cfg = config.train
-    gen = torch.Generator().manual_seed(cfg.seed + 7919 if seed is None else seed)
+    gen = generator(cfg.seed if seed is None else seed, "evaluate")
     out: dict[str, float] = {}
     if model.n_labels and test.n_samples:
         # Names do not carry k: a sweep over k compares one quantity across its trials; the
@@ -81,18 +83,18 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
 
     directory.mkdir(parents=True, exist_ok=True)
     cfg = config.train
-    gen = torch.Generator().manual_seed(cfg.seed + 104729)
+    gen = generator(cfg.seed, "artifacts")
     k = config.algorithm.k
     n = min(cfg.eval_samples, 1000)
     label = generation_labels(gen, model, train, n)
     if label is not None:  # one row of samples per class in the grid
         label = torch.arange(model.n_labels).repeat_interleave(10)
-    samples = model.sample(len(label) if label is not None else 100, k, label=label, generator=gen)
+    samples = generate(gen, model, len(label) if label is not None else 100, k, label=label)
     side = int(math.isqrt(model.n_visible))
     if side * side == model.n_visible and model.n_states == 2:
         sample_grid(samples, (side, side), directory / f"samples_t{k}.png", ncol=10)
         sample_grid(train.x[:100], (side, side), directory / "data.png", ncol=10)
-    pca_samples = model.sample(n, k, label=generation_labels(gen, model, train, n), generator=gen)
+    pca_samples = generate(gen, model, n, k, label=generation_labels(gen, model, train, n))
     pca_plot(train.x[:n], pca_samples, directory / f"pca_t{k}.png")
     t_list = sorted(cfg.eval_t)
     curves = {}

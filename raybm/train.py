@@ -9,7 +9,8 @@ globally and their gradients summed, so every rank applies the same update.
 
 The loop is deterministic given the config: minibatch order comes from ``(seed, epoch)``, every
 random draw from one generator per rank seeded from ``(seed, rank)`` whose state is
-checkpointed, so ``--resume`` continues exactly as an uninterrupted run would.
+checkpointed, so ``--resume`` continues exactly as an uninterrupted run would. Every generator
+is a named stream of ``raybm.streams``.
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ import torch
 from raybm.algorithms.base import Batch
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.centering import Centering
-from raybm.algorithms.contrastive import build_estimator
+from raybm.algorithms.registry import build_estimator, estimator_class
 from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
                               state_digest)
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
 from raybm.models.rbm import RBM, build_rbm
+from raybm.streams import generator
 from raybm.walkers import shard_sizes, shard_slice
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank``'s generator (rank 0 keeps ``seed``: one process, one stream)."""
-    return seed + 104_729 * rank
 
 
 def load_data(config: Config) -> tuple[Dataset, Dataset]:
@@ -56,7 +53,7 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
         from raybm.data.synthetic import bimodal_prototypes, prototype_mixture
 
         s = d.synthetic
-        dataset = prototype_mixture(torch.Generator().manual_seed(s.seed), s.n_samples,
+        dataset = prototype_mixture(generator(s.seed, "synthetic"), s.n_samples,
                                     bimodal_prototypes(s.n_visible),
                                     torch.tensor(s.weights, dtype=torch.float64), s.flip_prob)
     elif d.path is None:
@@ -74,7 +71,7 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
             reweight_identity=d.reweight_identity, label=d.label,
         )
     if d.max_samples is not None and dataset.n_samples > d.max_samples:
-        g = torch.Generator().manual_seed(d.split_seed + 1)
+        g = generator(d.split_seed, "subsample")
         dataset = dataset.subset(torch.randperm(dataset.n_samples, generator=g)[: d.max_samples])
     if d.test_fraction == 0:
         return dataset, dataset.subset(torch.arange(0))
@@ -102,7 +99,8 @@ def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
     n_labels = train.n_labels if (config.model.labels and train.labels is not None) else 0
     model = build_rbm(train.n_visible, config.model.n_hidden, train.n_states, n_labels)
     # Jarzynski walkers start exactly from a zero-coupling model (log Z_0 in closed form).
-    weight_std = 0.0 if config.algorithm.name == "jarzynski" else config.model.weight_std
+    zero = estimator_class(config.algorithm.name).zero_coupling_start
+    weight_std = 0.0 if zero else config.model.weight_std
     model.init_parameters(gen, weight_std=weight_std)
     model.init_visible_bias(train.x, train.weights)
     return model
@@ -153,14 +151,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         a = self.config.algorithm
-        options: dict[str, Any] = {}
-        if a.name == "kstep":
-            options = {"classification": a.classification}
-        elif a.name == "jarzynski":
-            options = {"ess_threshold": a.ess_threshold, "resampling": a.resampling,
-                       "resample_seed": self.config.train.seed}
-        self.estimator = build_estimator(a.name, a.k, a.precision, **options)
-        self.estimator.population = self.population
+        self.estimator = build_estimator(a, self.config.train.seed, self.population)
         self.optimizer = build_optimizer(self.config, self.model)
         use_labels = self.model.n_labels > 0
         self.centering = (
@@ -173,10 +164,11 @@ class Trainer:
             n_walkers = a.n_walkers or self.config.train.batch_size
             local = shard_sizes(n_walkers, self.population.world_size)[self.population.rank]
             self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
-            std = self.config.model.weight_std
-            if hasattr(self.estimator, "kick") and std > 0:  # Jarzynski, a fresh run
-                shared = torch.Generator().manual_seed(self.config.train.seed + 15_485_863)
-                self.walkers = self.estimator.kick(shared, self.model, self.walkers, std)
+            # A fresh run's last change to the initial model (Jarzynski's kick): the same
+            # draw on every rank, since it changes the parameters.
+            self.walkers = self.estimator.start(generator(self.config.train.seed, "kick"),
+                                                self.model, self.walkers,
+                                                self.config.model.weight_std)
         n = self.train_set.n_samples
         self.batch_size = min(self.config.train.batch_size, n)
         self.batches_per_epoch = max(n // self.batch_size, 1)
@@ -188,7 +180,7 @@ class Trainer:
         ``(seed, epoch)``, the same on every rank."""
         epoch, index = divmod(step, self.batches_per_epoch)
         if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + epoch)
+            g = generator(self.config.train.seed, "minibatch", epoch)
             self._perm = torch.randperm(self.train_set.n_samples, generator=g)
             self._perm_epoch = epoch
         return self._perm[index * self.batch_size : (index + 1) * self.batch_size]
@@ -237,13 +229,11 @@ class Trainer:
             t0 = self._time("all_reduce", t0)
             if self.centering is not None:
                 self.centering.transform_(self.model)
-            reweights = hasattr(self.estimator, "reweight")
-            if reweights:  # Jarzynski: the walkers absorb the work of this update
-                f_before = self.estimator.free_energy(self.model, self.walkers)
+            token = self.estimator.before_update(self.model, self.walkers)
             self.optimizer.step()
             self.model.apply_gauge()
-            if reweights:
-                self.walkers = self.estimator.reweight(self.model, self.walkers, f_before)
+            # Jarzynski: the walkers absorb the work of this update.
+            self.walkers = self.estimator.after_update(self.model, self.walkers, token)
             self._time("optimizer", t0)
             info[f"loss_{phase}"] = loss
             info.update(est.info)
@@ -263,7 +253,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint state
     def state(self) -> dict[str, Any]:
         return {
-            "estimator": getattr(self.estimator, "state_dict", dict)(),
+            "estimator": self.estimator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "centering": None if self.centering is None else self.centering.state_dict(),
             "generator": self.gen.get_state(),
@@ -271,8 +261,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        if hasattr(self.estimator, "load_state_dict"):
-            self.estimator.load_state_dict(state["estimator"])
+        self.estimator.load_state_dict(state["estimator"])
         if self.centering is not None and state.get("centering") is not None:
             self.centering.load_state_dict(state["centering"])
         self.gen.set_state(state["generator"])
@@ -319,24 +308,22 @@ def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
         torch.set_num_threads(config.train.threads)
     rank, world = population.rank, population.world_size
     if resume is None:
-        # Every rank builds the same initial model from the shared seed; rank 0 goes on with
-        # that stream (so one process is one stream), the others with their own.
-        shared = torch.Generator().manual_seed(config.train.seed)
-        model = build_model(config, train, shared)
-        gen = shared if rank == 0 else torch.Generator().manual_seed(
-            rank_seed(config.train.seed, rank))
+        # Every rank builds the same initial model from the shared stream, then draws from
+        # its own.
+        model = build_model(config, train, generator(config.train.seed, "init"))
+        gen = generator(config.train.seed, "walkers", rank)
         return Trainer(config, train, model, gen, population=population)
     ckpt = load_checkpoint(resume)
-    walkers, generator, exact = ckpt.shard(rank, world)
+    walkers, shard_gen, exact = ckpt.shard(rank, world)
     gen = torch.Generator()
     trainer = Trainer(config, train, ckpt.model, gen, step=ckpt.step, walkers=walkers,
                       population=population)
     trainer.load_state(ckpt.state)  # rank 0's generator is in the common state
     trainer.apply_optimizer_config()  # a resume or a PBT exploit may have changed lr, ...
-    if generator is not None:
-        trainer.gen.set_state(generator)
+    if shard_gen is not None:
+        trainer.gen.set_state(shard_gen)
     elif not exact:  # a different number of shards: streams cannot continue, start anew
-        trainer.gen.manual_seed(rank_seed(config.train.seed, rank) * 1_000_003 + ckpt.step)
+        trainer.gen.set_state(generator(config.train.seed, "resplit", rank, ckpt.step).get_state())
     return trainer
 
 

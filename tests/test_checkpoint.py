@@ -18,7 +18,7 @@ from raybm.checkpoint import (
 )
 from raybm.errors import InputError
 from raybm.models import BernoulliRBM, PottsRBM
-from raybm.walkers import WalkerState
+from raybm.walkers import WalkerState, concat_walkers
 
 
 @pytest.mark.parametrize("model", [BernoulliRBM(7, 3, 4), PottsRBM(5, 3, 4)],
@@ -179,3 +179,174 @@ def test_sharded_checkpoint_without_walkers_keeps_each_rank_generator(tmp_path):
     assert walkers is None and exact
     assert torch.equal(generator, torch.Generator().manual_seed(1).get_state())
     assert ckpt.shard(0, 3)[1:] == (None, False)
+
+
+# ------------------------------------------------ walker states of any dtype and shape
+# dtype -> (a subnormal, the bits of a NaN with a payload, the integer dtype of its width)
+FLOAT_ODDITIES = {
+    torch.float64: (1e-310, 0x7FF8000000000ABC, torch.int64),
+    torch.float32: (1e-42, 0x7FC00ABC, torch.int32),
+    torch.float16: (1e-6, 0x7E0B, torch.int16),
+    torch.bfloat16: (1e-40, 0x7FCB, torch.int16),
+}
+
+
+def _odd_floats(dtype: torch.dtype, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Random floats plus the values a conversion would lose: -0.0, a subnormal, a NaN with a
+    payload (only a byte comparison sees it), infinities."""
+    subnormal, nan_bits, bits = FLOAT_ODDITIES[dtype]
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 1e3).to(dtype).reshape(-1)
+    specials = torch.tensor([-0.0, subnormal, float("inf"), float("-inf")], dtype=dtype)
+    x[: len(specials)] = specials
+    x.view(bits)[len(specials)] = nan_bits
+    return x.reshape(shape)
+
+
+def _ints(low: int, high: int, dtype: torch.dtype):
+    return lambda g, n, shape: torch.randint(low, high, (n, *shape), generator=g, dtype=dtype)
+
+
+STATES = {  # name -> (per-walker shape, a maker of n such walker states)
+    "float32": ((5,), lambda g, n, shape: _odd_floats(torch.float32, (n, *shape), g)),
+    "float64": ((5,), lambda g, n, shape: _odd_floats(torch.float64, (n, *shape), g)),
+    "float16": ((4,), lambda g, n, shape: _odd_floats(torch.float16, (n, *shape), g)),
+    "bfloat16": ((4,), lambda g, n, shape: _odd_floats(torch.bfloat16, (n, *shape), g)),
+    "binary": ((7,), _ints(0, 2, torch.uint8)),
+    "potts": ((6,), _ints(0, 21, torch.uint8)),
+    "int8": ((3,), _ints(-128, 128, torch.int8)),
+    "int64": ((3,), _ints(-2**62, 2**62, torch.int64)),
+    "image": ((1, 28, 28), lambda g, n, shape: _odd_floats(torch.float32, (n, *shape), g)),
+}
+
+
+def make_walkers(state: str, labelled: bool, seed: int = 0, n: int = 9) -> WalkerState:
+    """``n`` walkers of kind ``state`` (a :data:`STATES` key), weighted, labelled or not."""
+    g = torch.Generator().manual_seed(seed)
+    shape, make = STATES[state]
+    return WalkerState(x=make(g, n, shape),
+                       log_weight=torch.randn(n, generator=g, dtype=torch.float64) * 40,
+                       label=torch.randint(0, 10, (n,), generator=g) if labelled else None)
+
+
+def assert_same_walkers(got: WalkerState, want: WalkerState) -> None:
+    """Bit for bit: dtype, shape and the bytes (NaN payloads included) of every field."""
+    assert got.x.dtype == want.x.dtype and got.x.shape == want.x.shape
+    assert torch.equal(got.x.contiguous().view(torch.uint8), want.x.contiguous().view(torch.uint8))
+    assert got.log_weight.dtype == torch.float64
+    assert torch.equal(got.log_weight.view(torch.uint8), want.log_weight.view(torch.uint8))
+    assert (got.label is None) == (want.label is None)
+    if want.label is not None:
+        assert got.label.dtype == torch.int64 and torch.equal(got.label, want.label)
+
+
+walker_cases = pytest.mark.parametrize("state, labelled", [
+    (s, lab) for s in STATES for lab in (False, True)])
+
+
+@walker_cases
+def test_walker_table_round_trips_any_dtype_and_shape(state, labelled):
+    w = make_walkers(state, labelled)
+    table = walkers_to_table(w)
+    meta = table.schema.metadata
+    assert meta[b"raybm.x_dtype"] == str(w.x.dtype).removeprefix("torch.").encode()
+    assert json.loads(meta[b"raybm.x_shape"]) == list(w.x.shape[1:])
+    assert_same_walkers(walkers_from_table(table, "t"), w)
+    assert_same_walkers(walkers_from_table(table.slice(2, 5), "t"), w.take(torch.arange(2, 7)))
+
+
+@walker_cases
+def test_checkpoint_round_trips_any_dtype_and_shape(tmp_path, state, labelled):
+    w = make_walkers(state, labelled)
+    path = save_checkpoint(tmp_path / "c", step=1, model=BernoulliRBM(4, 2), state={},
+                           walkers=w, meta={})
+    assert json.loads((path / "meta.json").read_text())["format_version"] == 2
+    assert_same_walkers(load_checkpoint(path).walkers, w)
+
+
+@walker_cases
+def test_sharded_checkpoint_round_trips_any_dtype_and_shape(tmp_path, state, labelled):
+    from raybm.checkpoint import write_common, write_shard
+
+    parts = [make_walkers(state, labelled, seed=rank).take(torch.arange(9 - 2 * rank))
+             for rank in range(2)]  # 9 and 7 rows: uneven shards
+    for rank, w in enumerate(parts):
+        write_shard(tmp_path, rank, 2, w, torch.Generator().manual_seed(rank).get_state())
+    write_common(tmp_path, step=3, model=BernoulliRBM(4, 2), state={}, meta={}, world_size=2)
+    ckpt = load_checkpoint(tmp_path)
+    for rank, w in enumerate(parts):
+        walkers, generator, exact = ckpt.shard(rank, 2)
+        assert exact and generator is not None
+        assert_same_walkers(walkers, w)
+    whole = concat_walkers(parts)  # the population in rank order, re-split over 3 shards
+    three = [ckpt.shard(r, 3) for r in range(3)]
+    assert [w.n_walkers for w, _, _ in three] == [6, 5, 5]
+    start = 0
+    for walkers, generator, exact in three:
+        assert generator is None and not exact
+        assert_same_walkers(walkers, whole.take(torch.arange(start, start + walkers.n_walkers)))
+        start += walkers.n_walkers
+
+
+def _version_1_checkpoint(directory, version=1):
+    """A checkpoint as format 1 wrote it: uint8 states as bare bytes, no x metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raybm.checkpoint import model_spec
+
+    model = PottsRBM(5, 3, 4)
+    directory.mkdir()
+    torch.save({"model": model.state_dict()}, directory / "state.pt")
+    meta = {"format_version": version, "step": 4, "model": model_spec(model)}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    x = torch.randint(0, model.n_states, (6, 5), dtype=torch.uint8)
+    table = pa.table({
+        "x": pa.FixedSizeBinaryArray.from_buffers(pa.binary(5), 6,
+                                                  [None, pa.py_buffer(x.numpy().tobytes())]),
+        "log_weight": pa.array(torch.arange(6, dtype=torch.float64).numpy()),
+    })
+    pq.write_table(table, directory / "walkers.parquet")
+    return x
+
+
+def test_version_1_checkpoint_still_loads_as_uint8_rows(tmp_path):
+    x = _version_1_checkpoint(tmp_path / "old")
+    ckpt = load_checkpoint(tmp_path / "old")
+    assert ckpt.walkers.x.dtype == torch.uint8 and torch.equal(ckpt.walkers.x, x)
+    assert torch.equal(ckpt.walkers.log_weight, torch.arange(6, dtype=torch.float64))
+    assert ckpt.walkers.label is None and isinstance(ckpt.model, PottsRBM)
+
+
+@pytest.mark.parametrize("version", [99, 0, "2", True, None])
+def test_unknown_format_version_is_a_one_line_error(tmp_path, version):
+    _version_1_checkpoint(tmp_path / "new", version=version)
+    with pytest.raises(InputError, match=r"meta.json: format_version: expected one of 1, 2") as e:
+        load_checkpoint(tmp_path / "new")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, says", [
+    (b"raybm.x_dtype", b"complex128", "unknown walker dtype 'complex128'"),
+    (b"raybm.x_dtype", b"garbage", "unknown walker dtype 'garbage'"),
+    (b"raybm.x_shape", b"[4]", r"\[4\] of float32 is 16 bytes a walker, but x holds 20"),
+    (b"raybm.x_shape", b"[2, 3]", r"\[2, 3\] of float32 is 24 bytes a walker"),
+    (b"raybm.x_shape", b"[5, -1]", "not a JSON list of non-negative sizes"),
+    (b"raybm.x_shape", b"not json", "not a JSON list of non-negative sizes"),
+    (b"raybm.x_shape", None, "raybm.x_shape: missing"),
+])
+def test_corrupt_walker_layout_is_a_one_line_error_naming_the_file(tmp_path, key, value, says):
+    import pyarrow.parquet as pq
+
+    path = save_checkpoint(tmp_path / "c", step=1, model=BernoulliRBM(4, 2), state={},
+                           walkers=make_walkers("float32", False), meta={})
+    wpath = path / "walkers.parquet"
+    table = pq.read_table(wpath)
+    meta = dict(table.schema.metadata)
+    if value is None:
+        del meta[key]
+    else:
+        meta[key] = value
+    pq.write_table(table.replace_schema_metadata(meta), wpath)
+    with pytest.raises(InputError, match=says) as e:
+        load_checkpoint(path)
+    assert str(e.value).startswith(str(wpath)) and "\n" not in str(e.value)

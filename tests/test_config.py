@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raybm.config import DEFAULT_CONFIG, Config, load_config, parse_config
+from raybm.config import (ALGORITHM_NAMES, DEFAULT_CONFIG, Config, config_from, load_config,
+                          parse_config, with_values)
 from raybm.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,35 @@ def test_every_example_config_runs_on_the_shared_data(path, tmp_path):
 
 def test_every_key_is_documented():
     doc = (ROOT / "docs" / "config.md").read_text()
-    missing = [key for key in Config().flat() if f"`{key}`" not in doc]
+    keys = {key for name in ALGORITHM_NAMES
+            for key in parse_config({"algorithm": {"name": name}}).flat()}
+    missing = sorted(key for key in keys if f"`{key}`" not in doc)
     assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_algorithm_options_belong_to_their_algorithm():
+    """``algorithm:`` is chosen by its name: another algorithm's key is refused with its
+    owner named, not silently ignored; a config written before (every algorithm's keys, at
+    their defaults) still loads, and records only its own keys."""
+    with pytest.raises(InputError) as err:
+        parse_config({"algorithm": {"name": "pcd", "ess_threshold": 0.3}}, "cfg.yaml")
+    assert str(err.value) == ("cfg.yaml: algorithm.ess_threshold: applies to algorithm.name "
+                              "jarzynski only, not pcd")
+    with pytest.raises(InputError) as err:
+        config_from({"algorithm": {"name": "jarzynski"}}, "cfg.yaml",
+                    ["algorithm.classification=false"])
+    assert str(err.value).startswith("--set: algorithm.classification: applies to "
+                                     "algorithm.name kstep only")
+    legacy = {"name": "pcd", "k": 5, "n_walkers": None, "precision": "fp32",
+              "classification": True, "centered": True, "ess_threshold": 0.5,
+              "resampling": "systematic", "hidden_offset_momentum": 0.01}
+    config = parse_config({"algorithm": legacy}, "old-run/config.yaml")
+    assert config.algorithm.name == "pcd" and config.algorithm.k == 5
+    assert set(config.model_dump()["algorithm"]) == {
+        "name", "k", "n_walkers", "precision", "centered", "hidden_offset_momentum"}
+    assert parse_config({"algorithm": {"k": 3}}).algorithm.name == "kstep"  # the default
+    switched = with_values(parse_config({}), {"algorithm.name": "jarzynski"})
+    assert switched.algorithm.ess_threshold == 0.5
 
 
 def test_bad_override_is_named_as_set_not_as_the_file_it_overrode():

@@ -1,14 +1,17 @@
-"""Gradient estimators: CD-k, PCD-k, F&F k-step (Jarzynski, flows and DCD follow)."""
+"""Gradient estimators: CD-k, PCD-k, F&F k-step and Jarzynski (flows and DCD follow).
 
-from raybm.algorithms.base import Batch, Estimate, GradientEstimator
+Each implements :class:`~raybm.algorithms.base.Estimator`; ``registry.ESTIMATORS`` maps
+``algorithm.name`` to its class.
+"""
+
+from raybm.algorithms.base import Batch, Estimate, Estimator
 from raybm.algorithms.contrastive import (
     ContrastiveDivergence,
     KStep,
     PersistentContrastiveDivergence,
-    build_estimator,
 )
 
 __all__ = [
-    "Batch", "Estimate", "GradientEstimator", "ContrastiveDivergence", "KStep",
-    "PersistentContrastiveDivergence", "build_estimator",
+    "Batch", "Estimate", "Estimator", "ContrastiveDivergence", "KStep",
+    "PersistentContrastiveDivergence",
 ]

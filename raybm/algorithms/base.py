@@ -21,14 +21,19 @@ call seeing the parameters after the previous phase's update.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from raybm.algorithms.population import LOCAL, Population
 from raybm.models.rbm import RBM
+from raybm.samplers.base import Kernel
 from raybm.walkers import WalkerState
+
+if TYPE_CHECKING:
+    from raybm.config import AlgorithmConfig
 
 
 @dataclass
@@ -56,21 +61,70 @@ class Estimate:
     info: dict[str, float] = field(default_factory=dict)
 
 
-class GradientEstimator(Protocol):
-    """What the training loop needs from an algorithm."""
+class Estimator(ABC):
+    """The declared contract between the training loop and an algorithm.
 
-    name: str
+    The trainer calls, in this order, and nothing else (no probing for optional methods):
+
+    - fresh run: ``init_walkers(gen, model, n)`` (this shard's persistent walkers, or None),
+      then ``start(shared_gen, model, walkers, weight_std)`` (a last change to the initial
+      model with its walkers: Jarzynski's kick; identity by default);
+    - each update, each of ``phases``: ``estimate(gen, model, batch, walkers, phase)``, then
+      around the optimizer step ``token = before_update(model, walkers)`` and
+      ``walkers = after_update(model, walkers, token)`` (Jarzynski charges the work of the
+      update to its walkers; identity by default);
+    - checkpoints: ``state_dict()`` / ``load_state_dict(state)`` (JSON-able scalars).
+
+    ``persistent``: the walkers live across updates and are checkpointed (PCD, Jarzynski).
+    ``zero_coupling_start``: the initial model must have zero couplings (Jarzynski walkers
+    start exactly from it, with ``log Z_0`` in closed form); the trainer builds it so.
+    ``kernel`` is the sampler the estimator moves walkers with, handed in (DESIGN.md,
+    "Kernel"); ``population`` the global view of a sharded walker population.
+    """
+
+    name: ClassVar[str]
+    zero_coupling_start: ClassVar[bool] = False
+    persistent: ClassVar[bool] = False  # walkers live across updates (and in checkpoints)
     phases: tuple[str, ...]
+    kernel: Kernel
+    population: Population
 
-    def init_walkers(self, gen: torch.Generator, model: RBM, n_walkers: int) -> WalkerState | None:
-        """The persistent walkers (None for algorithms that restart their chains)."""
-        ...
+    @classmethod
+    @abstractmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
+                    population: Population = LOCAL) -> "Estimator":
+        """The estimator an ``algorithm:`` config section describes."""
 
-    def estimate(
-        self, gen: torch.Generator, model: RBM, batch: Batch, walkers: WalkerState | None,
-        phase: str,
-    ) -> Estimate:
-        ...
+    def init_walkers(self, gen: torch.Generator, model: RBM,
+                     n_walkers: int) -> WalkerState | None:
+        """This shard's persistent walkers (None for algorithms that restart their chains)."""
+        return None
+
+    def start(self, gen: torch.Generator, model: RBM, walkers: WalkerState | None,
+              weight_std: float) -> WalkerState | None:
+        """A fresh run's last step before training (``gen`` is the same on every rank)."""
+        return walkers
+
+    @abstractmethod
+    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+                 walkers: WalkerState | None, phase: str) -> Estimate:
+        """One phase's surrogate loss, the walkers to keep, and diagnostics."""
+
+    def before_update(self, model: RBM, walkers: WalkerState | None) -> Any:
+        """Called just before the optimizer step; its result goes to :meth:`after_update`."""
+        return None
+
+    def after_update(self, model: RBM, walkers: WalkerState | None,
+                     token: Any) -> WalkerState | None:
+        """Called just after the optimizer step (and the model's gauge fix)."""
+        return walkers
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must keep beyond parameters and walkers."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
 def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:

@@ -16,116 +16,114 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from raybm.algorithms.base import Batch, Estimate, data_term, walker_term
+from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
 from raybm.algorithms.population import LOCAL, Population
 from raybm.models.rbm import RBM
-from raybm.samplers import gibbs
+from raybm.samplers.gibbs import GibbsKernel
 from raybm.walkers import WalkerState, shard_sizes
+
+if TYPE_CHECKING:
+    from raybm.config import AlgorithmConfig
 
 
 @dataclass
-class ContrastiveDivergence:
-    """CD-k: chains from the data batch (labels included), k sweeps."""
+class ContrastiveDivergence(Estimator):
+    """CD-k: chains from the data batch (labels included), k kernel steps."""
 
     k: int
-    precision: str = "fp32"
-    name: str = "cd"
+    kernel: GibbsKernel = field(default_factory=GibbsKernel)
     phases: tuple[str, ...] = ("joint",)
     population: Population = field(default=LOCAL, repr=False)
+    name: ClassVar[str] = "cd"
 
-    def init_walkers(self, gen, model, n_walkers):
-        return None
+    @classmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+                    population: Population = LOCAL) -> ContrastiveDivergence:
+        return cls(k=algorithm.k, kernel=kernel, population=population)
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
-        neg, _ = gibbs.step(gen, start, model, self.k, precision=self.precision)
+        neg, _ = self.kernel.step(gen, start, model, self.k)
         return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
 
 
 @dataclass
-class PersistentContrastiveDivergence:
-    """PCD-k: persistent walkers from the uniform distribution, k sweeps per update."""
+class PersistentContrastiveDivergence(Estimator):
+    """PCD-k: persistent walkers from the kernel's initial distribution, k steps per update."""
 
     k: int
-    precision: str = "fp32"
-    name: str = "pcd"
+    kernel: GibbsKernel = field(default_factory=GibbsKernel)
     phases: tuple[str, ...] = ("joint",)
     population: Population = field(default=LOCAL, repr=False)
+    name: ClassVar[str] = "pcd"
+    persistent: ClassVar[bool] = True
 
-    def init_walkers(self, gen, model, n_walkers):
-        return gibbs.init_uniform(gen, model, n_walkers)
+    @classmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+                    population: Population = LOCAL) -> PersistentContrastiveDivergence:
+        return cls(k=algorithm.k, kernel=kernel, population=population)
+
+    def init_walkers(self, gen: torch.Generator, model: RBM, n_walkers: int) -> WalkerState:
+        return self.kernel.init(gen, model, n_walkers)
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
-        walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
+        walkers, _ = self.kernel.step(gen, walkers, model, self.k)
         loss = data_term(model, batch) - walker_term(model, walkers, self.population)
         return Estimate(loss, walkers)
 
 
 @dataclass
-class KStep:
+class KStep(Estimator):
     """F&F k-step: k sweeps from uniform noise, restarted every update.
 
     Without labels (or with ``classification=False``), one generation phase with the labels of
     the negative chains sampled freely (or clamped to the batch labels when the model has them).
+    Clamping a label or the visibles is a Gibbs feature: this estimator takes a
+    :class:`~raybm.samplers.gibbs.GibbsKernel`.
     """
 
     k: int
     n_chains: int | None = None  # negatives per update; default: the batch size
-    precision: str = "fp32"
     classification: bool = True
-    name: str = "kstep"
+    kernel: GibbsKernel = field(default_factory=GibbsKernel)
     population: Population = field(default=LOCAL, repr=False)
+    name: ClassVar[str] = "kstep"
+
+    @classmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+                    population: Population = LOCAL) -> KStep:
+        return cls(k=algorithm.k, classification=algorithm.classification, kernel=kernel,
+                   population=population)
 
     @property
     def phases(self) -> tuple[str, ...]:
         return ("generation", "classification") if self.classification else ("generation",)
-
-    def init_walkers(self, gen, model, n_walkers):
-        return None
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         if phase == "classification":
             if not model.n_labels:
                 return Estimate(torch.zeros((), requires_grad=False), None)
-            start = gibbs.init_uniform(gen, model, batch.size)
+            start = self.kernel.init(gen, model, batch.size)
             start = start.replace(x=batch.x)
-            neg, _ = gibbs.step(gen, start, model, self.k, clamp_visible=True,
-                                precision=self.precision)
+            neg, _ = self.kernel.step(gen, start, model, self.k, clamp_visible=True)
             # Same visibles on both sides: only the label (and its coupling) part remains.
             loss = data_term(model, batch) - data_term(model, batch, label=neg.label)
             acc = float((neg.label == batch.label).float().mean())
             return Estimate(loss, None, {"train_label_accuracy": acc})
         if model.n_labels:
             # Generation: the negatives are generated for the batch's labels.
-            label = batch.label
-            start = gibbs.init_uniform(gen, model, batch.size, label=label)
-            neg, _ = gibbs.step(gen, start, model, self.k, clamp_label=True,
-                                precision=self.precision)
+            start = self.kernel.init(gen, model, batch.size, label=batch.label)
+            neg, _ = self.kernel.step(gen, start, model, self.k, clamp_label=True)
         else:
             # n_chains counts the whole population: this shard runs its share of them.
             n = batch.size if self.n_chains is None else shard_sizes(
                 self.n_chains, self.population.world_size)[self.population.rank]
-            neg, _ = gibbs.step(gen, gibbs.init_uniform(gen, model, n), model, self.k,
-                                precision=self.precision)
+            neg, _ = self.kernel.step(gen, self.kernel.init(gen, model, n), model, self.k)
         return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
-
-
-def build_estimator(name: str, k: int, precision: str = "fp32", **options):
-    """The estimator for an ``algorithm.name`` of the config."""
-    if name == "cd":
-        return ContrastiveDivergence(k=k, precision=precision)
-    if name == "pcd":
-        return PersistentContrastiveDivergence(k=k, precision=precision)
-    if name in ("kstep", "ff"):
-        return KStep(k=k, precision=precision, **options)
-    if name == "jarzynski":
-        from raybm.algorithms.jarzynski import Jarzynski
-
-        return Jarzynski(k=k, precision=precision, **options)
-    raise ValueError(f"unknown algorithm {name!r}")

@@ -19,24 +19,30 @@ Sharded populations: every global quantity (the softmax normaliser, ESS, ``log m
 the ancestors) is computed from the log-weights gathered over the
 :class:`~raybm.algorithms.population.Population`. The ancestors are drawn from a generator
 seeded by ``(resample_seed, n_resamplings)``, so every rank draws the same ones without a
-broadcast; rank 0 is the coordinator of record that logs the decision. The population layer
+broadcast (the ``"resample"`` stream of ``raybm.streams``); rank 0 is the coordinator of record that logs the decision. The population layer
 then moves only the rows whose ancestor sits on another shard.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from raybm.algorithms.base import Batch, Estimate, data_term, walker_term
+from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.resample import ess_fraction, log_mean_weight, resample
 from raybm.models.rbm import RBM, BernoulliRBM
-from raybm.samplers import gibbs
+from raybm.samplers.base import Kernel
+from raybm.samplers.gibbs import GibbsKernel
 from raybm.samplers.random_bits import categorical_logits
+from raybm.streams import generator
 from raybm.walkers import WalkerState
+
+if TYPE_CHECKING:
+    from raybm.config import AlgorithmConfig
 
 
 def independent_log_partition(model: RBM) -> float:
@@ -67,19 +73,38 @@ def sample_independent(gen: torch.Generator, model: RBM, n: int) -> WalkerState:
 
 
 @dataclass
-class Jarzynski:
-    """Jarzynski-weighted PCD-k with ESS-triggered resampling."""
+class Jarzynski(Estimator):
+    """Jarzynski-weighted PCD-k with ESS-triggered resampling.
+
+    The kernel must leave the current model invariant (``kernel.invariant``): the weights
+    here carry only the work of parameter changes. (A kernel that is not, ULA, reports its
+    own log-weight increment; the float-walker estimator adds it.)
+    """
 
     k: int
-    precision: str = "fp32"
     ess_threshold: float = 0.5
     resampling: str = "systematic"
-    name: str = "jarzynski"
     phases: tuple[str, ...] = ("joint",)
     resample_seed: int = 0  # with n_resamplings: the shared seed of each resampling's draw
+    kernel: Kernel = field(default_factory=GibbsKernel)
     population: Population = field(default=LOCAL, repr=False)
     log_z_base: float = field(default=float("nan"))  # log Z_0 + increments banked at resampling
     n_resamplings: int = 0
+    name: ClassVar[str] = "jarzynski"
+    persistent: ClassVar[bool] = True
+    zero_coupling_start: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not self.kernel.invariant:
+            raise ValueError(f"Jarzynski on RBMs needs an invariant kernel, not "
+                             f"{self.kernel.name}")
+
+    @classmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
+                    population: Population = LOCAL) -> Jarzynski:
+        return cls(k=algorithm.k, ess_threshold=algorithm.ess_threshold,
+                   resampling=algorithm.resampling, resample_seed=seed, kernel=kernel,
+                   population=population)
 
     def init_walkers(self, gen: torch.Generator, model: RBM, n_walkers: int) -> WalkerState:
         coupled = [model.weight] + ([model.label_weight] if model.n_labels else [])
@@ -98,8 +123,7 @@ class Jarzynski:
         info: dict[str, float] = {"ess": ess_fraction(log_weight), "resampled": 0.0}
         if info["ess"] < self.ess_threshold:
             self.log_z_base += log_mean_weight(log_weight)
-            shared = torch.Generator().manual_seed(
-                self.resample_seed * 1_000_003 + self.n_resamplings)
+            shared = generator(self.resample_seed, "resample", self.n_resamplings)
             ancestors = resample(shared, log_weight, log_weight.numel(), self.resampling)
             walkers = self.population.redistribute(walkers, ancestors)
             walkers = walkers.replace(log_weight=torch.zeros_like(walkers.log_weight))
@@ -114,12 +138,28 @@ class Jarzynski:
         # (benchmarks/bimodal_modes.py measured +0.07..+0.11 on its weight, 2k walkers).
         loss = data_term(model, batch) - walker_term(
             model, walkers, log_norm=torch.logsumexp(log_weight.double(), 0))
-        walkers, _ = gibbs.step(gen, walkers, model, self.k, precision=self.precision)
+        walkers, _ = self.kernel.step(gen, walkers, model, self.k)
         w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())
         info["log_z"] = self.log_z_base + log_mean_weight(log_weight)
         info["n_resamplings"] = float(self.n_resamplings)
         return Estimate(loss, walkers, info)
+
+    def start(self, gen: torch.Generator, model: RBM, walkers: WalkerState | None,
+              weight_std: float) -> WalkerState | None:
+        """A fresh run: :meth:`kick` the couplings by ``weight_std`` (nothing when 0)."""
+        if walkers is None or weight_std <= 0:
+            return walkers
+        return self.kick(gen, model, walkers, weight_std)
+
+    def before_update(self, model: RBM, walkers: WalkerState | None) -> torch.Tensor:
+        """The walkers' free energies under the parameters about to change."""
+        return self.free_energy(model, walkers)
+
+    def after_update(self, model: RBM, walkers: WalkerState | None,
+                     token: torch.Tensor) -> WalkerState:
+        """Charge the update's work to the walkers (:meth:`reweight`)."""
+        return self.reweight(model, walkers, token)
 
     @torch.no_grad()
     def kick(self, gen: torch.Generator, model: RBM, walkers: WalkerState,

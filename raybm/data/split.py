@@ -6,11 +6,12 @@ import torch
 
 from raybm.data.dataset import Dataset
 from raybm.errors import InputError
+from raybm.streams import generator
 
 
 def train_test_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """``(train, test)``: ``round(test_fraction * n)`` rows drawn for the test set by a
-    permutation from ``torch.Generator().manual_seed(seed)``, the rest for training.
+    permutation from the ``"split"`` stream of ``seed`` (``raybm.streams``), the rest for training.
 
     The split depends only on ``(n, test_fraction, seed)``, never on the global RNG, so a
     resumed run or another worker gets the same split. Each part keeps the original row order
@@ -26,7 +27,7 @@ def train_test_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple
             "test_fraction",
             f"{test_fraction} of {n} samples leaves an empty train or test set",
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(n, generator=generator(seed, "split"))
     test_index = perm[:n_test].sort().values
     train_index = perm[n_test:].sort().values
     train, test = dataset.subset(train_index), dataset.subset(test_index)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raybm.walkers import WalkerState
+from raybm.walkers import WalkerState, row_bytes, rows_from_bytes, rows_to_bytes
 
 
 @dataclass(frozen=True)
@@ -84,24 +84,23 @@ def plan_exchange(ancestors: torch.Tensor, sizes: list[int], rank: int) -> Excha
 
 
 def pack_rows(walkers: WalkerState, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` as one uint8 matrix: visible bytes, log-weight (8), label (8 if any)."""
-    parts = [walkers.x[index].to(torch.uint8),
-             walkers.log_weight[index].double().contiguous().view(torch.uint8).reshape(-1, 8)]
+    """Rows ``index`` as one uint8 matrix: the state's raw bytes (any dtype and per-walker
+    shape), then the log-weight (8 bytes), then the label (8, if any). Raw bytes, so what a
+    peer unpacks is bit-for-bit what was sent, floats and images included."""
+    parts = [rows_to_bytes(walkers.x[index]), rows_to_bytes(walkers.log_weight[index].double())]
     if walkers.label is not None:
-        parts.append(walkers.label[index].long().contiguous().view(torch.uint8).reshape(-1, 8))
+        parts.append(rows_to_bytes(walkers.label[index].long()))
     return torch.cat(parts, 1)
 
 
-def _columns(rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    # A fresh contiguous copy: a column slice (even a one-row one, which counts as
-    # contiguous) starts at an odd byte offset, and a byte view as float64 needs 8-alignment.
-    return rows[:, start:stop].clone(memory_format=torch.contiguous_format)
-
-
-def unpack_rows(rows: torch.Tensor, n_visible: int, has_label: bool) -> WalkerState:
-    x = _columns(rows, 0, n_visible)
-    log_weight = _columns(rows, n_visible, n_visible + 8).view(torch.float64).reshape(-1)
+def unpack_rows(rows: torch.Tensor, x_shape: tuple[int, ...], x_dtype: torch.dtype,
+                has_label: bool) -> WalkerState:
+    """The walkers :func:`pack_rows` packed, given the state's per-walker shape and dtype
+    (the receiver's own: every shard of a population has the same)."""
+    width = row_bytes(tuple(x_shape), x_dtype)
+    log_weight = rows_from_bytes(rows[:, width:width + 8], (), torch.float64)
     label = None
     if has_label:
-        label = _columns(rows, n_visible + 8, n_visible + 16).view(torch.int64).reshape(-1)
-    return WalkerState(x=x, log_weight=log_weight, label=label)
+        label = rows_from_bytes(rows[:, width + 8:width + 16], (), torch.int64)
+    return WalkerState(x=rows_from_bytes(rows[:, :width], tuple(x_shape), x_dtype),
+                       log_weight=log_weight, label=label)

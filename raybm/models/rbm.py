@@ -163,30 +163,6 @@ class RBM(nn.Module):
                 p.zero_()
         self.apply_gauge()
 
-    def sample(
-        self,
-        n: int,
-        k: int,
-        label: int | torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """``k`` Gibbs sweeps from the uniform distribution (the F&F generation protocol).
-
-        With a label unit, ``label`` (an int or an ``(n,)`` tensor) is clamped; without it the
-        label is sampled along with the other units. Returns the visibles, ``(n, N)`` uint8.
-        """
-        from raybm.samplers import gibbs
-
-        if isinstance(label, int):
-            label = torch.full((n,), label, dtype=torch.long)
-        gen = generator if generator is not None else torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, ()).item())
-        )
-        with torch.no_grad():
-            state = gibbs.init_uniform(gen, self, n, label=label)
-            state, _ = gibbs.step(gen, state, self, k, clamp_label=label is not None)
-        return state.x
-
     def extra_repr(self) -> str:
         return (
             f"n_visible={self.n_visible}, n_states={self.n_states}, "

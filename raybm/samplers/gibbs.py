@@ -22,18 +22,24 @@ Inside :func:`step`, walkers stay in the layout the next matmul reads (0/1 in th
 with the label one-hot appended, or gather indices for Potts) and become uint8 once, at the
 end: no per-sweep casts, and the sweep's temporaries are reused (``scratch``).
 
-Kernel contract: ``init_* (gen, model, ...) -> WalkerState`` and
-``step(gen, state, model, k, ...) -> (WalkerState, info)``; the model is passed in on every
-call and the state holds only walkers, so the same state can be moved under new parameters.
+Kernel contract (``samplers.base``): :class:`GibbsKernel` is the value estimators receive,
+``init(gen, model, n) -> WalkerState`` and ``step(gen, state, model, k) -> (WalkerState,
+info)``; the module-level :func:`init_uniform` and :func:`step` are what it calls. The model is
+passed in on every call and the state holds only walkers, so the same state can be moved under
+new parameters.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import bernoulli_field, categorical_field
+from raybm.samplers.base import KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
 from raybm.samplers.random_bits import (
     categorical_index,
@@ -262,3 +268,49 @@ def step(
             label = new_label
     x = state.x if clamp_visible else _decode(p, buf)
     return state.replace(x=x, label=label), {}
+
+
+@dataclass(frozen=True)
+class GibbsKernel:
+    """Block Gibbs sampling of an RBM as a kernel value (``samplers.base.Kernel``).
+
+    Exactly invariant for the current model, so it never changes log-weights. Beyond the
+    contract, the RBM-with-label algorithms (F&F) clamp the label (generate a class) or the
+    visibles (sample labels for classification): those estimators take a ``GibbsKernel``.
+    """
+
+    precision: str = "fp32"
+    name: ClassVar[str] = "gibbs"
+    invariant: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_precision(self.precision)
+
+    def init(self, gen: torch.Generator, model: RBM, n: int,
+             label: torch.Tensor | None = None) -> WalkerState:
+        """Walkers from the uniform distribution (labels uniform too unless given)."""
+        return init_uniform(gen, model, n, label=label)
+
+    def step(self, gen: torch.Generator, state: WalkerState, model: RBM, k: int, *,
+             clamp_label: bool = False, clamp_visible: bool = False
+             ) -> tuple[WalkerState, KernelInfo]:
+        """``k`` sweeps (see :func:`step`)."""
+        out, _ = step(gen, state, model, k, clamp_label=clamp_label,
+                      clamp_visible=clamp_visible, precision=self.precision)
+        return out, KernelInfo()
+
+
+@torch.no_grad()
+def generate(gen: torch.Generator, model: RBM, n: int, k: int,
+             label: int | torch.Tensor | None = None, precision: str = "fp32") -> torch.Tensor:
+    """``k`` Gibbs sweeps from the uniform distribution (the F&F generation protocol).
+
+    With a label unit, ``label`` (an int or an ``(n,)`` tensor) is clamped; without one given,
+    the label is sampled along with the other units. Returns the visibles, ``(n, N)`` uint8.
+    """
+    if isinstance(label, int):
+        label = torch.full((n,), label, dtype=torch.long)
+    kernel = GibbsKernel(precision)
+    state = kernel.init(gen, model, n, label=label)
+    state, _ = kernel.step(gen, state, model, k, clamp_label=label is not None)
+    return state.x

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from raybm.config import (PATH_KEYS, RESUMABLE_KEYS, Config, config_from, get_dotted,
-                          read_config_file, with_values)
+from raybm.config import (ALGORITHM_CONFIGS, PATH_KEYS, RESUMABLE_KEYS, Config, config_from,
+                          get_dotted, read_config_file, with_values)
 from raybm.errors import InputError
 
 DOMAINS = ("loguniform", "uniform", "quniform", "randint", "lograndint", "choice",
@@ -221,6 +221,10 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
         base = with_values(base, {"distributed.use_gpu": True}, where)
     params = {}
     overridden = {item.partition("=")[0] for item in overrides}
+    name = spec.param_space.get("algorithm.name")
+    if isinstance(name, str) and "algorithm.name" not in overridden:
+        # A fixed algorithm: its own keys are the ones the space may set.
+        base = with_values(base, {"algorithm.name": name}, where)
     for key, value in spec.param_space.items():
         _check_key(base, key, where, f"param_space.{key}")
         params[key] = _resolved(key, parse_domain(value, where, f"param_space.{key}"), where)
@@ -269,15 +273,18 @@ def _base_config(spec: SpaceFile, path: Path, overrides: list[str]) -> Config:
 
 
 def _field(base: Config, key: str):
-    """The pydantic field of a dotted config key (``data.synthetic.seed``), or None."""
-    node, info = type(base), None
+    """The pydantic field of a dotted config key (``data.synthetic.seed``) in ``base``, or None.
+
+    Walks the config itself, not its class: ``algorithm`` is a union chosen by its name, and
+    its keys are those of the base config's algorithm."""
+    node, info = base, None
     for part in key.split("."):
-        fields = getattr(node, "model_fields", None) if isinstance(node, type) else None
+        fields = type(node).model_fields if isinstance(node, BaseModel) else None
         if not fields or part not in fields:
             return None
         info = fields[part]
-        node = info.annotation
-    return None if isinstance(node, type) and issubclass(node, BaseModel) else info
+        node = getattr(node, part)
+    return None if isinstance(node, BaseModel) else info
 
 
 def _is_int(info) -> bool:
@@ -305,6 +312,11 @@ def _resolved(key: str, value: Domain | Any, where: str) -> Domain | Any:
 
 def _check_key(base: Config, key: str, where: str, field: str) -> None:
     if "." not in key or _field(base, key) is None:
+        section, _, option = key.partition(".")
+        owners = [n for n, c in ALGORITHM_CONFIGS.items() if option in c.model_fields]
+        if section == "algorithm" and owners:
+            raise InputError(where, field, f"applies to algorithm.name {' or '.join(owners)} "
+                             f"only; the trials run {base.algorithm.name}")
         raise InputError(where, field, f"{key!r} is not a config key (docs/config.md)")
     if key.startswith("tracking.") or key in ("distributed.workers", "distributed.use_gpu"):
         raise InputError(where, field, f"{key} is set by the sweep itself (resources, "

@@ -106,6 +106,10 @@ BAD = {
         scheduler={"name": "pbt", "perturbation_interval": 20, "burn_in_period": 15,
                    "hyperparam_mutations": {"optimizer.lr": [0.01, 0.1]}}),
         "scheduler.burn_in_period", "multiple of"),
+    "another algorithm's option": (space(param_space={
+        "algorithm.ess_threshold": {"uniform": [0.2, 0.9]}}),
+        "param_space.algorithm.ess_threshold",
+        "applies to algorithm.name jarzynski only; the trials run kstep"),
     "PBT population that cannot run at once": (space(
         num_samples=4, resources={"workers": 2, "cpus_per_worker": 0.49},
         scheduler={"name": "pbt", "perturbation_interval": 1000,
@@ -130,6 +134,15 @@ def test_bad_space_file_is_one_line_naming_file_and_key(name, tmp_path, capsys, 
     lines = errout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"raybm: error: {path}: {key}: "), errout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_a_fixed_algorithm_in_the_space_brings_its_own_options(tmp_path):
+    path = write(tmp_path, space(param_space={
+        "algorithm.name": "jarzynski", "model.labels": False,
+        "algorithm.ess_threshold": {"uniform": [0.2, 0.9]}}, metric="test_loglik_jarzynski"))
+    sweep = load_sweep(path)
+    assert sweep.base.algorithm.name == "jarzynski"
+    assert "algorithm.ess_threshold" in sweep.searched
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path):

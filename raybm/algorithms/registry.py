@@ -1,0 +1,42 @@
+"""One registry from ``algorithm.name`` to estimator class (DESIGN.md, "Estimator").
+
+The trainer asks the registry, never a chain of ``if name == ...``: a new algorithm is one
+class implementing :class:`~raybm.algorithms.base.Estimator` and one line here. The config's
+``algorithm.name`` choices are checked against these keys in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raybm.algorithms.base import Estimator
+from raybm.algorithms.contrastive import (ContrastiveDivergence, KStep,
+                                          PersistentContrastiveDivergence)
+from raybm.algorithms.jarzynski import Jarzynski
+from raybm.algorithms.population import LOCAL, Population
+from raybm.samplers.gibbs import GibbsKernel
+
+if TYPE_CHECKING:
+    from raybm.config import AlgorithmConfig
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.name: cls
+    for cls in (KStep, PersistentContrastiveDivergence, ContrastiveDivergence, Jarzynski)
+}
+
+
+def estimator_class(name: str) -> type[Estimator]:
+    """The estimator class of ``algorithm.name`` (the config has already checked the name)."""
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(ESTIMATORS)}") from None
+
+
+def build_estimator(algorithm: AlgorithmConfig, seed: int,
+                    population: Population = LOCAL) -> Estimator:
+    """The estimator of an ``algorithm:`` config section, with its kernel (block Gibbs at the
+    section's ``precision``: the RBM models' sampler) and the population it shards."""
+    kernel = GibbsKernel(algorithm.precision)
+    return estimator_class(algorithm.name).from_config(algorithm, kernel=kernel, seed=seed,
+                                                       population=population)

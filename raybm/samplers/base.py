@@ -1,0 +1,60 @@
+"""The kernel contract: a sampler is a value handed to estimators, not a module they import.
+
+A kernel has two methods, the generator first and the model passed on every call (the state
+holds only walkers, so the same state can be moved under new parameters):
+
+    init(gen, model, n, label=None) -> WalkerState
+    step(gen, state, model, k)      -> (WalkerState, KernelInfo)
+
+``step`` applies ``k`` transitions. What the kernel knows goes in the info, never in the state:
+the acceptance rate of a Metropolis-adjusted kernel, and, for a kernel that does not leave the
+model's distribution invariant (ULA), the log-weight increment ``log q_back - log q_fwd`` per
+walker that a Jarzynski estimator must add (Carbone et al. 2023, arXiv 2305.19414, eq. for the
+discretised dynamics). ``invariant`` declares which case a kernel is, so an estimator that
+needs exact invariance (Jarzynski without kernel corrections) can check it once, at build time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import torch
+
+from raybm.walkers import WalkerState
+
+
+@dataclass
+class KernelInfo:
+    """What one ``step`` call knows beyond the new walkers.
+
+    acceptance:        mean acceptance over walkers and steps (None: not a Metropolis kernel);
+    log_weight_increment: ``(n,)`` float64 per-walker log-weight correction for a kernel that
+                       does not leave the model invariant (None: invariant, nothing to add).
+    """
+
+    acceptance: float | None = None
+    log_weight_increment: torch.Tensor | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """The scalar diagnostics, as training metrics."""
+        out = dict(self.extra)
+        if self.acceptance is not None:
+            out["acceptance"] = self.acceptance
+        return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+class Kernel(Protocol):
+    """A Markov kernel on walkers (see the module docstring)."""
+
+    name: ClassVar[str]
+    invariant: ClassVar[bool]  # leaves the current model's distribution exactly invariant
+
+    def init(self, gen: torch.Generator, model: torch.nn.Module, n: int,
+             label: torch.Tensor | None = None) -> WalkerState:
+        ...
+
+    def step(self, gen: torch.Generator, state: WalkerState, model: torch.nn.Module,
+             k: int) -> tuple[WalkerState, KernelInfo]:
+        ...

@@ -1,0 +1,131 @@
+"""The estimator family's contract: one registry, declared hooks, kernels handed in.
+
+Every estimator the config can name is in the registry, implements
+:class:`~raybm.algorithms.base.Estimator`, is built from its config section, moves walkers
+only with the kernel it was given, and answers the trainer's hooks. (Each estimator's
+*gradient* is checked against exact enumeration in ``test_estimators.py`` /
+``test_jarzynski.py``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+import torch
+
+from raybm.algorithms.base import Batch, Estimate, Estimator
+from raybm.algorithms.jarzynski import Jarzynski
+from raybm.algorithms.registry import ESTIMATORS, build_estimator, estimator_class
+from raybm.config import ALGORITHM_CONFIGS, ALGORITHM_NAMES, PERSISTENT_ALGORITHMS
+from raybm.samplers.base import KernelInfo
+from raybm.samplers.gibbs import GibbsKernel
+from raybm.walkers import WalkerState
+from tests.enumeration import all_visible_states, random_model
+
+
+@dataclass(frozen=True)
+class CountingKernel(GibbsKernel):
+    """Block Gibbs that counts its calls: proves the estimator used the kernel it was given."""
+
+    calls: list = field(default_factory=list, compare=False)
+
+    def init(self, gen, model, n, label=None):
+        self.calls.append(("init", n))
+        return super().init(gen, model, n, label=label)
+
+    def step(self, gen, state, model, k, **clamp):
+        self.calls.append(("step", k))
+        return super().step(gen, state, model, k, **clamp)
+
+
+class ForwardKernel(GibbsKernel):
+    """A kernel declared not invariant (as ULA is)."""
+
+    invariant: ClassVar[bool] = False
+
+
+def section(name: str, **values):
+    return ALGORITHM_CONFIGS[name](**values)
+
+
+def test_every_configurable_algorithm_is_registered_and_declared():
+    assert set(ESTIMATORS) == set(ALGORITHM_NAMES)
+    for name, cls in ESTIMATORS.items():
+        assert issubclass(cls, Estimator) and cls.name == name
+    assert {n for n, c in ESTIMATORS.items() if c.persistent} == set(PERSISTENT_ALGORITHMS)
+    assert {n for n, c in ESTIMATORS.items() if c.zero_coupling_start} == {"jarzynski"}
+    with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
+        estimator_class("nope")
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_built_from_config_with_the_kernel_it_is_given(name):
+    extra = {"ess_threshold": 0.3} if name == "jarzynski" else {}
+    config = section(name, k=3, precision="bf16", **extra)
+    est = build_estimator(config, seed=5)
+    assert type(est) is ESTIMATORS[name] and est.k == 3
+    assert est.kernel == GibbsKernel("bf16")
+    if name == "jarzynski":
+        assert est.ess_threshold == 0.3 and est.resample_seed == 5
+
+    model = random_model("bernoulli", torch.Generator().manual_seed(1), 3, scale=0.3)
+    if est.zero_coupling_start:
+        with torch.no_grad():
+            model.weight.zero_()
+            model.label_weight.zero_()
+    kernel = CountingKernel()
+    est = estimator_class(name).from_config(section(name, k=3), kernel, seed=0)
+    gen = torch.Generator().manual_seed(2)
+    walkers = est.init_walkers(gen, model, 8)
+    assert (walkers is not None) == est.persistent
+    vs = all_visible_states(model)
+    batch = Batch(vs[:8], torch.arange(8) % 3)
+    for phase in est.phases:
+        out = est.estimate(gen, model, batch, walkers, phase)
+        assert isinstance(out, Estimate) and out.loss.requires_grad
+        walkers = out.walkers if out.walkers is not None else walkers
+    # Every sweep went through the kernel handed in, k at a time.
+    assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(est.phases)
+
+
+@pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"jarzynski"}))
+def test_default_hooks_leave_walkers_and_state_alone(name):
+    est = estimator_class(name).from_config(section(name), GibbsKernel(), seed=0)
+    model = random_model("bernoulli", torch.Generator().manual_seed(3), 0)
+    w = WalkerState.unweighted(all_visible_states(model)[:4])
+    assert est.start(torch.Generator(), model, w, 0.1) is w
+    assert est.after_update(model, w, est.before_update(model, w)) is w
+    assert est.state_dict() == {}
+    est.load_state_dict({})
+
+
+def test_jarzynski_hooks_charge_the_work_of_an_update():
+    model = random_model("bernoulli", torch.Generator().manual_seed(4), 0, scale=0.5)
+    est = Jarzynski(k=1)
+    w = WalkerState.unweighted(all_visible_states(model)[:6])
+    token = est.before_update(model, w)
+    f_old = model.free_energy(w.x).detach().double()
+    with torch.no_grad():
+        model.weight.add_(0.1)
+    after = est.after_update(model, w, token)
+    f_new = model.free_energy(w.x).detach().double()
+    torch.testing.assert_close(after.log_weight, -(f_new - f_old))
+    # start() is the kick: it changes the couplings and charges that work too.
+    zero = random_model("bernoulli", torch.Generator().manual_seed(5), 0)
+    with torch.no_grad():
+        zero.weight.zero_()
+    kicked = est.start(torch.Generator().manual_seed(0), zero, w, 0.05)
+    assert float(zero.weight.detach().abs().max()) > 0
+    assert float(kicked.log_weight.abs().max()) > 0
+
+
+def test_jarzynski_refuses_a_kernel_that_is_not_invariant():
+    with pytest.raises(ValueError, match="invariant kernel"):
+        Jarzynski(k=1, kernel=ForwardKernel())
+
+
+def test_kernel_info_carries_diagnostics_not_state():
+    info = KernelInfo(acceptance=0.5, extra={"step_size": 0.1})
+    assert info.metrics("sampler/") == {"sampler/step_size": 0.1, "sampler/acceptance": 0.5}
