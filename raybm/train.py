@@ -98,8 +98,8 @@ def check_model_fits(config: Config, train: Dataset) -> None:
 def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
     n_labels = train.n_labels if (config.model.labels and train.labels is not None) else 0
     model = build_rbm(train.n_visible, config.model.n_hidden, train.n_states, n_labels)
-    # Jarzynski walkers start exactly from a zero-coupling model (log Z_0 in closed form).
-    zero = estimator_class(config.algorithm.name).zero_coupling_start
+    # Jarzynski walkers are exact draws of the initial model: an RBM without couplings.
+    zero = estimator_class(config.algorithm.name).starts_exact
     weight_std = 0.0 if zero else config.model.weight_std
     model.init_parameters(gen, weight_std=weight_std)
     model.init_visible_bias(train.x, train.weights)
@@ -158,7 +158,7 @@ class Trainer:
             Centering(self.model, self.train_set.x,
                       self.train_set.labels if use_labels else None,
                       self.train_set.weights, a.hidden_offset_momentum)
-            if a.centered else None
+            if a.centered and self.model.offers_centering else None
         )
         if self.walkers is None:
             n_walkers = a.n_walkers or self.config.train.batch_size
@@ -231,7 +231,7 @@ class Trainer:
                 self.centering.transform_(self.model)
             token = self.estimator.before_update(self.model, self.walkers)
             self.optimizer.step()
-            self.model.apply_gauge()
+            self.model.post_update()
             # Jarzynski: the walkers absorb the work of this update.
             self.walkers = self.estimator.after_update(self.model, self.walkers, token)
             self._time("optimizer", t0)

@@ -26,7 +26,7 @@ def joint_table(model: RBM):
                                 indexing="ij")
     vi, hi, li = vi.reshape(-1), hi.reshape(-1), li.reshape(-1)
     with torch.no_grad():
-        e = m.energy(vs[vi], hs[hi], li if m.n_labels else None)
+        e = m.joint_energy(vs[vi], hs[hi], li if m.n_labels else None)
     logp = -e - torch.logsumexp(-e, 0)
     return vi, hi, li, logp, vs, hs
 

@@ -76,14 +76,15 @@ class Estimator(ABC):
     - checkpoints: ``state_dict()`` / ``load_state_dict(state)`` (JSON-able scalars).
 
     ``persistent``: the walkers live across updates and are checkpointed (PCD, Jarzynski).
-    ``zero_coupling_start``: the initial model must have zero couplings (Jarzynski walkers
-    start exactly from it, with ``log Z_0`` in closed form); the trainer builds it so.
+    ``starts_exact``: the walkers start as exact draws of the initial model, with ``log Z_0``
+    in closed form (``samplers.exact``); the trainer builds a model that can be drawn so (an
+    RBM without couplings).
     ``kernel`` is the sampler the estimator moves walkers with, handed in (DESIGN.md,
     "Kernel"); ``population`` the global view of a sharded walker population.
     """
 
     name: ClassVar[str]
-    zero_coupling_start: ClassVar[bool] = False
+    starts_exact: ClassVar[bool] = False
     persistent: ClassVar[bool] = False  # walkers live across updates (and in checkpoints)
     phases: tuple[str, ...]
     kernel: Kernel
@@ -130,7 +131,7 @@ class Estimator(ABC):
 def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent) over the
     whole minibatch (``batch.total_weight`` when this batch is a shard of it)."""
-    f = model.free_energy(batch.x, label if label is not None else batch.label)
+    f = model.energy(batch.x, label if label is not None else batch.label)
     w = None if batch.weight is None else batch.weight.to(f.dtype)
     total = batch.total_weight
     if total is None:
@@ -144,7 +145,7 @@ def walker_term(model: RBM, walkers: WalkerState, population: Population = LOCAL
     softmax normalised over the whole population (this shard's terms of the global sum).
     ``log_norm``: the population's ``logsumexp(log_weight)`` when the caller has it already
     (saves gathering the log-weights a second time)."""
-    f = model.free_energy(walkers.x, walkers.label)
+    f = model.energy(walkers.x, walkers.label)
     if log_norm is None:
         log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
     w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)

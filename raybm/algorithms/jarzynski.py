@@ -3,24 +3,28 @@ arXiv 2305.19414).
 
 Walkers carry log-weights ``A_i``. Across a parameter update ``theta -> theta'`` each walker
 absorbs the work ``A_i += -(F_theta'(x_i) - F_theta(x_i))`` (:meth:`Jarzynski.reweight`, called
-by the training loop around the optimizer step); the walkers are then moved by k Gibbs sweeps
-under ``theta'``, which leave ``theta'`` invariant and so do no work. By Jarzynski's equality
-the weighted walkers stay unbiased for ``p_theta'`` however far the chains lag, so
+by the training loop around the optimizer step); the walkers are then moved by k steps of the
+kernel under the current parameters. A kernel that leaves them invariant (Gibbs, MALA) does no
+work; one that does not (ULA) reports the log-weight increment that makes the move an
+annealed-importance-sampling step (``samplers.langevin``), added here. By Jarzynski's
+equality the weighted walkers stay unbiased for ``p_theta'`` however far the chains lag, so
 
-    negative phase = sum_i softmax(A)_i dF(x_i)/dtheta,
+    negative phase = sum_i softmax(A)_i dE(x_i)/dtheta,
     log Z_t = log Z_0 + log mean_i exp(A_i)
 
 (the second carried across resamplings), which gives a live log-likelihood at no extra cost.
-Walkers start *exactly* from the initial model, whose couplings are zero (the trainer builds it
-so): then ``p_0`` factorises and ``log Z_0`` is known in closed form. When ESS / n drops below
-``ess_threshold`` the walkers are resampled (systematic by default) and the weights reset.
+Walkers start *exactly* from the initial model (``samplers.exact``: an RBM without couplings,
+which the trainer builds so, or a Gaussian / Gaussian mixture), whose ``log Z_0`` is known in
+closed form. When ESS / n drops below ``ess_threshold`` the walkers are resampled (systematic
+by default) and the weights reset.
 
 Sharded populations: every global quantity (the softmax normaliser, ESS, ``log mean exp A``,
 the ancestors) is computed from the log-weights gathered over the
 :class:`~raybm.algorithms.population.Population`. The ancestors are drawn from a generator
 seeded by ``(resample_seed, n_resamplings)``, so every rank draws the same ones without a
-broadcast (the ``"resample"`` stream of ``raybm.streams``); rank 0 is the coordinator of record that logs the decision. The population layer
-then moves only the rows whose ancestor sits on another shard.
+broadcast (the ``"resample"`` stream of ``raybm.streams``); rank 0 is the coordinator of
+record that logs the decision. The population layer then moves only the rows whose ancestor
+sits on another shard.
 """
 
 from __future__ import annotations
@@ -29,15 +33,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.resample import ess_fraction, log_mean_weight, resample
-from raybm.models.rbm import RBM, BernoulliRBM
+from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
+from raybm.samplers.exact import exact_start
 from raybm.samplers.gibbs import GibbsKernel
-from raybm.samplers.random_bits import categorical_logits
 from raybm.streams import generator
 from raybm.walkers import WalkerState
 
@@ -45,40 +48,16 @@ if TYPE_CHECKING:
     from raybm.config import AlgorithmConfig
 
 
-def independent_log_partition(model: RBM) -> float:
-    """``log Z`` of an RBM whose couplings (W, D) are zero: a product of site terms."""
-    with torch.no_grad():
-        if isinstance(model, BernoulliRBM):
-            vis = F.softplus(model.vbias.double()).sum()
-        else:
-            vis = torch.logsumexp(model.vbias.double(), -1).sum()
-        out = vis + F.softplus(model.hbias.double()).sum()
-        if model.n_labels:
-            out = out + torch.logsumexp(model.lbias.double(), 0)
-    return float(out)
-
-
-def sample_independent(gen: torch.Generator, model: RBM, n: int) -> WalkerState:
-    """Exact samples of a zero-coupling RBM: independent sites (and label)."""
-    with torch.no_grad():
-        if isinstance(model, BernoulliRBM):
-            p = torch.sigmoid(model.vbias.float()).expand(n, -1)
-            x = (torch.rand(p.shape, generator=gen) < p).to(torch.uint8)
-        else:
-            x = categorical_logits(gen, model.vbias.float().expand(n, -1, -1))
-        label = None
-        if model.n_labels:
-            label = categorical_logits(gen, model.lbias.float().expand(n, -1)).long()
-    return WalkerState.unweighted(x, label)
-
-
 @dataclass
 class Jarzynski(Estimator):
-    """Jarzynski-weighted PCD-k with ESS-triggered resampling.
+    """Jarzynski-weighted persistent walkers with ESS-triggered resampling, for any model
+    and kernel.
 
-    The kernel must leave the current model invariant (``kernel.invariant``): the weights
-    here carry only the work of parameter changes. (A kernel that is not, ULA, reports its
-    own log-weight increment; the float-walker estimator adds it.)
+    The weights carry the work of every parameter change, and, for a kernel that does not
+    leave the current model invariant (ULA), the increment the kernel reports: the move then
+    counts as an annealed-importance-sampling step with the kernel run backwards as backward
+    kernel (``samplers.langevin``). Walkers start as exact draws of the initial model
+    (``samplers.exact``), so ``log Z_0`` is known.
     """
 
     k: int
@@ -92,12 +71,7 @@ class Jarzynski(Estimator):
     n_resamplings: int = 0
     name: ClassVar[str] = "jarzynski"
     persistent: ClassVar[bool] = True
-    zero_coupling_start: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        if not self.kernel.invariant:
-            raise ValueError(f"Jarzynski on RBMs needs an invariant kernel, not "
-                             f"{self.kernel.name}")
+    starts_exact: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
@@ -106,18 +80,16 @@ class Jarzynski(Estimator):
                    resampling=algorithm.resampling, resample_seed=seed, kernel=kernel,
                    population=population)
 
-    def init_walkers(self, gen: torch.Generator, model: RBM, n_walkers: int) -> WalkerState:
-        coupled = [model.weight] + ([model.label_weight] if model.n_labels else [])
-        if any(bool(p.detach().abs().max() > 0) for p in coupled):
-            raise ValueError("Jarzynski walkers start from a zero-coupling model (weight_std 0)")
-        self.log_z_base = independent_log_partition(model)
-        return sample_independent(gen, model, n_walkers)
+    def init_walkers(self, gen: torch.Generator, model: EnergyModel,
+                     n_walkers: int) -> WalkerState:
+        walkers, self.log_z_base = exact_start(gen, model, n_walkers)
+        return walkers
 
     def log_z(self, walkers: WalkerState) -> float:
         """The running estimate ``log Z_t`` (over the whole population)."""
         return self.log_z_base + log_mean_weight(self.population.gather(walkers.log_weight))
 
-    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         log_weight = self.population.gather(walkers.log_weight)  # the whole population's
         info: dict[str, float] = {"ess": ess_fraction(log_weight), "resampled": 0.0}
@@ -138,50 +110,54 @@ class Jarzynski(Estimator):
         # (benchmarks/bimodal_modes.py measured +0.07..+0.11 on its weight, 2k walkers).
         loss = data_term(model, batch) - walker_term(
             model, walkers, log_norm=torch.logsumexp(log_weight.double(), 0))
-        walkers, _ = self.kernel.step(gen, walkers, model, self.k)
+        walkers, moved = self.kernel.step(gen, walkers, model, self.k)
+        if moved.log_weight_increment is not None:  # a kernel that is not invariant (ULA)
+            walkers = walkers.replace(
+                log_weight=walkers.log_weight + moved.log_weight_increment)
+        info.update(moved.metrics())
         w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())
         info["log_z"] = self.log_z_base + log_mean_weight(log_weight)
         info["n_resamplings"] = float(self.n_resamplings)
         return Estimate(loss, walkers, info)
 
-    def start(self, gen: torch.Generator, model: RBM, walkers: WalkerState | None,
+    def start(self, gen: torch.Generator, model: EnergyModel, walkers: WalkerState | None,
               weight_std: float) -> WalkerState | None:
-        """A fresh run: :meth:`kick` the couplings by ``weight_std`` (nothing when 0)."""
+        """A fresh run: :meth:`kick` by ``weight_std`` (nothing when 0)."""
         if walkers is None or weight_std <= 0:
             return walkers
         return self.kick(gen, model, walkers, weight_std)
 
-    def before_update(self, model: RBM, walkers: WalkerState | None) -> torch.Tensor:
+    def before_update(self, model: EnergyModel, walkers: WalkerState | None) -> torch.Tensor:
         """The walkers' free energies under the parameters about to change."""
         return self.free_energy(model, walkers)
 
-    def after_update(self, model: RBM, walkers: WalkerState | None,
+    def after_update(self, model: EnergyModel, walkers: WalkerState | None,
                      token: torch.Tensor) -> WalkerState:
         """Charge the update's work to the walkers (:meth:`reweight`)."""
         return self.reweight(model, walkers, token)
 
     @torch.no_grad()
-    def kick(self, gen: torch.Generator, model: RBM, walkers: WalkerState,
+    def kick(self, gen: torch.Generator, model: EnergyModel, walkers: WalkerState,
              std: float) -> WalkerState:
-        """Leave the zero-coupling start: add ``N(0, std^2)`` to the couplings and charge the
-        work to the walkers, as for any update (so ``log Z_0`` stays exact).
+        """Leave the exactly-sampled start by the model's declared ``kick_`` (an RBM adds
+        ``N(0, std^2)`` to its couplings) and charge the work to the walkers, as for any
+        update (so ``log Z_0`` stays exact).
 
         Zero couplings with data-fitted visible biases are a stationary point of the
         likelihood (exactly so for the centred gradient): without a kick, training leaves it
         only through rounding noise, thousands of updates late. ``gen`` must be the same on
         every rank (the kick is a parameter change)."""
         f_before = self.free_energy(model, walkers)
-        for p in [model.weight] + ([model.label_weight] if model.n_labels else []):
-            p.add_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        model.kick_(gen, std)
         return self.reweight(model, walkers, f_before)
 
     @torch.no_grad()
-    def free_energy(self, model: RBM, walkers: WalkerState) -> torch.Tensor:
-        return model.free_energy(walkers.x, walkers.label).double()
+    def free_energy(self, model: EnergyModel, walkers: WalkerState) -> torch.Tensor:
+        return model.energy(walkers.x, walkers.label).double()
 
     @torch.no_grad()
-    def reweight(self, model: RBM, walkers: WalkerState, f_before: torch.Tensor) -> WalkerState:
+    def reweight(self, model: EnergyModel, walkers: WalkerState, f_before: torch.Tensor) -> WalkerState:
         """Add the work of the update just made: ``A += -(F_new(x) - F_old(x))``."""
         work = self.free_energy(model, walkers) - f_before
         return walkers.replace(log_weight=walkers.log_weight - work)

@@ -22,13 +22,20 @@ along.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raybm.models.base import EnergyModel
 
-class RBM(nn.Module):
+
+class RBM(EnergyModel):
     """Shared label-unit and hidden-layer logic; subclasses define the visible layer.
+
+    As an :class:`~raybm.models.base.EnergyModel` its ``energy(x, cond)`` is the free energy
+    ``F(v, l)`` (the label is the condition), and ``post_update`` fixes the zero-sum gauge.
 
     Walkers' visible states are compact integers (uint8); every method takes them as such and
     converts internally. Fields are computed in ``self.dtype`` precision unless told otherwise.
@@ -38,6 +45,7 @@ class RBM(nn.Module):
     n_hidden: int
     n_labels: int
     n_states: int
+    offers_centering: ClassVar[bool] = True
 
     def __init__(self, n_visible: int, n_hidden: int, n_labels: int = 0) -> None:
         super().__init__()
@@ -99,7 +107,29 @@ class RBM(nn.Module):
         return torch.softmax(-self.free_energy_per_label(v), dim=-1)
 
     # ----------------------------------------------------------------------- energies
-    def energy(
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.n_visible,)
+
+    def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The energy-model contract: the free energy ``F(x, cond)`` (cond: the label)."""
+        return self.free_energy(x, cond)
+
+    def post_update(self) -> None:
+        """After an optimizer step: the zero-sum gauge (:meth:`apply_gauge`)."""
+        self.apply_gauge()
+
+    @torch.no_grad()
+    def kick_(self, gen: torch.Generator, std: float) -> None:
+        """Add ``N(0, std^2)`` to the couplings (W, and D with a label unit).
+
+        Zero couplings with data-fitted visible biases are a stationary point of the
+        likelihood (exactly so for the centred gradient): without a kick, training leaves it
+        only through rounding noise, thousands of updates late."""
+        for p in [self.weight] + ([self.label_weight] if self.n_labels else []):
+            p.add_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+    def joint_energy(
         self, v: torch.Tensor, h: torch.Tensor, label: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``E(v, h, l)`` per walker, shape ``(n,)``."""
@@ -107,7 +137,8 @@ class RBM(nn.Module):
         e = -self.visible_term(v) - (self.visible_to_hidden(v) + self.hbias).mul(h).sum(-1)
         if self.n_labels:
             if label is None:
-                raise ValueError("this RBM has a label unit: energy(v, h, label) needs label")
+                raise ValueError("this RBM has a label unit: joint_energy(v, h, label) needs "
+                                 "label")
             e = e - self.lbias[label] - (self.label_weight[label] * h).sum(-1)
         return e
 

@@ -41,9 +41,14 @@ class CountingKernel(GibbsKernel):
 
 
 class ForwardKernel(GibbsKernel):
-    """A kernel declared not invariant (as ULA is)."""
+    """A kernel declared not invariant (as ULA is), reporting increments 0, 1, 2, ..."""
 
     invariant: ClassVar[bool] = False
+
+    def step(self, gen, state, model, k, **clamp):
+        out, _ = super().step(gen, state, model, k, **clamp)
+        inc = torch.arange(state.n_walkers, dtype=torch.float64)
+        return out, KernelInfo(log_weight_increment=inc)
 
 
 def section(name: str, **values):
@@ -55,7 +60,7 @@ def test_every_configurable_algorithm_is_registered_and_declared():
     for name, cls in ESTIMATORS.items():
         assert issubclass(cls, Estimator) and cls.name == name
     assert {n for n, c in ESTIMATORS.items() if c.persistent} == set(PERSISTENT_ALGORITHMS)
-    assert {n for n, c in ESTIMATORS.items() if c.zero_coupling_start} == {"jarzynski"}
+    assert {n for n, c in ESTIMATORS.items() if c.starts_exact} == {"jarzynski"}
     with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
         estimator_class("nope")
 
@@ -71,7 +76,7 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
         assert est.ess_threshold == 0.3 and est.resample_seed == 5
 
     model = random_model("bernoulli", torch.Generator().manual_seed(1), 3, scale=0.3)
-    if est.zero_coupling_start:
+    if est.starts_exact:
         with torch.no_grad():
             model.weight.zero_()
             model.label_weight.zero_()
@@ -121,9 +126,17 @@ def test_jarzynski_hooks_charge_the_work_of_an_update():
     assert float(kicked.log_weight.abs().max()) > 0
 
 
-def test_jarzynski_refuses_a_kernel_that_is_not_invariant():
-    with pytest.raises(ValueError, match="invariant kernel"):
-        Jarzynski(k=1, kernel=ForwardKernel())
+def test_jarzynski_adds_the_increment_a_kernel_reports():
+    """A kernel that is not invariant reports a per-walker log-weight increment; Jarzynski
+    adds it to the walkers it keeps (and an invariant kernel's None adds nothing)."""
+    model = random_model("bernoulli", torch.Generator().manual_seed(6), 0)
+    with torch.no_grad():
+        model.weight.zero_()
+    est = Jarzynski(k=1, ess_threshold=0.0, kernel=ForwardKernel())
+    walkers = est.init_walkers(torch.Generator().manual_seed(0), model, 5)
+    out = est.estimate(torch.Generator(), model, Batch(walkers.x), walkers, "joint")
+    torch.testing.assert_close(out.walkers.log_weight,
+                               walkers.log_weight + torch.arange(5, dtype=torch.float64))
 
 
 def test_kernel_info_carries_diagnostics_not_state():

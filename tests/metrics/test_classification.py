@@ -42,7 +42,7 @@ def _posterior_by_enumeration(model: BernoulliRBM, x: torch.Tensor) -> torch.Ten
     hh = h.repeat(n * n_l, 1)
     ll = torch.arange(n_l).repeat_interleave(n_h).repeat(n)
     with torch.no_grad():
-        e = model.energy(vv, hh, ll).double().reshape(n, n_l, n_h)
+        e = model.joint_energy(vv, hh, ll).double().reshape(n, n_l, n_h)
     return torch.softmax(torch.logsumexp(-e, -1), -1)
 
 

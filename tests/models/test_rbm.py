@@ -28,7 +28,7 @@ def _marginal(logp, index, size):
 
 def test_free_energy_sums_out_hiddens(model):
     vi, hi, li, logp, vs, hs = joint_table(model)
-    log_z = torch.logsumexp(-model.energy(vs[vi], hs[hi], li if model.n_labels else None), 0)
+    log_z = torch.logsumexp(-model.joint_energy(vs[vi], hs[hi], li if model.n_labels else None), 0)
     with torch.no_grad():
         if model.n_labels:
             # log p(v, l) from the table against -F(v, l) - log Z

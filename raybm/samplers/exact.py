@@ -1,0 +1,96 @@
+"""Exact draws of models that can be sampled without a Markov chain, with their log Z.
+
+Jarzynski walkers must start as exact draws of the initial model, whose ``log Z_0`` is then
+known, so that the running ``log Z_t`` (and the live log-likelihood) is unbiased from the
+first update (Carbone, Hua, Coste, Vanden-Eijnden 2023, arXiv 2305.19414). Which models can be
+drawn exactly is declared here, one function per model class (looked up along the class's
+MRO), not probed on the model:
+
+- an RBM without couplings (W = 0, D = 0): independent sites and label;
+- a diagonal Gaussian; an isotropic Gaussian mixture (component, then Gaussian).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from raybm.models.base import EnergyModel
+from raybm.models.gaussian import GaussianEnergy, GaussianMixtureEnergy
+from raybm.models.rbm import RBM, BernoulliRBM
+from raybm.samplers.random_bits import categorical_logits
+from raybm.walkers import WalkerState
+
+Start = Callable[[torch.Generator, EnergyModel, int], tuple[WalkerState, float]]
+_STARTS: dict[type, Start] = {}
+
+
+def _register(cls: type) -> Callable[[Start], Start]:
+    def wrap(fn: Start) -> Start:
+        _STARTS[cls] = fn
+        return fn
+    return wrap
+
+
+def exact_start(gen: torch.Generator, model: EnergyModel, n: int) -> tuple[WalkerState, float]:
+    """``n`` exact, unweighted draws of ``model`` and its ``log Z``; ValueError for a model
+    that cannot be drawn exactly (as it stands)."""
+    for cls in type(model).__mro__:
+        if cls in _STARTS:
+            with torch.no_grad():
+                return _STARTS[cls](gen, model, n)
+    raise ValueError(f"{type(model).__name__} cannot be sampled exactly: Jarzynski walkers "
+                     "need an initial model they can be drawn from")
+
+
+def independent_log_partition(model: RBM) -> float:
+    """``log Z`` of an RBM whose couplings (W, D) are zero: a product of site terms."""
+    with torch.no_grad():
+        if isinstance(model, BernoulliRBM):
+            vis = F.softplus(model.vbias.double()).sum()
+        else:
+            vis = torch.logsumexp(model.vbias.double(), -1).sum()
+        out = vis + F.softplus(model.hbias.double()).sum()
+        if model.n_labels:
+            out = out + torch.logsumexp(model.lbias.double(), 0)
+    return float(out)
+
+
+def sample_independent(gen: torch.Generator, model: RBM, n: int) -> WalkerState:
+    """Exact samples of a zero-coupling RBM: independent sites (and label)."""
+    with torch.no_grad():
+        if isinstance(model, BernoulliRBM):
+            p = torch.sigmoid(model.vbias.float()).expand(n, -1)
+            x = (torch.rand(p.shape, generator=gen) < p).to(torch.uint8)
+        else:
+            x = categorical_logits(gen, model.vbias.float().expand(n, -1, -1))
+        label = None
+        if model.n_labels:
+            label = categorical_logits(gen, model.lbias.float().expand(n, -1)).long()
+    return WalkerState.unweighted(x, label)
+
+
+@_register(RBM)
+def _rbm(gen: torch.Generator, model: RBM, n: int) -> tuple[WalkerState, float]:
+    coupled = [model.weight] + ([model.label_weight] if model.n_labels else [])
+    if any(bool(p.detach().abs().max() > 0) for p in coupled):
+        raise ValueError("an RBM is drawn exactly only without couplings (weight_std 0)")
+    return sample_independent(gen, model, n), independent_log_partition(model)
+
+
+@_register(GaussianEnergy)
+def _gaussian(gen: torch.Generator, model: GaussianEnergy, n: int) -> tuple[WalkerState, float]:
+    std = (-0.5 * model.log_precision.detach()).exp()
+    x = model.mean.detach() + std * torch.randn((n, *model.event_shape), generator=gen)
+    return WalkerState.unweighted(x), model.log_partition()
+
+
+@_register(GaussianMixtureEnergy)
+def _mixture(gen: torch.Generator, model: GaussianMixtureEnergy, n: int
+             ) -> tuple[WalkerState, float]:
+    component = categorical_logits(gen, model.log_weights.detach().float().expand(n, -1)).long()
+    noise = torch.randn((n, *model.event_shape), generator=gen)
+    x = model.means.detach()[component] + model.std * noise
+    return WalkerState.unweighted(x), model.log_partition()
