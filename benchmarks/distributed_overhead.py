@@ -56,7 +56,7 @@ def one_rank(rank: int, world: int, args: dict) -> dict:
     config = load_config(None, [
         "algorithm.name=jarzynski", f"algorithm.k={args['k']}",
         f"algorithm.n_walkers={args['walkers']}", f"algorithm.ess_threshold={args['ess']}",
-        "algorithm.precision=bf16", "model.n_hidden=512", "model.labels=false",
+        "sampler.precision=bf16", "model.n_hidden=512", "model.labels=false",
         "optimizer.name=sgd", "optimizer.lr=0.01", "train.batch_size=1000",
         "train.progress=false", f"train.threads={args['threads']}", "train.log_every=100000"])
     comm = TorchComm() if world > 1 else LOCAL

@@ -182,7 +182,7 @@ def train(algorithm: str, data: Dataset, seed: int, s: Settings) -> tuple[Traine
     """Train one RBM with ``algorithm`` (``jarzynski`` or ``pcd``); the trainer and seconds."""
     config = load_config(None, [
         f"algorithm.name={algorithm}", f"algorithm.k={s.k}", f"algorithm.n_walkers={s.walkers}",
-        "algorithm.precision=fp32",  # the exact kernel: Jarzynski's weights assume invariance
+        "sampler.precision=fp32",  # the exact kernel: Jarzynski's weights assume invariance
         f"model.n_hidden={s.hidden}", "model.labels=false",
         f"optimizer.name={s.optimizer}", f"optimizer.lr={s.lr}",
         f"train.batch_size={s.batch_size}", f"train.seed={seed}", "train.progress=false",

@@ -70,7 +70,7 @@ COMMON = [
     "train.batch_size=100", "train.seed=0", "train.progress=false",
     "train.eval_t=[10,1000]", "train.eval_samples=1000", "train.eval_k_long=1000",
     "optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.0",
-    "algorithm.precision=fp32", "algorithm.centered=true",
+    "sampler.precision=fp32", "algorithm.centered=true",
     "tracking.enabled=false",
 ]
 METHODS = {  # label -> overrides

@@ -39,7 +39,8 @@ import pyarrow.parquet as pq
 import torch
 
 from raybm.errors import InputError
-from raybm.models.rbm import RBM, build_rbm
+from raybm.models.base import EnergyModel
+from raybm.models.registry import model_from_spec
 from raybm.walkers import (
     X_DTYPES,
     WalkerState,
@@ -68,18 +69,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def model_spec(model: RBM) -> dict[str, int | str]:
-    return {
-        "kind": type(model).__name__,
-        "n_visible": model.n_visible,
-        "n_hidden": model.n_hidden,
-        "n_states": model.n_states,
-        "n_labels": model.n_labels,
-    }
-
-
-def model_from_spec(spec: dict[str, Any]) -> RBM:
-    return build_rbm(spec["n_visible"], spec["n_hidden"], spec["n_states"], spec["n_labels"])
+def model_spec(model: EnergyModel) -> dict[str, Any]:
+    """What ``meta.json`` records to rebuild ``model`` (``models.registry``)."""
+    return model.spec()
 
 
 def walkers_to_table(walkers: WalkerState) -> pa.Table:
@@ -162,7 +154,7 @@ class Checkpoint:
     """Everything a run needs to continue exactly where it stopped."""
 
     step: int
-    model: RBM
+    model: EnergyModel
     meta: dict[str, Any]
     state: dict[str, Any]
     walkers: WalkerState | None  # the whole population, shards concatenated in rank order
@@ -194,7 +186,7 @@ def save_checkpoint(
     directory: Path,
     *,
     step: int,
-    model: RBM,
+    model: EnergyModel,
     state: dict[str, Any],
     walkers: WalkerState | None,
     meta: dict[str, Any],
@@ -239,7 +231,7 @@ def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerStat
     return path
 
 
-def write_common(directory: Path, *, step: int, model: RBM, state: dict[str, Any],
+def write_common(directory: Path, *, step: int, model: EnergyModel, state: dict[str, Any],
                  meta: dict[str, Any], world_size: int) -> None:
     """Rank 0's part of a sharded checkpoint: parameters and state, then ``meta.json`` last
     (its presence, with every shard it lists, is what makes the checkpoint complete)."""
@@ -327,7 +319,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state = torch.load(ckpt / "state.pt", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt / unsafe files
         raise InputError(ckpt / "state.pt", "", f"cannot load ({type(err).__name__})") from None
-    model = model_from_spec(meta["model"])
+    model = model_from_spec(meta["model"], ckpt / "meta.json")
     model.load_state_dict(state.pop("model"))
     walkers, shards, generators = None, None, None
     wpath = ckpt / "walkers.parquet"
@@ -357,7 +349,7 @@ def set_latest(run_dir: Path, checkpoint: Path) -> None:
     atomic_write_text(Path(run_dir) / "checkpoints" / "latest", checkpoint.name + "\n")
 
 
-def load(path: str | Path) -> RBM:
+def load(path: str | Path) -> EnergyModel:
     """The model of a run directory or a checkpoint: ``raybm.load("runs/my-run")``."""
     return load_checkpoint(path).model
 

@@ -176,8 +176,10 @@ def _print_summary(summary) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from raybm.models.rbm import RBM
     from raybm.run import load_run
     from raybm.samplers.gibbs import generate
+    from raybm.samplers.registry import build_kernel
     from raybm.streams import generator
 
     _positive(args.n, "--n")
@@ -191,6 +193,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".parquet", ".png"):
         raise InputError(out, "", "output must end in .npz, .parquet or .png")
+    if out.suffix == ".png" and not isinstance(model, RBM):
+        raise InputError(out, "", "a picture of continuous samples is not made yet: write "
+                         ".npz or .parquet")
     check_output_file(out, "--out")
     if args.seed < 0 or args.seed > 2**31 - 1:
         raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
@@ -200,7 +205,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if model.n_labels:
         label = (torch.full((args.n,), args.label, dtype=torch.long) if args.label is not None
                  else torch.randint(0, model.n_labels, (args.n,), generator=gen))
-    x = generate(gen, model, args.n, k, label=label)
+    if isinstance(model, RBM):
+        x = generate(gen, model, args.n, k, label=label)
+    else:  # a continuous energy: k steps of the run's own kernel from its initial noise
+        kernel = build_kernel(config.sampler)
+        x, _ = kernel.step(gen, kernel.init(gen, model, args.n), model, k)
+        x = x.x
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
@@ -250,6 +260,7 @@ def _write_samples(out: Path, tmp: Path, x, label, model) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from raybm.config import config_from
     from raybm.evaluate import evaluate
+    from raybm.models.rbm import RBM
     from raybm.run import load_run
     from raybm.train import load_data
 
@@ -259,10 +270,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              list(args.overrides))
     train, test = load_data(config)
     m = ckpt.model
-    if (train.n_visible, train.n_states) != (m.n_visible, m.n_states):
-        raise InputError(config.data.path or "data", "data.path", f"has {train.n_visible} "
-                         f"units with {train.n_states} states; the model has {m.n_visible} "
-                         f"with {m.n_states}")
+    if train.event_shape != tuple(m.event_shape):
+        raise InputError(config.data.path or "data", "data.path", f"has samples of shape "
+                         f"{train.event_shape}; the model takes {tuple(m.event_shape)}")
+    if isinstance(m, RBM) and train.n_states != m.n_states:
+        raise InputError(config.data.path or "data", "data.path", f"has {train.n_states} "
+                         f"states per unit; the model has {m.n_states}")
     metrics = evaluate(m, train, test, config)
     print(json.dumps({"step": ckpt.step, **metrics}, indent=2))
     return 0

@@ -44,9 +44,31 @@ class SyntheticConfig(_Section):
         return value
 
 
+class MixtureDataConfig(_Section):
+    """``data.format: gaussian_mixture``: ``n_samples`` draws of isotropic Gaussians in ``dim``
+    dimensions; defaults: the Jarzynski research's d = 50 study (centres -10 e1 and +6 e1,
+    weights 1/4 and 3/4, unit variance, 10^4 points)."""
+
+    dim: int = Field(50, ge=1, le=100_000)
+    centers: list[list[float]] = Field(default_factory=lambda: [[-10.0], [6.0]], min_length=1)
+    weights: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.25, 0.75])
+    std: float = Field(1.0, gt=0)
+    n_samples: int = Field(10_000, ge=2)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+
+    @pydantic.model_validator(mode="after")
+    def _fits(self) -> "MixtureDataConfig":
+        if len(self.weights) != len(self.centers):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.centers)} centers")
+        if any(len(c) > self.dim for c in self.centers):
+            raise ValueError(f"a center has more than dim={self.dim} coordinates")
+        return self
+
+
 class DataConfig(_Section):
     path: str | None = None  # None: scikit-learn's digits (the embedded default)
-    format: Literal["auto", "idx", "hapt", "fasta", "csv", "matrix", "digits", "bimodal"] = "auto"
+    format: Literal["auto", "idx", "hapt", "fasta", "csv", "matrix", "digits", "bimodal",
+                    "gaussian_mixture"] = "auto"
     labels_path: str | None = None
     panel_path: str | None = None
     label: str | None = None  # hapt: panel column (super_pop | pop); csv: label column
@@ -58,22 +80,80 @@ class DataConfig(_Section):
     split_seed: int = Field(0, ge=0, le=SEED_MAX)
     max_samples: int | None = Field(None, gt=0)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    mixture: MixtureDataConfig = Field(default_factory=MixtureDataConfig)
 
 
-class ModelConfig(_Section):
+class RBMModelConfig(_Section):
+    """An RBM (Bernoulli or Potts visibles, from the data) with an optional label unit."""
+
+    kind: Literal["rbm"] = "rbm"
     n_hidden: int = Field(200, gt=0, le=1_000_000)
     labels: bool = True  # use a label unit when the data has labels
     weight_std: float = Field(0.01, ge=0)
 
 
+class GaussianMixtureModelConfig(_Section):
+    """Isotropic Gaussian components of fixed ``std`` with trainable means and log-weights
+    (the Jarzynski research's mode-weight student); log Z in closed form."""
+
+    kind: Literal["gaussian_mixture"] = "gaussian_mixture"
+    n_components: int = Field(2, ge=1, le=10_000)
+    std: float = Field(1.0, gt=0)
+    # Initial means: distinct training samples drawn with the init stream, plus this much
+    # N(0, init_noise^2) noise; initial weights equal.
+    init_noise: float = Field(0.0, ge=0)
+
+
+MODEL_CONFIGS: dict[str, type[_Section]] = {
+    "rbm": RBMModelConfig, "gaussian_mixture": GaussianMixtureModelConfig}
+ModelConfig = Annotated[RBMModelConfig | GaussianMixtureModelConfig, Field(discriminator="kind")]
+
+
+class GibbsSamplerConfig(_Section):
+    """Block Gibbs for RBMs: ``fp32`` (exact reference) or ``bf16`` (fast path)."""
+
+    name: Literal["gibbs"] = "gibbs"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+class _LangevinSamplerConfig(_Section):
+    step_size: float = Field(0.01, gt=0, le=1e6)
+    # (low, high): proposals leaving the box are refused (samplers.langevin), e.g. [-1, 1]
+    box: tuple[float, float] | None = None
+
+    @pydantic.field_validator("box")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("(low, high) with low < high")
+        return value
+
+
+class ULASamplerConfig(_LangevinSamplerConfig):
+    """Unadjusted Langevin (Jarzynski adds its log-weight increment)."""
+
+    name: Literal["ula"] = "ula"
+
+
+class MALASamplerConfig(_LangevinSamplerConfig):
+    """Metropolis-adjusted Langevin (exactly invariant)."""
+
+    name: Literal["mala"] = "mala"
+
+
+SAMPLER_CONFIGS: dict[str, type[_Section]] = {
+    "gibbs": GibbsSamplerConfig, "ula": ULASamplerConfig, "mala": MALASamplerConfig}
+SamplerConfig = Annotated[GibbsSamplerConfig | ULASamplerConfig | MALASamplerConfig,
+                          Field(discriminator="name")]
+
+
 class _AlgorithmOptions(_Section):
-    """Options every algorithm has (the RBM sampler's precision and the centred gradient)."""
+    """Options every algorithm has (k, the population, the centred gradient of RBMs)."""
 
     name: str  # each algorithm narrows it to its own name (the union's tag)
-    k: int = Field(10, gt=0)
+    k: int = Field(10, gt=0)  # kernel steps per update (Gibbs sweeps, Langevin steps)
     n_walkers: int | None = Field(None, gt=0)  # persistent walkers (default: batch size)
-    precision: Literal["fp32", "bf16"] = "fp32"
-    centered: bool = True
+    centered: bool | None = None  # None: the centred gradient where the model offers it (RBMs)
     hidden_offset_momentum: float = Field(0.01, gt=0, le=1)
 
 
@@ -109,27 +189,59 @@ AlgorithmConfig = Annotated[
     KStepConfig | PCDConfig | CDConfig | JarzynskiConfig, Field(discriminator="name")]
 
 
-def _algorithm_section(raw: Any) -> Any:
-    """The raw ``algorithm:`` mapping ready for the union: ``name`` defaults to ``kstep``, and a
-    key of another algorithm is dropped when it holds that algorithm's default (configs
-    written before the union recorded every algorithm's keys) or refused when it does not."""
+def _tagged_section(section: str, raw: Any, tag: str, default: str,
+                    members: dict[str, type[BaseModel]]) -> Any:
+    """The raw mapping of a section chosen by its ``tag`` key (``algorithm.name``,
+    ``model.kind``, ``sampler.name``), ready for its union: the tag defaults to ``default``,
+    and a key of another member is dropped when it holds that member's default (configs
+    written before the union recorded every member's keys) or refused when it does not."""
     if not isinstance(raw, dict):
         return raw
     raw = dict(raw)
-    name = raw.setdefault("name", "kstep")
-    own = ALGORITHM_CONFIGS.get(name) if isinstance(name, str) else None
+    chosen = raw.setdefault(tag, default)
+    own = members.get(chosen) if isinstance(chosen, str) else None
     if own is None:
-        return raw  # the union reports the bad name
+        return raw  # the union reports the bad tag
     for key in [k for k in raw if k not in own.model_fields]:
-        owners = [n for n, c in ALGORITHM_CONFIGS.items() if key in c.model_fields]
+        owners = [n for n, c in members.items() if key in c.model_fields]
         if not owners:
             continue  # an unknown key: reported as such
-        if raw[key] == ALGORITHM_CONFIGS[owners[0]].model_fields[key].default:
+        if raw[key] == members[owners[0]].model_fields[key].default:
             del raw[key]
             continue
-        raise InputError("", f"algorithm.{key}",
-                         f"applies to algorithm.name {' or '.join(owners)} only, not {name}")
+        raise InputError("", f"{section}.{key}",
+                         f"applies to {section}.{tag} {' or '.join(owners)} only, not {chosen}")
     return raw
+
+
+# The tagged sections: key -> (tag, default member, members).
+TAGGED_SECTIONS = {
+    "algorithm": ("name", "kstep", ALGORITHM_CONFIGS),
+    "model": ("kind", "rbm", MODEL_CONFIGS),
+    "sampler": ("name", "gibbs", SAMPLER_CONFIGS),
+}
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before ``sampler:`` existed kept the Gibbs precision as
+    ``algorithm.precision``: it is ``sampler.precision`` now."""
+    algorithm = raw.get("algorithm")
+    if not (isinstance(algorithm, dict) and "precision" in algorithm):
+        return raw
+    algorithm = dict(algorithm)
+    precision = algorithm.pop("precision")
+    given = raw.get("sampler")
+    sampler = dict(given or {}) if isinstance(given, dict) or given is None else None
+    if sampler is None or sampler.get("name", "gibbs") != "gibbs":
+        if precision == GibbsSamplerConfig.model_fields["precision"].default:
+            return {**raw, "algorithm": algorithm}
+        raise InputError("", "algorithm.precision",
+                         "is the Gibbs sampler's precision: set sampler.precision")
+    if sampler.get("precision", precision) != precision:
+        raise InputError("", "algorithm.precision", "the old name of sampler.precision; "
+                         "set only sampler.precision")
+    sampler["precision"] = precision
+    return {**raw, "algorithm": algorithm, "sampler": sampler}
 
 
 class OptimizerConfig(_Section):
@@ -137,6 +249,9 @@ class OptimizerConfig(_Section):
     # Upper bounds far above any working value: a step of 1e39 overflows float32 in the
     # optimizer itself (a traceback, not a divergence).
     lr: float = Field(0.01, gt=0, le=1e4)
+    # Learning rates of named parameters that differ from lr, e.g. {log_weights: 0.0125} for a
+    # mixture's weights (the Jarzynski research's GMM: means 0.0025, weights 0.0125).
+    param_lr: dict[str, Annotated[float, Field(gt=0, le=1e4)]] = Field(default_factory=dict)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, le=1e4)
 
@@ -188,18 +303,40 @@ class DistributedConfig(_Section):
 class Config(_Section):
     @pydantic.model_validator(mode="before")
     @classmethod
-    def _algorithm(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "algorithm" in raw:
-            raw = {**raw, "algorithm": _algorithm_section(raw["algorithm"])}
+    def _sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = _migrate(raw)
+        for section, (tag, default, members) in TAGGED_SECTIONS.items():
+            if section in raw:
+                raw = {**raw, section: _tagged_section(section, raw[section], tag, default,
+                                                       members)}
         return raw
 
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=RBMModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=KStepConfig)
+    sampler: SamplerConfig = Field(default_factory=GibbsSamplerConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @pydantic.model_validator(mode="after")
+    def _compatible(self) -> "Config":
+        rbm = self.model.kind == "rbm"
+        if rbm != (self.sampler.name == "gibbs"):
+            want = "gibbs" if rbm else "ula or mala"
+            raise InputError("", "sampler.name", f"model.kind {self.model.kind} is sampled "
+                             f"with {want}, not {self.sampler.name}")
+        if not rbm and self.algorithm.centered:
+            raise InputError("", "algorithm.centered", "the centred gradient is defined for "
+                             f"RBMs, not model.kind {self.model.kind}")
+        continuous_data = self.data.format == "gaussian_mixture"
+        if self.data.format in ("digits", "bimodal", "gaussian_mixture") and rbm == continuous_data:
+            raise InputError("", "data.format", f"{self.data.format} data does not fit "
+                             f"model.kind {self.model.kind}")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """``{"algorithm.k": 10, ...}``: the params MLflow records."""
@@ -229,15 +366,16 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         loc = list(first["loc"])
-        if loc[:1] == ["algorithm"] and len(loc) > 1 and loc[1] in ALGORITHM_CONFIGS:
-            del loc[1]  # the union's tag: the key is algorithm.<field>
+        tagged = TAGGED_SECTIONS.get(str(loc[0])) if loc else None
+        if tagged and len(loc) > 1 and loc[1] in tagged[2]:
+            del loc[1]  # the union's tag: the key is <section>.<field>
         key = ".".join(str(p) for p in loc) or "<root>"
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif first["type"] == "union_tag_invalid":
-            key = "algorithm.name"
-            msg = f"Input should be one of {', '.join(ALGORITHM_NAMES)}"
+        elif first["type"] == "union_tag_invalid" and tagged:
+            key = f"{loc[0]}.{tagged[0]}"
+            msg = f"Input should be one of {', '.join(tagged[2])}"
         return _raise(InputError(source, key, msg))
 
 
@@ -382,7 +520,7 @@ PERSISTENT_ALGORITHMS = ("pcd", "jarzynski")
 # key describes how the run was built (model, data, seed, population) and cannot change.
 RESUMABLE_KEYS = frozenset({
     "data.path", "data.labels_path", "data.panel_path",  # moved data (same contents)
-    "algorithm.k", "algorithm.precision", "algorithm.classification",
+    "algorithm.k", "sampler.precision", "sampler.step_size", "algorithm.classification",
     "algorithm.ess_threshold", "algorithm.resampling", "algorithm.hidden_offset_momentum",
     "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
     "train.n_updates", "train.batch_size", "train.log_every", "train.checkpoint_every",

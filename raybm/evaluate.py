@@ -35,6 +35,10 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
     from raybm.metrics.classify import accuracy_exact, accuracy_sampled
     from raybm.metrics.generation import score_curve
 
+    if not isinstance(model, RBM):
+        from raybm.metrics.continuous import continuous_final_metrics
+
+        return continuous_final_metrics(model, train, test)
     cfg = config.train
     gen = generator(cfg.seed if seed is None else seed, "evaluate")
     out: dict[str, float] = {}
@@ -82,6 +86,8 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     from raybm.metrics.plots import pca_plot, sample_grid, score_curve_plot
 
     directory.mkdir(parents=True, exist_ok=True)
+    if not isinstance(model, RBM):  # continuous models: plots come with their own slice
+        return directory
     cfg = config.train
     gen = generator(cfg.seed, "artifacts")
     k = config.algorithm.k
@@ -124,6 +130,10 @@ def live_metrics(model: RBM, test: Dataset, info: dict[str, float]) -> dict[str,
     """The cheap metrics logged with every ``log_every`` update: exact test accuracy (label
     unit), the exact test log-likelihood of models small enough to enumerate quickly, and the
     test log-likelihood from the Jarzynski running log Z (free)."""
+    if not isinstance(model, RBM):
+        from raybm.metrics.continuous import continuous_live_metrics
+
+        return continuous_live_metrics(model, test, info)
     out = dict(info)
     if model.n_labels and test.n_samples:
         from raybm.metrics.classify import accuracy_exact
@@ -150,6 +160,23 @@ def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: in
     against this before a sweep starts.)"""
     from raybm.models.rbm import build_rbm
 
+    if config.model.kind != "rbm":
+        from raybm.metrics.continuous import continuous_reported
+
+        out = {"step": "live", "updates_per_s": "live", "loss_joint": "live"}
+        if config.algorithm.name == "kstep":
+            out = {"step": "live", "updates_per_s": "live", "loss_generation": "live"}
+        if config.algorithm.name == "jarzynski":
+            out |= dict.fromkeys(["ess", "log_z", "weight_entropy", "n_resamplings",
+                                  "resampled"], "live")
+        if config.sampler.name == "mala":
+            out["acceptance"] = "live"
+        from raybm.config import GaussianMixtureModelConfig
+
+        components = (config.model.n_components
+                      if isinstance(config.model, GaussianMixtureModelConfig) else None)
+        return out | continuous_reported(components, config.algorithm.name == "jarzynski",
+                                         has_test)
     labels = bool(config.model.labels and n_labels)
     model = build_rbm(n_visible, config.model.n_hidden, n_states, n_labels if labels else 0)
     out = {"step": "live", "updates_per_s": "live"}

@@ -107,7 +107,16 @@ def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
 
 def check_data_fits(checkpoint: Path, train: Dataset, source: str) -> None:
     """The data of a continued run must fit the model its checkpoint holds."""
+    from raybm.models.registry import model_from_spec
+
     spec = json.loads((checkpoint / "meta.json").read_text())["model"]
+    shape = tuple(model_from_spec(spec, checkpoint / "meta.json").event_shape)
+    if shape != train.event_shape:
+        raise InputError(source, "data.path", f"gives samples of shape {train.event_shape}, "
+                         f"but the run's model takes {shape} (a continued run needs the same "
+                         "data)")
+    if "n_states" not in spec:  # a continuous model: the shape is all it needs
+        return
     have = {"n_visible": train.n_visible, "n_states": train.n_states}
     if spec.get("n_labels"):
         have["n_labels"] = train.n_labels if train.labels is not None else 0

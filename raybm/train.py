@@ -30,10 +30,12 @@ from raybm.algorithms.centering import Centering
 from raybm.algorithms.registry import build_estimator, estimator_class
 from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
                               state_digest)
-from raybm.config import Config
+from raybm.config import Config, RBMModelConfig
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
-from raybm.models.rbm import RBM, build_rbm
+from raybm.models.base import EnergyModel
+from raybm.models.rbm import build_rbm
+from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 from raybm.walkers import shard_sizes, shard_slice
 
@@ -43,7 +45,7 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
     from raybm.data.split import train_test_split
 
     d = config.data
-    if d.path is not None and d.format in ("digits", "bimodal"):
+    if d.path is not None and d.format in ("digits", "bimodal", "gaussian_mixture"):
         raise InputError("data.path", "", f"format {d.format} is built in and takes no path")
     for key, value in (("labels_path", d.labels_path), ("panel_path", d.panel_path)):
         if value is not None and d.path is None:
@@ -56,6 +58,13 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
         dataset = prototype_mixture(generator(s.seed, "synthetic"), s.n_samples,
                                     bimodal_prototypes(s.n_visible),
                                     torch.tensor(s.weights, dtype=torch.float64), s.flip_prob)
+    elif d.format == "gaussian_mixture":
+        from raybm.data.continuous import gaussian_mixture, mixture_means
+
+        m = d.mixture
+        dataset = gaussian_mixture(generator(m.seed, "synthetic"), m.n_samples,
+                                   mixture_means(m.centers, m.dim), torch.tensor(m.weights),
+                                   m.std)
     elif d.path is None:
         from raybm.data.digits import load_digits
 
@@ -86,32 +95,91 @@ MAX_PARAMETERS = 2**29
 def check_model_fits(config: Config, train: Dataset) -> None:
     """The model the config builds on this data can be built (checked before a run starts)."""
     where = train.source or "data.path"
-    if config.model.labels and train.labels is not None and train.n_labels < 2:
-        raise InputError(where, "labels", f"only {train.n_labels} class: a label unit needs "
-                         "at least 2 (set model.labels=false)")
-    n = (train.n_visible * train.n_states + 1) * (config.model.n_hidden + 1)
+    m = config.model
+    if m.kind == "rbm":
+        if train.continuous:
+            raise InputError(where, "model.kind", "rbm needs binary or categorical data; this "
+                             "data is continuous (model.kind: gaussian_mixture)")
+        if m.labels and train.labels is not None and train.n_labels < 2:
+            raise InputError(where, "labels", f"only {train.n_labels} class: a label unit "
+                             "needs at least 2 (set model.labels=false)")
+        n = (train.n_visible * train.n_states + 1) * (m.n_hidden + 1)
+    else:
+        if not train.continuous:
+            raise InputError(where, "model.kind", f"{m.kind} needs continuous data; this "
+                             "data is discrete (model.kind: rbm)")
+        if len(train.event_shape) != 1:
+            raise InputError(where, "model.kind", f"{m.kind} takes vectors, not samples of "
+                             f"shape {train.event_shape}")
+        if m.n_components > train.n_samples:
+            raise InputError("model.n_components", "", f"{m.n_components} components for "
+                             f"{train.n_samples} training samples (means start at samples)")
+        n = (train.event_shape[0] + 1) * m.n_components
     if n > MAX_PARAMETERS:
-        raise InputError("model.n_hidden", "", f"{n:,} parameters on {train.n_visible} visible units is more than "
-                         f"{MAX_PARAMETERS:,}")
+        raise InputError("model", "", f"{n:,} parameters on data of shape "
+                         f"{train.event_shape} is more than {MAX_PARAMETERS:,}")
+    if config.optimizer.param_lr:
+        with torch.device("meta"):  # shapes and names only: no memory, no random draws
+            if m.kind == "rbm":
+                n_labels = train.n_labels if (m.labels and train.labels is not None) else 0
+                shaped = build_rbm(train.n_visible, m.n_hidden, train.n_states, n_labels)
+            else:
+                from raybm.models.gaussian import GaussianMixtureEnergy
+
+                shaped = GaussianMixtureEnergy(torch.zeros(m.n_components, train.n_visible))
+        check_param_lr(config, [name for name, _ in shaped.named_parameters()])
 
 
-def build_model(config: Config, train: Dataset, gen: torch.Generator) -> RBM:
-    n_labels = train.n_labels if (config.model.labels and train.labels is not None) else 0
-    model = build_rbm(train.n_visible, config.model.n_hidden, train.n_states, n_labels)
+def check_param_lr(config: Config, names: list[str]) -> None:
+    """Every name in ``optimizer.param_lr`` is a parameter of the model (one-line error)."""
+    unknown = sorted(set(config.optimizer.param_lr) - set(names))
+    if unknown:
+        raise InputError("optimizer.param_lr", unknown[0], f"not a parameter of this model "
+                         f"(its parameters: {', '.join(names)})")
+
+
+def build_model(config: Config, train: Dataset, gen: torch.Generator) -> EnergyModel:
+    """The initial model of ``config.model.kind`` on ``train`` (the same on every rank: ``gen``
+    is the shared ``"init"`` stream)."""
+    m = config.model
+    if m.kind == "gaussian_mixture":
+        from raybm.models.gaussian import GaussianMixtureEnergy
+
+        # Means at distinct training samples (plus noise), equal weights: the research's
+        # student starts unbiased between modes.
+        rows = torch.randperm(train.n_samples, generator=gen)[: m.n_components]
+        means = train.x[rows].reshape(m.n_components, -1).clone()
+        if m.init_noise > 0:
+            means += m.init_noise * torch.randn(means.shape, generator=gen)
+        return GaussianMixtureEnergy(means, std=m.std)
+    n_labels = train.n_labels if (m.labels and train.labels is not None) else 0
+    model = build_rbm(train.n_visible, m.n_hidden, train.n_states, n_labels)
     # Jarzynski walkers are exact draws of the initial model: an RBM without couplings.
     zero = estimator_class(config.algorithm.name).starts_exact
-    weight_std = 0.0 if zero else config.model.weight_std
+    weight_std = 0.0 if zero else m.weight_std
     model.init_parameters(gen, weight_std=weight_std)
     model.init_visible_bias(train.x, train.weights)
     return model
 
 
-def build_optimizer(config: Config, model: RBM) -> torch.optim.Optimizer:
+def parameter_groups(config: Config, model: EnergyModel) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one for all parameters at ``optimizer.lr`` (the
+    layout of every checkpoint written before ``param_lr``), or, with ``optimizer.param_lr``,
+    one per parameter, named, at its own rate. An unknown name is a one-line error."""
     o = config.optimizer
+    names = dict(model.named_parameters())
+    if not o.param_lr:
+        return [{"params": list(names.values())}]
+    check_param_lr(config, list(names))
+    return [{"params": [p], "name": n, "lr": o.param_lr.get(n, o.lr)} for n, p in names.items()]
+
+
+def build_optimizer(config: Config, model: EnergyModel) -> torch.optim.Optimizer:
+    o = config.optimizer
+    groups = parameter_groups(config, model)
     if o.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                           weight_decay=o.weight_decay)
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
 def sum_gradients(population: Population, model: torch.nn.Module, loss: torch.Tensor) -> float:
@@ -140,7 +208,7 @@ class Trainer:
 
     config: Config
     train_set: Dataset
-    model: RBM
+    model: EnergyModel
     gen: torch.Generator
     step: int = 0
     walkers: Any = None
@@ -151,14 +219,15 @@ class Trainer:
 
     def __post_init__(self) -> None:
         a = self.config.algorithm
-        self.estimator = build_estimator(a, self.config.train.seed, self.population)
+        self.estimator = build_estimator(a, build_kernel(self.config.sampler),
+                                         self.config.train.seed, self.population)
         self.optimizer = build_optimizer(self.config, self.model)
         use_labels = self.model.n_labels > 0
         self.centering = (
             Centering(self.model, self.train_set.x,
                       self.train_set.labels if use_labels else None,
                       self.train_set.weights, a.hidden_offset_momentum)
-            if a.centered and self.model.offers_centering else None
+            if a.centered is not False and self.model.offers_centering else None
         )
         if self.walkers is None:
             n_walkers = a.n_walkers or self.config.train.batch_size
@@ -166,9 +235,10 @@ class Trainer:
             self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
             # A fresh run's last change to the initial model (Jarzynski's kick): the same
             # draw on every rank, since it changes the parameters.
+            m = self.config.model
+            kick = m.weight_std if isinstance(m, RBMModelConfig) else 0.0
             self.walkers = self.estimator.start(generator(self.config.train.seed, "kick"),
-                                                self.model, self.walkers,
-                                                self.config.model.weight_std)
+                                                self.model, self.walkers, kick)
         n = self.train_set.n_samples
         self.batch_size = min(self.config.train.batch_size, n)
         self.batches_per_epoch = max(n // self.batch_size, 1)
@@ -280,7 +350,7 @@ class Trainer:
         """
         o = self.config.optimizer
         for group in self.optimizer.param_groups:
-            group["lr"] = o.lr
+            group["lr"] = o.param_lr.get(group.get("name"), o.lr)
             group["weight_decay"] = o.weight_decay
             if "momentum" in group:
                 group["momentum"] = o.momentum

@@ -226,7 +226,7 @@ def test_eval_on_data_of_another_shape_is_one_line(trained_run, capsys, tmp_path
     np.savez(tmp_path / "w.npz", x=np.zeros((20, 5), dtype=np.uint8))
     code, _, err = run_cli(capsys, "eval", trained_run, "--set", f"data.path={tmp_path / 'w.npz'}")
     assert code == 2
-    assert "data.path: has 5 units with 2 states; the model has 64 with 2" in err
+    assert "data.path: has samples of shape (5,); the model takes (64,)" in err
     code, _, err = run_cli(capsys, "eval", trained_run, "--set", "foo.bar=1")
     assert code == 2 and err.strip() == "raybm: error: --set: foo: unknown key"
 

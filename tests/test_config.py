@@ -23,7 +23,8 @@ def test_packaged_default_is_the_digits_example():
 
 def test_schema_defaults_follow_the_issue():
     c = Config()
-    assert c.optimizer.name == "sgd" and c.optimizer.lr == 0.01 and c.algorithm.centered
+    assert c.optimizer.name == "sgd" and c.optimizer.lr == 0.01
+    assert c.algorithm.centered is None  # auto: the centred gradient on RBMs
 
 
 @pytest.mark.parametrize("raw, key", [
@@ -40,8 +41,8 @@ def test_errors_name_the_key(raw, key):
 
 
 def test_set_overrides_parse_yaml_values():
-    c = load_config(None, ["train.eval_t=[1, 2]", "algorithm.precision=bf16", "data.path=x.npz"])
-    assert c.train.eval_t == [1, 2] and c.algorithm.precision == "bf16" and c.data.path == "x.npz"
+    c = load_config(None, ["train.eval_t=[1, 2]", "sampler.precision=bf16", "data.path=x.npz"])
+    assert c.train.eval_t == [1, 2] and c.sampler.precision == "bf16" and c.data.path == "x.npz"
     with pytest.raises(InputError, match="key=value"):
         load_config(None, ["algorithm.k"])
 
@@ -79,6 +80,9 @@ def test_every_key_is_documented():
     doc = (ROOT / "docs" / "config.md").read_text()
     keys = {key for name in ALGORITHM_NAMES
             for key in parse_config({"algorithm": {"name": name}}).flat()}
+    continuous = {"model": {"kind": "gaussian_mixture"}, "algorithm": {"centered": False}}
+    for sampler in ("ula", "mala"):
+        keys |= set(parse_config({**continuous, "sampler": {"name": sampler}}).flat())
     missing = sorted(key for key in keys if f"`{key}`" not in doc)
     assert not missing, f"undocumented config keys: {missing}"
 
@@ -102,7 +106,7 @@ def test_algorithm_options_belong_to_their_algorithm():
     config = parse_config({"algorithm": legacy}, "old-run/config.yaml")
     assert config.algorithm.name == "pcd" and config.algorithm.k == 5
     assert set(config.model_dump()["algorithm"]) == {
-        "name", "k", "n_walkers", "precision", "centered", "hidden_offset_momentum"}
+        "name", "k", "n_walkers", "centered", "hidden_offset_momentum"}
     assert parse_config({"algorithm": {"k": 3}}).algorithm.name == "kstep"  # the default
     switched = with_values(parse_config({}), {"algorithm.name": "jarzynski"})
     assert switched.algorithm.ess_threshold == 0.5

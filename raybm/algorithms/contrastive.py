@@ -23,6 +23,7 @@ import torch
 from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
 from raybm.algorithms.population import LOCAL, Population
 from raybm.models.rbm import RBM
+from raybm.samplers.base import Kernel
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.walkers import WalkerState, shard_sizes
 
@@ -35,21 +36,22 @@ class ContrastiveDivergence(Estimator):
     """CD-k: chains from the data batch (labels included), k kernel steps."""
 
     k: int
-    kernel: GibbsKernel = field(default_factory=GibbsKernel)
+    kernel: Kernel = field(default_factory=GibbsKernel)
     phases: tuple[str, ...] = ("joint",)
     population: Population = field(default=LOCAL, repr=False)
     name: ClassVar[str] = "cd"
 
     @classmethod
-    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> ContrastiveDivergence:
         return cls(k=algorithm.k, kernel=kernel, population=population)
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
-        neg, _ = self.kernel.step(gen, start, model, self.k)
-        return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
+        neg, moved = self.kernel.step(gen, start, model, self.k)
+        loss = data_term(model, batch) - walker_term(model, neg, self.population)
+        return Estimate(loss, None, moved.metrics())
 
 
 @dataclass
@@ -57,14 +59,14 @@ class PersistentContrastiveDivergence(Estimator):
     """PCD-k: persistent walkers from the kernel's initial distribution, k steps per update."""
 
     k: int
-    kernel: GibbsKernel = field(default_factory=GibbsKernel)
+    kernel: Kernel = field(default_factory=GibbsKernel)
     phases: tuple[str, ...] = ("joint",)
     population: Population = field(default=LOCAL, repr=False)
     name: ClassVar[str] = "pcd"
     persistent: ClassVar[bool] = True
 
     @classmethod
-    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> PersistentContrastiveDivergence:
         return cls(k=algorithm.k, kernel=kernel, population=population)
 
@@ -73,9 +75,9 @@ class PersistentContrastiveDivergence(Estimator):
 
     def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
-        walkers, _ = self.kernel.step(gen, walkers, model, self.k)
+        walkers, moved = self.kernel.step(gen, walkers, model, self.k)
         loss = data_term(model, batch) - walker_term(model, walkers, self.population)
-        return Estimate(loss, walkers)
+        return Estimate(loss, walkers, moved.metrics())
 
 
 @dataclass
@@ -84,19 +86,20 @@ class KStep(Estimator):
 
     Without labels (or with ``classification=False``), one generation phase with the labels of
     the negative chains sampled freely (or clamped to the batch labels when the model has them).
-    Clamping a label or the visibles is a Gibbs feature: this estimator takes a
-    :class:`~raybm.samplers.gibbs.GibbsKernel`.
+    Clamping a label or the visibles is a Gibbs feature: with a label unit this estimator
+    needs a :class:`~raybm.samplers.gibbs.GibbsKernel`; without one, any kernel (short-run
+    k-step training of a continuous energy from the kernel's initial noise).
     """
 
     k: int
     n_chains: int | None = None  # negatives per update; default: the batch size
     classification: bool = True
-    kernel: GibbsKernel = field(default_factory=GibbsKernel)
+    kernel: Kernel = field(default_factory=GibbsKernel)
     population: Population = field(default=LOCAL, repr=False)
     name: ClassVar[str] = "kstep"
 
     @classmethod
-    def from_config(cls, algorithm: AlgorithmConfig, kernel: GibbsKernel, seed: int,
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> KStep:
         return cls(k=algorithm.k, classification=algorithm.classification, kernel=kernel,
                    population=population)
@@ -125,5 +128,7 @@ class KStep(Estimator):
             # n_chains counts the whole population: this shard runs its share of them.
             n = batch.size if self.n_chains is None else shard_sizes(
                 self.n_chains, self.population.world_size)[self.population.rank]
-            neg, _ = self.kernel.step(gen, self.kernel.init(gen, model, n), model, self.k)
+            neg, moved = self.kernel.step(gen, self.kernel.init(gen, model, n), model, self.k)
+            loss = data_term(model, batch) - walker_term(model, neg, self.population)
+            return Estimate(loss, None, moved.metrics())
         return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)

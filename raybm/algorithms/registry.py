@@ -14,7 +14,7 @@ from raybm.algorithms.contrastive import (ContrastiveDivergence, KStep,
                                           PersistentContrastiveDivergence)
 from raybm.algorithms.jarzynski import Jarzynski
 from raybm.algorithms.population import LOCAL, Population
-from raybm.samplers.gibbs import GibbsKernel
+from raybm.samplers.base import Kernel
 
 if TYPE_CHECKING:
     from raybm.config import AlgorithmConfig
@@ -33,10 +33,9 @@ def estimator_class(name: str) -> type[Estimator]:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(ESTIMATORS)}") from None
 
 
-def build_estimator(algorithm: AlgorithmConfig, seed: int,
+def build_estimator(algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> Estimator:
-    """The estimator of an ``algorithm:`` config section, with its kernel (block Gibbs at the
-    section's ``precision``: the RBM models' sampler) and the population it shards."""
-    kernel = GibbsKernel(algorithm.precision)
+    """The estimator of an ``algorithm:`` config section, moving its walkers with ``kernel``
+    (``samplers.registry.build_kernel``), over the population it shards."""
     return estimator_class(algorithm.name).from_config(algorithm, kernel=kernel, seed=seed,
                                                        population=population)

@@ -9,11 +9,13 @@ import torch
 
 @dataclass
 class Dataset:
-    """Samples as compact integer states, with optional labels and sample weights.
+    """Samples, with optional labels and sample weights.
 
-    x:           ``(n, n_visible)`` uint8; binary data holds 0/1, categorical (Potts) data holds
-                 state indices ``0 .. n_states-1``.
-    n_states:    2 for binary data (a Bernoulli RBM), the alphabet size for categorical data.
+    x:           discrete data: ``(n, n_visible)`` uint8, 0/1 for binary data, state indices
+                 ``0 .. n_states-1`` for categorical (Potts) data; continuous data:
+                 ``(n, *event_shape)`` float32, finite (vectors, or ``(1, H, W)`` images).
+    n_states:    2 for binary data (a Bernoulli RBM), the alphabet size for categorical data,
+                 0 for continuous data.
     labels:      ``(n,)`` int64 in ``0 .. len(label_names)-1``, or None.
     label_names: the name of each label value (e.g. ``["AFR", "AMR", ...]``), or None.
     weights:     ``(n,)`` float32 per-sample weights (e.g. 1 / number of neighbours for protein
@@ -36,10 +38,15 @@ class Dataset:
     sub_label_names: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.x.dim() != 2:
-            raise ValueError(f"Dataset.x must be 2-D, got shape {tuple(self.x.shape)}")
-        if self.x.dtype != torch.uint8:
-            raise ValueError(f"Dataset.x must be uint8, got {self.x.dtype}")
+        if self.x.dtype == torch.float32:
+            if self.x.dim() < 2 or self.n_states != 0:
+                raise ValueError("continuous Dataset.x must be (n, *event_shape) with "
+                                 f"n_states 0, got {tuple(self.x.shape)}, {self.n_states}")
+        else:
+            if self.x.dim() != 2:
+                raise ValueError(f"Dataset.x must be 2-D, got shape {tuple(self.x.shape)}")
+            if self.x.dtype != torch.uint8:
+                raise ValueError(f"Dataset.x must be uint8 or float32, got {self.x.dtype}")
         n = self.x.shape[0]
         for name in ("labels", "weights", "sub_labels"):
             t = getattr(self, name)
@@ -53,6 +60,15 @@ class Dataset:
     @property
     def n_visible(self) -> int:
         return self.x.shape[1]
+
+    @property
+    def continuous(self) -> bool:
+        return self.x.is_floating_point()
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one sample."""
+        return tuple(self.x.shape[1:])
 
     @property
     def n_labels(self) -> int:

@@ -25,7 +25,7 @@ The model never picks its sampler: sampling lives in ``raybm.samplers``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -40,20 +40,44 @@ class EnergyModel(nn.Module, ABC):
 
     offers_centering: ClassVar[bool] = False
     event_shape: tuple[int, ...]
+    n_labels: int = 0  # label values the model is conditioned on (0: unconditional)
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """The constructor arguments as JSON-able values, with ``kind`` (the class name):
+        what a checkpoint records to rebuild the model (``models.registry``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "EnergyModel":
+        """The model :meth:`spec` describes (parameters to be loaded)."""
+
+    def log_partition(self) -> float | None:
+        """``log Z`` in closed form, or None when the model has none (exact enumeration and
+        AIS live in ``raybm.metrics``)."""
+        return None
 
     @abstractmethod
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Per-walker energy, shape ``(n,)``."""
 
-    def grad_energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``d energy / dx`` per walker (autograd; a model with a closed form may override).
+    def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``energy(x)`` (detached) and ``d energy / dx`` per walker: one forward and one
+        backward pass by autograd; a model with a closed form overrides it (the Langevin
+        kernels call this once per step).
 
         Computed on a detached copy of ``x``: a sampler's step must not build a graph into
         the parameters' gradients."""
         with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.energy(x, cond).sum(), x)
-        return grad
+            xg = x.detach().requires_grad_(True)
+            e = self.energy(xg, cond)
+            (grad,) = torch.autograd.grad(e.sum(), xg)
+        return e.detach(), grad
+
+    def grad_energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``d energy / dx`` per walker."""
+        return self.energy_and_grad(x, cond)[1]
 
     def post_update(self) -> None:
         """Called after every optimizer step (nothing by default)."""

@@ -39,12 +39,23 @@ class GaussianEnergy(EnergyModel):
         self.log_precision = nn.Parameter(
             torch.zeros(dim) if log_precision is None else log_precision.clone().float())
 
+    def spec(self) -> dict:
+        return {"kind": type(self).__name__, "dim": self.event_shape[0]}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "GaussianEnergy":
+        return cls(int(spec["dim"]))
+
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         d = _flat(x) - self.mean
         return 0.5 * (self.log_precision.exp() * d * d).sum(-1)
 
-    def grad_energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.log_precision.exp() * (_flat(x) - self.mean)).detach().view_as(x)
+    @torch.no_grad()
+    def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form: ``grad E = exp(log_precision) (x - mean)``."""
+        scaled = self.log_precision.exp() * (_flat(x) - self.mean)
+        return 0.5 * (scaled * (_flat(x) - self.mean)).sum(-1), scaled.view_as(x)
 
     @torch.no_grad()
     def log_partition(self) -> float:
@@ -74,6 +85,15 @@ class GaussianMixtureEnergy(EnergyModel):
         self.log_weights = nn.Parameter(
             torch.zeros(k) if log_weights is None else log_weights.clone().float())
 
+    def spec(self) -> dict:
+        k, d = self.means.shape
+        return {"kind": type(self).__name__, "n_components": k, "dim": d, "std": self.std}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "GaussianMixtureEnergy":
+        return cls(torch.zeros(int(spec["n_components"]), int(spec["dim"])),
+                   std=float(spec["std"]))
+
     def component_log_terms(self, x: torch.Tensor) -> torch.Tensor:
         """``log_weight_k - |x - mean_k|^2 / (2 std^2)``, shape ``(n, K)``."""
         # Differences, not |x|^2 - 2 x.m + |m|^2: no cancellation far from the origin, and a
@@ -83,6 +103,16 @@ class GaussianMixtureEnergy(EnergyModel):
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return -torch.logsumexp(self.component_log_terms(x), -1)
+
+    @torch.no_grad()
+    def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Closed form: ``grad E = (x - sum_k r_k mean_k) / std^2`` with the responsibilities
+        ``r = softmax_k(component terms)`` (no autograd pass: the Langevin step's cost)."""
+        terms = self.component_log_terms(x)
+        r = torch.softmax(terms, -1)
+        grad = (_flat(x) - r @ self.means.to(x.dtype)) / self.std**2
+        return -torch.logsumexp(terms, -1), grad.view_as(x)
 
     @torch.no_grad()
     def log_partition(self) -> float:

@@ -111,6 +111,14 @@ class RBM(EnergyModel):
     def event_shape(self) -> tuple[int, ...]:
         return (self.n_visible,)
 
+    def spec(self) -> dict[str, int | str]:
+        return {"kind": type(self).__name__, "n_visible": self.n_visible,
+                "n_hidden": self.n_hidden, "n_states": self.n_states, "n_labels": self.n_labels}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "RBM":
+        return build_rbm(spec["n_visible"], spec["n_hidden"], spec["n_states"], spec["n_labels"])
+
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The energy-model contract: the free energy ``F(x, cond)`` (cond: the label)."""
         return self.free_energy(x, cond)

@@ -99,12 +99,8 @@ class _Langevin:
 
 def _energy_and_grad(model: EnergyModel, x: torch.Tensor, cond: torch.Tensor | None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``E(x)`` (detached) and ``grad_x E`` with one forward and one backward pass."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        e = model.energy(xg, cond)
-        (g,) = torch.autograd.grad(e.sum(), xg)
-    return e.detach(), g
+    """``E(x)`` and ``grad_x E`` (the model's closed form where it has one, else autograd)."""
+    return model.energy_and_grad(x, cond)
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def test_every_configurable_algorithm_is_registered_and_declared():
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 def test_built_from_config_with_the_kernel_it_is_given(name):
     extra = {"ess_threshold": 0.3} if name == "jarzynski" else {}
-    config = section(name, k=3, precision="bf16", **extra)
-    est = build_estimator(config, seed=5)
+    config = section(name, k=3, **extra)
+    est = build_estimator(config, GibbsKernel("bf16"), seed=5)
     assert type(est) is ESTIMATORS[name] and est.k == 3
     assert est.kernel == GibbsKernel("bf16")
     if name == "jarzynski":

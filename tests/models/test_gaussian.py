@@ -42,9 +42,13 @@ def test_autograd_grad_energy_matches_the_closed_form():
     model = GaussianEnergy(3, mean=torch.tensor([1.0, -2.0, 0.5]),
                            log_precision=torch.tensor([0.1, -0.4, 1.2]))
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    closed = model.grad_energy(x)
-    autograd = EnergyModel.grad_energy(model, x)
-    torch.testing.assert_close(autograd, closed)
-    mix = GaussianMixtureEnergy(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    mix = GaussianMixtureEnergy(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
+                                log_weights=torch.tensor([0.3, -0.2]), std=0.7)
+    for m in (model, mix):
+        e, closed = m.energy_and_grad(x)
+        e_auto, autograd = EnergyModel.energy_and_grad(m, x)
+        torch.testing.assert_close(autograd, closed)
+        torch.testing.assert_close(e, e_auto)
+        torch.testing.assert_close(m.grad_energy(x), closed)
     g = mix.grad_energy(mix.means.detach()[:1])  # exactly on a mean: finite
     assert torch.isfinite(g).all()

@@ -1,0 +1,57 @@
+"""Continuous data sets generated from a seed: Gaussian mixtures in d dimensions.
+
+The Jarzynski research's mode-weight study (Carbone, Hua, Coste, Vanden-Eijnden 2023, arXiv
+2305.19414) draws 10^4 points in d = 50 from two unit-variance Gaussians centred at
+``-10 e_1`` and ``+6 e_1`` with weights 1/4 and 3/4: the defaults of ``data.mixture``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from raybm.data.dataset import Dataset
+from raybm.errors import InputError
+
+
+def mixture_means(centers: list[list[float]], dim: int, where: str = "data.mixture") -> torch.Tensor:
+    """``(K, dim)`` means: each center padded with zeros to ``dim`` coordinates."""
+    if not centers:
+        raise InputError(where, "centers", "needs at least one center")
+    means = torch.zeros(len(centers), dim)
+    for k, c in enumerate(centers):
+        if len(c) > dim:
+            raise InputError(where, f"centers.{k}", f"{len(c)} coordinates for dim {dim}")
+        if not all(math.isfinite(v) for v in c):
+            raise InputError(where, f"centers.{k}", "coordinates must be finite")
+        means[k, : len(c)] = torch.tensor(c, dtype=torch.float32)
+    return means
+
+
+def gaussian_mixture(gen: torch.Generator, n_samples: int, means: torch.Tensor,
+                     weights: torch.Tensor, std: float) -> Dataset:
+    """``n_samples`` draws: component ``k ~ weights``, then ``N(means[k], std^2 I)``; the labels
+    are the components."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if w.shape != (means.shape[0],) or (w <= 0).any() or not torch.isfinite(w).all():
+        raise InputError("data.mixture", "weights",
+                         f"{means.shape[0]} positive weights, one per center")
+    component = torch.multinomial(w / w.sum(), n_samples, replacement=True, generator=gen)
+    x = means[component] + std * torch.randn((n_samples, means.shape[1]), generator=gen)
+    return Dataset(
+        x=x.float(), n_states=0, labels=component,
+        label_names=[str(k) for k in range(means.shape[0])],
+        source="synthetic:gaussian_mixture",
+        info={"format": "gaussian_mixture", "weights": (w / w.sum()).tolist(), "std": std},
+    )
+
+
+def gaussian_mixture_logprob(x: torch.Tensor, means: torch.Tensor, weights: torch.Tensor,
+                             std: float) -> torch.Tensor:
+    """Exact ``log p(x)`` ``(n,)`` float64 of that mixture."""
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    d = means.shape[1]
+    d2 = (x.double().unsqueeze(1) - means.double()).square().sum(-1)
+    log_norm = 0.5 * d * math.log(2 * math.pi * std**2)
+    return torch.logsumexp(torch.log(w / w.sum()) - d2 / (2 * std**2), -1) - log_norm

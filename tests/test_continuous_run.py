@@ -1,0 +1,124 @@
+"""Continuous energies through the same run path as RBMs: config, training in-process,
+checkpoints of float walkers with exact resume, the metrics a Gaussian mixture reports, and
+one-line errors for combinations that cannot work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from raybm.checkpoint import load_checkpoint
+from raybm.cli import main
+from raybm.config import load_config, parse_config
+from raybm.errors import InputError
+from raybm.evaluate import live_metrics
+from raybm.run import train_run
+from raybm.train import load_data, make_trainer, run_updates
+
+MIXTURE = ["data.format=gaussian_mixture", "data.mixture.dim=6",
+           "data.mixture.centers=[[-4.0], [3.0]]", "data.mixture.n_samples=1200",
+           "model.kind=gaussian_mixture", "model.n_components=2",
+           "sampler.name=ula", "sampler.step_size=0.1",
+           "optimizer.lr=0.01", "optimizer.param_lr={log_weights: 0.05}",
+           "train.batch_size=100", "train.log_every=5", "train.progress=false",
+           "tracking.enabled=false"]
+JARZYNSKI = ["algorithm.name=jarzynski", "algorithm.k=1", "algorithm.n_walkers=500",
+             "algorithm.ess_threshold=0.9"]
+
+
+@pytest.mark.parametrize("algorithm", [
+    JARZYNSKI,
+    ["algorithm.name=pcd", "algorithm.k=2", "algorithm.n_walkers=300", "sampler.name=mala"],
+    ["algorithm.name=cd", "algorithm.k=2", "sampler.name=mala"],
+], ids=["jarzynski-ula", "pcd-mala", "cd-mala"])
+def test_resume_of_float_walkers_continues_exactly(tmp_path, algorithm):
+    common = MIXTURE + algorithm + ["train.checkpoint_every=7"]
+    straight = train_run(load_config(None, common + ["train.n_updates=20"]),
+                         out=tmp_path / "straight", evaluate_at_end=False)
+    train_run(load_config(None, common + ["train.n_updates=11"]), out=tmp_path / "resumed",
+              evaluate_at_end=False)
+    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=20"],
+              evaluate_at_end=False)
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    assert a.step == b.step == 20
+    assert a.meta["model"] == {"kind": "GaussianMixtureEnergy", "n_components": 2, "dim": 6,
+                               "std": 1.0}
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    if a.walkers is not None:
+        assert a.walkers.x.dtype == torch.float32 and a.walkers.x.shape[1:] == (6,)
+        assert torch.equal(a.walkers.x, b.walkers.x)
+        assert torch.equal(a.walkers.log_weight, b.walkers.log_weight)
+    assert a.state["estimator"] == b.state["estimator"]
+
+
+def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys):
+    overrides = [f"--set={s}" for s in MIXTURE + JARZYNSKI + ["train.n_updates=30"]]
+    assert main(["train", *overrides, "--workers", "0", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary) == {"mode_weight_0", "mode_weight_1", "log_z_exact",
+                            "train_loglik_exact", "test_loglik_exact"}
+    assert summary["mode_weight_0"] + summary["mode_weight_1"] == pytest.approx(1.0)
+    config = load_config(None, MIXTURE + JARZYNSKI)
+    train, test = load_data(config)
+    trainer = make_trainer(config, train)
+    run_updates(trainer, 40)
+    live = live_metrics(trainer.model, test, trainer.history[-1])
+    assert {"ess", "log_z", "test_loglik_jarzynski", "test_loglik_exact",
+            "mode_weight_0"} <= set(live)
+    # The running log Z of the walkers against the closed form of the trained mixture.
+    assert abs(live["test_loglik_jarzynski"] - live["test_loglik_exact"]) < 0.1
+
+
+@pytest.mark.parametrize("changes, key", [
+    (["sampler.name=gibbs", "sampler.step_size=0.01"], "sampler.name"),
+    (["sampler.name=gibbs"], "sampler.step_size"),
+    (["algorithm.centered=true"], "algorithm.centered"),
+    (["data.format=digits"], "data.format"),
+    (["model.n_hidden=20"], "model.n_hidden"),
+    (["sampler.precision=bf16"], "sampler.precision"),
+    (["sampler.box=[1, -1]"], "sampler.box"),
+])
+def test_combinations_that_cannot_work_are_one_line_errors(changes, key):
+    with pytest.raises(InputError) as err:
+        load_config(None, MIXTURE + changes)
+    assert str(err.value).startswith(f"--set: {key}: ")
+
+
+def test_unknown_parameter_learning_rate_names_the_parameters(tmp_path):
+    config = load_config(None, MIXTURE + ["optimizer.param_lr={weights: 0.1}",
+                                          "train.n_updates=2"])
+    with pytest.raises(InputError, match="optimizer.param_lr: weights: not a parameter of "
+                                         "this model \\(its parameters: means, log_weights\\)"):
+        train_run(config, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_configs_written_before_the_sampler_section_still_load():
+    old = {"algorithm": {"name": "pcd", "k": 3, "precision": "bf16", "classification": True,
+                         "ess_threshold": 0.5, "resampling": "systematic", "centered": True,
+                         "n_walkers": None, "hidden_offset_momentum": 0.01},
+           "model": {"n_hidden": 20, "labels": True, "weight_std": 0.01}}
+    config = parse_config(old, "old-run/config.yaml")
+    assert config.sampler.name == "gibbs" and config.sampler.precision == "bf16"
+    assert config.model.kind == "rbm" and config.algorithm.name == "pcd"
+
+
+def test_sample_and_eval_a_continuous_run(tmp_path, capsys):
+    overrides = [f"--set={s}" for s in MIXTURE + JARZYNSKI + ["train.n_updates=10"]]
+    assert main(["train", *overrides, "--workers", "0", "--out", str(tmp_path / "run")]) == 0
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(tmp_path / "run"), "--n", "7", "--k", "3", "--out",
+                 str(out)]) == 0
+    import numpy as np
+
+    with np.load(out) as f:
+        assert f["x"].shape == (7, 6) and f["x"].dtype == np.float32
+    assert main(["sample", str(tmp_path / "run"), "--out", str(tmp_path / "s.png")]) == 2
+    assert "continuous samples" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["step"] == 10 and "test_loglik_exact" in metrics
