@@ -88,6 +88,41 @@ class _Langevin:
         noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
         return x - self.step_size * g_x + math.sqrt(2 * self.step_size) * noise
 
+    def _steps(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int,
+               metropolis: bool) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """``k`` Langevin steps. A proposal is kept when it lies in the box and, with
+        ``metropolis``, passes the Metropolis-Hastings test; otherwise the walker stays.
+        Returns the walkers, the summed log ratio of the kept moves (ULA's log-weight
+        increment; a stay adds 0), and the mean fraction of proposals kept (None for k = 0).
+        ``E`` and ``grad E`` at the proposal are the next step's at the walker, so each step
+        costs one ``energy_and_grad``."""
+        x, cond = state.x, state.label
+        shape = (-1, *[1] * (x.dim() - 1))
+        increment = torch.zeros(x.shape[0], dtype=torch.float64)
+        kept = 0.0
+        if k:
+            e_x, g_x = model.energy_and_grad(x, cond)
+        for _ in range(k):
+            y = self._propose(gen, x, g_x)
+            e_y, g_y = model.energy_and_grad(y, cond)
+            log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
+            keep = _in_box(y, self.box)  # None: every proposal is kept
+            if metropolis:
+                u = torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
+                accept = torch.log(u) < log_ratio  # NaN (overflow) compares False: rejected
+                keep = accept if keep is None else accept & keep
+            if keep is None:
+                x, e_x, g_x = y, e_y, g_y
+                kept += 1.0
+            else:
+                x = torch.where(keep.view(shape), y, x)
+                e_x = torch.where(keep, e_y, e_x)
+                g_x = torch.where(keep.view(shape), g_y, g_x)
+                log_ratio = torch.where(keep, log_ratio, torch.zeros_like(log_ratio))
+                kept += float(keep.double().mean())
+            increment += log_ratio
+        return x.detach(), increment, (kept / k if k else None)
+
     def _log_ratio(self, x: torch.Tensor, y: torch.Tensor, e_x: torch.Tensor,
                    g_x: torch.Tensor, e_y: torch.Tensor, g_y: torch.Tensor) -> torch.Tensor:
         """``log [pi(y) q(x | y)] - log [pi(x) q(y | x)]`` per walker, in float64."""
@@ -95,12 +130,6 @@ class _Langevin:
         fwd = _sum_rows((y - x + h * g_x).double() ** 2) / (4 * h)
         back = _sum_rows((x - y + h * g_y).double() ** 2) / (4 * h)
         return -e_y.double() + e_x.double() - back + fwd
-
-
-def _energy_and_grad(model: EnergyModel, x: torch.Tensor, cond: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``E(x)`` and ``grad_x E`` (the model's closed form where it has one, else autograd)."""
-    return model.energy_and_grad(x, cond)
 
 
 @dataclass(frozen=True)
@@ -112,31 +141,9 @@ class ULA(_Langevin):
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int
              ) -> tuple[WalkerState, KernelInfo]:
-        x, cond = state.x, state.label
-        increment = torch.zeros(x.shape[0], dtype=torch.float64)
-        shape = (-1, *[1] * (x.dim() - 1))
-        moved = 0.0
-        e_x = g_x = None
-        for _ in range(k):
-            if e_x is None:
-                e_x, g_x = _energy_and_grad(model, x, cond)
-            y = self._propose(gen, x, g_x)
-            e_y, g_y = _energy_and_grad(model, y, cond)  # the next step's E(x), grad E(x)
-            log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
-            inside = _in_box(y, self.box)
-            if inside is None:
-                x, e_x, g_x = y, e_y, g_y
-                moved += 1.0
-            else:  # a refused move stays put, with no increment (module docstring)
-                x = torch.where(inside.view(shape), y, x)
-                e_x = torch.where(inside, e_y, e_x)
-                g_x = torch.where(inside.view(shape), g_y, g_x)
-                log_ratio = torch.where(inside, log_ratio, torch.zeros_like(log_ratio))
-                moved += float(inside.double().mean())
-            increment += log_ratio
-        extra = {"moved": moved / k} if (self.box is not None and k) else {}
-        return state.replace(x=x.detach()), KernelInfo(log_weight_increment=increment,
-                                                       extra=extra)
+        x, increment, moved = self._steps(gen, state, model, k, metropolis=False)
+        extra = {"moved": moved} if (self.box is not None and k) else {}
+        return state.replace(x=x), KernelInfo(log_weight_increment=increment, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -148,23 +155,5 @@ class MALA(_Langevin):
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int
              ) -> tuple[WalkerState, KernelInfo]:
-        x, cond = state.x, state.label
-        accepted = 0.0
-        shape = (-1, *[1] * (x.dim() - 1))
-        e_x = g_x = None
-        for _ in range(k):
-            if e_x is None:
-                e_x, g_x = _energy_and_grad(model, x, cond)
-            y = self._propose(gen, x, g_x)
-            e_y, g_y = _energy_and_grad(model, y, cond)
-            log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
-            u = torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
-            accept = torch.log(u) < log_ratio  # NaN (overflow) compares False: rejected
-            inside = _in_box(y, self.box)
-            if inside is not None:
-                accept &= inside
-            x = torch.where(accept.view(shape), y, x)
-            e_x = torch.where(accept, e_y, e_x)
-            g_x = torch.where(accept.view(shape), g_y, g_x)
-            accepted += float(accept.double().mean())
-        return state.replace(x=x.detach()), KernelInfo(acceptance=accepted / k if k else None)
+        x, _, accepted = self._steps(gen, state, model, k, metropolis=True)
+        return state.replace(x=x), KernelInfo(acceptance=accepted)
