@@ -166,7 +166,8 @@ def _print_summary(summary) -> None:
     print(f"time          : {summary.seconds:.1f} s")
     for key in sorted(m):
         if key.startswith(("test_accuracy", "aai", "spectrum_error", "entropy_ratio",
-                           "test_loglik", "copy_rate")):
+                           "test_loglik", "copy_rate", "mode_weight",
+                           "log_z")):
             print(f"{key:32s}: {m[key]:.4f}")
     if summary.run_id:
         print(f"MLflow run id : {summary.run_id}")

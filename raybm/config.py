@@ -99,9 +99,19 @@ class GaussianMixtureModelConfig(_Section):
     kind: Literal["gaussian_mixture"] = "gaussian_mixture"
     n_components: int = Field(2, ge=1, le=10_000)
     std: float = Field(1.0, gt=0)
-    # Initial means: distinct training samples drawn with the init stream, plus this much
-    # N(0, init_noise^2) noise; initial weights equal.
+    # Initial means: these centers (each padded with zeros to the data's dimension), or when
+    # unset distinct training samples drawn with the init stream; plus N(0, init_noise^2)
+    # noise. Initial weights equal. The research's GMM student starts at the origin, split
+    # along e1: init_means [[-0.1], [0.1]], init_noise 0.01.
+    init_means: list[list[float]] | None = Field(None, min_length=1)
     init_noise: float = Field(0.0, ge=0)
+
+    @pydantic.model_validator(mode="after")
+    def _means_fit(self) -> "GaussianMixtureModelConfig":
+        if self.init_means is not None and len(self.init_means) != self.n_components:
+            raise InputError("", "model.init_means", f"{len(self.init_means)} means for "
+                             f"n_components={self.n_components}")
+        return self
 
 
 MODEL_CONFIGS: dict[str, type[_Section]] = {
@@ -166,6 +176,9 @@ class KStepConfig(_AlgorithmOptions):
 
 class PCDConfig(_AlgorithmOptions):
     name: Literal["pcd"] = "pcd"
+    # Where the persistent walkers start: the kernel's initial distribution (uniform bits,
+    # N(0, I)) or random training samples (the research's GMM study starts PCD at the data).
+    walker_init: Literal["kernel", "data"] = "kernel"
 
 
 class CDConfig(_AlgorithmOptions):
@@ -373,6 +386,8 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
         msg = first["msg"]
         if first["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif first["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif first["type"] == "union_tag_invalid" and tagged:
             key = f"{loc[0]}.{tagged[0]}"
             msg = f"Input should be one of {', '.join(tagged[2])}"

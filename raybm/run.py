@@ -71,7 +71,11 @@ class RunPlan:
 
 
 def default_run_name(config: Config) -> str:
-    data = Path(config.data.path).name.split(".")[0] if config.data.path else "digits"
+    d = config.data
+    if d.path:
+        data = Path(d.path).name.split(".")[0]
+    else:  # a built-in set: its format names it (digits when left to auto)
+        data = "digits" if d.format == "auto" else d.format
     return f"{config.algorithm.name}{config.algorithm.k}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

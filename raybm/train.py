@@ -30,14 +30,14 @@ from raybm.algorithms.centering import Centering
 from raybm.algorithms.registry import build_estimator, estimator_class
 from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
                               state_digest)
-from raybm.config import Config, RBMModelConfig
+from raybm.config import Config, PCDConfig, RBMModelConfig
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
 from raybm.models.base import EnergyModel
 from raybm.models.rbm import build_rbm
 from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
-from raybm.walkers import shard_sizes, shard_slice
+from raybm.walkers import WalkerState, shard_sizes, shard_slice
 
 
 def load_data(config: Config) -> tuple[Dataset, Dataset]:
@@ -111,7 +111,11 @@ def check_model_fits(config: Config, train: Dataset) -> None:
         if len(train.event_shape) != 1:
             raise InputError(where, "model.kind", f"{m.kind} takes vectors, not samples of "
                              f"shape {train.event_shape}")
-        if m.n_components > train.n_samples:
+        if m.init_means is not None:
+            from raybm.data.continuous import mixture_means
+
+            mixture_means(m.init_means, train.event_shape[0], "model", "init_means")
+        elif m.n_components > train.n_samples:
             raise InputError("model.n_components", "", f"{m.n_components} components for "
                              f"{train.n_samples} training samples (means start at samples)")
         n = (train.event_shape[0] + 1) * m.n_components
@@ -145,10 +149,15 @@ def build_model(config: Config, train: Dataset, gen: torch.Generator) -> EnergyM
     if m.kind == "gaussian_mixture":
         from raybm.models.gaussian import GaussianMixtureEnergy
 
-        # Means at distinct training samples (plus noise), equal weights: the research's
-        # student starts unbiased between modes.
-        rows = torch.randperm(train.n_samples, generator=gen)[: m.n_components]
-        means = train.x[rows].reshape(m.n_components, -1).clone()
+        # Means at the given centers or at distinct training samples (plus noise), equal
+        # weights: the student starts unbiased between modes.
+        if m.init_means is not None:
+            from raybm.data.continuous import mixture_means
+
+            means = mixture_means(m.init_means, train.event_shape[0], "model", "init_means")
+        else:
+            rows = torch.randperm(train.n_samples, generator=gen)[: m.n_components]
+            means = train.x[rows].reshape(m.n_components, -1).clone()
         if m.init_noise > 0:
             means += m.init_noise * torch.randn(means.shape, generator=gen)
         return GaussianMixtureEnergy(means, std=m.std)
@@ -232,7 +241,10 @@ class Trainer:
         if self.walkers is None:
             n_walkers = a.n_walkers or self.config.train.batch_size
             local = shard_sizes(n_walkers, self.population.world_size)[self.population.rank]
-            self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
+            if isinstance(a, PCDConfig) and a.walker_init == "data":
+                self.walkers = self._walkers_from_data(local)
+            else:
+                self.walkers = self.estimator.init_walkers(self.gen, self.model, local)
             # A fresh run's last change to the initial model (Jarzynski's kick): the same
             # draw on every rank, since it changes the parameters.
             m = self.config.model
@@ -243,6 +255,14 @@ class Trainer:
         self.batch_size = min(self.config.train.batch_size, n)
         self.batches_per_epoch = max(n // self.batch_size, 1)
         self._perm_epoch = -1
+
+    def _walkers_from_data(self, n: int) -> WalkerState:
+        """``n`` training samples drawn with replacement by this rank's generator (with their
+        labels when the model has a label unit): persistent chains that start at the data."""
+        ds = self.train_set
+        rows = torch.randint(ds.n_samples, (n,), generator=self.gen)
+        label = ds.labels[rows] if self.model.n_labels > 0 else None
+        return WalkerState.unweighted(ds.x[rows].clone(), label)
 
     # ------------------------------------------------------------------ minibatches
     def batch_rows(self, step: int) -> torch.Tensor:

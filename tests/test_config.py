@@ -106,7 +106,7 @@ def test_algorithm_options_belong_to_their_algorithm():
     config = parse_config({"algorithm": legacy}, "old-run/config.yaml")
     assert config.algorithm.name == "pcd" and config.algorithm.k == 5
     assert set(config.model_dump()["algorithm"]) == {
-        "name", "k", "n_walkers", "centered", "hidden_offset_momentum"}
+        "name", "k", "n_walkers", "centered", "hidden_offset_momentum", "walker_init"}
     assert parse_config({"algorithm": {"k": 3}}).algorithm.name == "kstep"  # the default
     switched = with_values(parse_config({}), {"algorithm.name": "jarzynski"})
     assert switched.algorithm.ess_threshold == 0.5

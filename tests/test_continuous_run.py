@@ -122,3 +122,38 @@ def test_sample_and_eval_a_continuous_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run")]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["step"] == 10 and "test_loglik_exact" in metrics
+
+
+def test_initial_means_and_pcd_walkers_from_the_data():
+    config = load_config(None, MIXTURE + ["model.init_means=[[-0.5], [0.5, 2.0]]",
+                                          "algorithm.name=pcd", "algorithm.k=1",
+                                          "algorithm.n_walkers=50", "algorithm.walker_init=data"])
+    train, _ = load_data(config)
+    trainer = make_trainer(config, train)
+    expected = torch.zeros(2, 6)
+    expected[0, 0], expected[1, 0], expected[1, 1] = -0.5, 0.5, 2.0
+    assert torch.equal(trainer.model.means.detach(), expected)
+    # Every walker is a training sample (drawn with replacement by the walkers' stream).
+    rows = {tuple(r) for r in train.x.tolist()}
+    assert all(tuple(w) in rows for w in trainer.walkers.x.tolist())
+    assert len({tuple(w) for w in trainer.walkers.x.tolist()}) > 40
+
+
+@pytest.mark.parametrize("changes, message", [
+    (["model.init_means=[[0.0]]"], "--set: model.init_means: 1 means for n_components=2"),
+    (["model.init_means=[[0, 0, 0, 0, 0, 0, 0], [1]]"],
+     "model: init_means.0: 7 coordinates for dim 6"),
+])
+def test_initial_means_that_do_not_fit_are_one_line_errors(tmp_path, changes, message):
+    with pytest.raises(InputError) as err:
+        train_run(load_config(None, MIXTURE + JARZYNSKI + changes + ["train.n_updates=2"]),
+                  out=tmp_path / "run")
+    assert str(err.value).startswith(message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_built_in_data_set_names_the_default_run(tmp_path, monkeypatch):
+    from raybm.run import default_run_name
+
+    assert default_run_name(load_config(None, MIXTURE)).startswith("kstep10-gaussian_mixture-")
+    assert default_run_name(load_config(None, [])).startswith("kstep10-digits-")

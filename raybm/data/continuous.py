@@ -15,16 +15,18 @@ from raybm.data.dataset import Dataset
 from raybm.errors import InputError
 
 
-def mixture_means(centers: list[list[float]], dim: int, where: str = "data.mixture") -> torch.Tensor:
-    """``(K, dim)`` means: each center padded with zeros to ``dim`` coordinates."""
+def mixture_means(centers: list[list[float]], dim: int, where: str = "data.mixture",
+                  key: str = "centers") -> torch.Tensor:
+    """``(K, dim)`` means: each center padded with zeros to ``dim`` coordinates (a one-line
+    error naming ``where`` and ``key.<k>`` for a center that does not fit)."""
     if not centers:
-        raise InputError(where, "centers", "needs at least one center")
+        raise InputError(where, key, "needs at least one center")
     means = torch.zeros(len(centers), dim)
     for k, c in enumerate(centers):
         if len(c) > dim:
-            raise InputError(where, f"centers.{k}", f"{len(c)} coordinates for dim {dim}")
+            raise InputError(where, f"{key}.{k}", f"{len(c)} coordinates for dim {dim}")
         if not all(math.isfinite(v) for v in c):
-            raise InputError(where, f"centers.{k}", "coordinates must be finite")
+            raise InputError(where, f"{key}.{k}", "coordinates must be finite")
         means[k, : len(c)] = torch.tensor(c, dtype=torch.float32)
     return means
 
