@@ -65,10 +65,25 @@ class MixtureDataConfig(_Section):
         return self
 
 
+class ToyDataConfig(_Section):
+    """``data.format: toy2d``: a 2-D toy set of the EBM literature (``raybm.data.toy2d``)."""
+
+    name: Literal["8gaussians", "two_modes", "rings", "moons", "swissroll", "checkerboard",
+                  "pinwheel", "2spirals"] = "8gaussians"
+    n_samples: int = Field(10_000, ge=2)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+
+
+# Formats whose samples are float vectors or images (continuous models); the others are
+# discrete (RBMs). "auto" goes with either: the file decides.
+CONTINUOUS_FORMATS = ("gaussian_mixture", "toy2d", "floats", "mnist")
+BUILT_IN_FORMATS = ("digits", "bimodal", "gaussian_mixture", "toy2d")
+
+
 class DataConfig(_Section):
     path: str | None = None  # None: scikit-learn's digits (the embedded default)
     format: Literal["auto", "idx", "hapt", "fasta", "csv", "matrix", "digits", "bimodal",
-                    "gaussian_mixture"] = "auto"
+                    "gaussian_mixture", "toy2d", "floats", "mnist"] = "auto"
     labels_path: str | None = None
     panel_path: str | None = None
     label: str | None = None  # hapt: panel column (super_pop | pop); csv: label column
@@ -81,6 +96,20 @@ class DataConfig(_Section):
     max_samples: int | None = Field(None, gt=0)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     mixture: MixtureDataConfig = Field(default_factory=MixtureDataConfig)
+    toy: ToyDataConfig = Field(default_factory=ToyDataConfig)
+    # format mnist (images as floats in [-1, 1]): keep these digits, at these proportions
+    # (e.g. [2, 3, 6] at [4, 2, 1], the Jarzynski research's MNIST study)
+    digits: list[Annotated[int, Field(ge=0, le=255)]] | None = Field(None, min_length=1)
+    proportions: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _proportions_fit(self) -> "DataConfig":
+        if self.proportions is not None and (self.digits is None
+                                             or len(self.proportions) != len(self.digits)):
+            raise InputError("", "data.proportions", "one proportion per entry of data.digits")
+        if self.digits is not None and self.format != "mnist":
+            raise InputError("", "data.digits", f"applies to data.format mnist, not {self.format}")
+        return self
 
 
 class RBMModelConfig(_Section):
@@ -114,9 +143,33 @@ class GaussianMixtureModelConfig(_Section):
         return self
 
 
+class _NeuralModelConfig(_Section):
+    activation: Literal["silu", "swish", "softplus", "elu"] = "silu"
+    # E(x) = net(x) + base_scale |x|^2 / 2: keeps exp(-E) normalisable, and with the read-out
+    # at zero makes the model exactly N(0, I / base_scale) (Jarzynski's exact start).
+    base_scale: float = Field(1.0, ge=0, le=1e6)
+
+
+class MLPModelConfig(_NeuralModelConfig):
+    """A fully-connected energy on vectors (images are flattened)."""
+
+    kind: Literal["mlp"] = "mlp"
+    widths: list[Annotated[int, Field(gt=0, le=1_000_000)]] = Field(
+        default_factory=lambda: [128, 128], max_length=64)
+
+
+class ConvModelConfig(_NeuralModelConfig):
+    """The Jarzynski research's MNIST energy on square images (channels and size from the
+    data; ``(n, 784)`` rows are read as 1 x 28 x 28)."""
+
+    kind: Literal["conv"] = "conv"
+
+
 MODEL_CONFIGS: dict[str, type[_Section]] = {
-    "rbm": RBMModelConfig, "gaussian_mixture": GaussianMixtureModelConfig}
-ModelConfig = Annotated[RBMModelConfig | GaussianMixtureModelConfig, Field(discriminator="kind")]
+    "rbm": RBMModelConfig, "gaussian_mixture": GaussianMixtureModelConfig,
+    "mlp": MLPModelConfig, "conv": ConvModelConfig}
+ModelConfig = Annotated[RBMModelConfig | GaussianMixtureModelConfig | MLPModelConfig
+                        | ConvModelConfig, Field(discriminator="kind")]
 
 
 class GibbsSamplerConfig(_Section):
@@ -345,10 +398,14 @@ class Config(_Section):
         if not rbm and self.algorithm.centered:
             raise InputError("", "algorithm.centered", "the centred gradient is defined for "
                              f"RBMs, not model.kind {self.model.kind}")
-        continuous_data = self.data.format == "gaussian_mixture"
-        if self.data.format in ("digits", "bimodal", "gaussian_mixture") and rbm == continuous_data:
-            raise InputError("", "data.format", f"{self.data.format} data does not fit "
+        f = self.data.format
+        if f != "auto" and rbm == (f in CONTINUOUS_FORMATS):
+            raise InputError("", "data.format", f"{f} data does not fit "
                              f"model.kind {self.model.kind}")
+        if (self.algorithm.name == "jarzynski" and self.model.kind in ("mlp", "conv")
+                and self.model.base_scale == 0):
+            raise InputError("", "model.base_scale", "jarzynski walkers start as exact draws "
+                             "of N(0, I / base_scale): set base_scale > 0")
         return self
 
     def flat(self) -> dict[str, Any]:

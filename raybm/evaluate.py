@@ -10,6 +10,7 @@ import torch
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.metrics.exact import MAX_ENUMERATED
+from raybm.models.base import EnergyModel
 from raybm.models.rbm import RBM, BernoulliRBM
 from raybm.samplers.gibbs import generate
 from raybm.streams import generator
@@ -86,7 +87,8 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     from raybm.metrics.plots import pca_plot, sample_grid, score_curve_plot
 
     directory.mkdir(parents=True, exist_ok=True)
-    if not isinstance(model, RBM):  # continuous models: plots come with their own slice
+    if not isinstance(model, RBM):
+        continuous_artifacts(model, train, config, directory)
         return directory
     cfg = config.train
     gen = generator(cfg.seed, "artifacts")
@@ -111,6 +113,38 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     if curves:
         score_curve_plot(curves, t_list, directory / "scores_vs_tG.png")
     return directory
+
+
+@torch.no_grad()
+def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
+                         directory: Path) -> None:
+    """For a 2-D energy its density and log-density on a grid with the data and model samples
+    overlaid (``density.png``); for images a grid of samples and one of data
+    (``samples_t<k>.png``, ``data.png``). Samples: ``k`` steps of the run's kernel from its
+    initial noise, as ``raybm sample`` draws them."""
+    from raybm.metrics.continuous import grid_extent, grid_log_density
+    from raybm.metrics.plots import density_plot, sample_grid
+    from raybm.samplers.registry import build_kernel
+
+    gen = generator(config.train.seed, "artifacts")
+    k = config.algorithm.k
+    kernel = build_kernel(config.sampler)
+    shape = model.event_shape
+    n_values = math.prod(shape)
+    side = math.isqrt(n_values)
+    if shape == (2,):
+        samples, _ = kernel.step(gen, kernel.init(gen, model, 2000), model, k)
+        extent = grid_extent(train)
+        log_density, _, _ = grid_log_density(model, extent)
+        density_plot(log_density.numpy(), extent, train.x.numpy(), directory / "density.png",
+                     samples.x.numpy())
+    elif side * side == n_values and (len(shape) == 1 or shape[0] == 1):
+        samples, _ = kernel.step(gen, kernel.init(gen, model, 100), model, k)
+        value_range = (float(train.x.min()), float(train.x.max()))
+        sample_grid(samples.x.reshape(100, -1), (side, side), directory / f"samples_t{k}.png",
+                    value_range=value_range)
+        sample_grid(train.x[:100].reshape(min(100, train.n_samples), -1), (side, side),
+                    directory / "data.png", value_range=value_range)
 
 
 # Models whose exact log Z costs at most this many enumerated states are scored exactly at
@@ -175,8 +209,9 @@ def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: in
 
         components = (config.model.n_components
                       if isinstance(config.model, GaussianMixtureModelConfig) else None)
+        grid = config.model.kind == "mlp" and n_visible == 2
         return out | continuous_reported(components, config.algorithm.name == "jarzynski",
-                                         has_test)
+                                         has_test, grid)
     labels = bool(config.model.labels and n_labels)
     model = build_rbm(n_visible, config.model.n_hidden, n_states, n_labels if labels else 0)
     out = {"step": "live", "updates_per_s": "live"}

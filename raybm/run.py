@@ -332,9 +332,16 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     plan, tracker = active.plan, active.tracker
     metrics = evaluate(model, plan.train_set, plan.test_set, active.config)
     tracker.log_metrics(metrics, checkpoint_step(final))
+    if active.config.algorithm.name == "jarzynski":
+        metrics |= _jarzynski_final(final, model, plan.test_set)
     art = write_artifacts(model, plan.train_set, plan.test_set, active.config, metrics,
                           active.run_dir / "artifacts")
     _jarzynski_plot(tracker, art)
+    from raybm.metrics.continuous import MAX_MODE_METRICS
+
+    _curves_plot(tracker, art, [f"mode_weight_{k}" for k in range(MAX_MODE_METRICS)],
+                 "mode_weights.png")
+    _curves_plot(tracker, art, ["acceptance", "log_z", "log_z_exact"], "sampler.png")
     tracker.log_artifact(art, "plots")
     atomic_write_text(active.run_dir / "summary.json", json.dumps(metrics, indent=2))
     return metrics
@@ -375,6 +382,28 @@ def train_run(
 
 
 JARZYNSKI_CURVES = ["ess", "log_z", "weight_entropy", "test_loglik_jarzynski"]
+
+
+def _jarzynski_final(final: Path, model, test) -> dict[str, float]:
+    """The running log Z of the last checkpoint's weighted walkers, and the test
+    log-likelihood it gives (the live metrics, computed once more at the end)."""
+    from raybm.algorithms.resample import log_mean_weight
+    from raybm.evaluate import live_metrics
+
+    ckpt = load_checkpoint(final)
+    log_z = ckpt.state["estimator"]["log_z_base"] + log_mean_weight(ckpt.walkers.log_weight)
+    live = live_metrics(model, test, {"log_z": log_z})
+    return {k: v for k, v in live.items() if k in ("log_z", "test_loglik_jarzynski")}
+
+
+def _curves_plot(tracker, directory: Path, names: list[str], filename: str) -> None:
+    """The logged curves among ``names`` (mode weights of a mixture; a MALA kernel's
+    acceptance; running against exact log Z) over the run, when any was logged."""
+    history = {k: v for k, v in tracker.history(names).items() if v}
+    if history:
+        from raybm.metrics.plots import training_curves_plot
+
+        training_curves_plot(history, directory / filename)
 
 
 def _jarzynski_plot(tracker, directory: Path) -> None:

@@ -30,7 +30,7 @@ from raybm.algorithms.centering import Centering
 from raybm.algorithms.registry import build_estimator, estimator_class
 from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
                               state_digest)
-from raybm.config import Config, PCDConfig, RBMModelConfig
+from raybm.config import BUILT_IN_FORMATS, Config, PCDConfig, RBMModelConfig
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
 from raybm.models.base import EnergyModel
@@ -41,12 +41,27 @@ from raybm.walkers import WalkerState, shard_sizes, shard_slice
 
 
 def load_data(config: Config) -> tuple[Dataset, Dataset]:
-    """The train and test sets the config names (digits when ``data.path`` is unset)."""
+    """The train and test sets the config names (digits when ``data.path`` is unset), in the
+    shape the model takes (vectors for dense energies, images for conv)."""
     from raybm.data.split import train_test_split
 
+    dataset = _load_dataset(config)
     d = config.data
-    if d.path is not None and d.format in ("digits", "bimodal", "gaussian_mixture"):
+    if d.max_samples is not None and dataset.n_samples > d.max_samples:
+        g = generator(d.split_seed, "subsample")
+        dataset = dataset.subset(torch.randperm(dataset.n_samples, generator=g)[: d.max_samples])
+    dataset = _model_shaped(config, dataset)
+    if d.test_fraction == 0:
+        return dataset, dataset.subset(torch.arange(0))
+    return train_test_split(dataset, d.test_fraction, d.split_seed)
+
+
+def _load_dataset(config: Config) -> Dataset:
+    d = config.data
+    if d.path is not None and d.format in BUILT_IN_FORMATS:
         raise InputError("data.path", "", f"format {d.format} is built in and takes no path")
+    if d.path is None and d.format in ("floats", "mnist"):
+        raise InputError("data.path", "", f"format {d.format} reads a file: set data.path")
     for key, value in (("labels_path", d.labels_path), ("panel_path", d.panel_path)):
         if value is not None and d.path is None:
             raise InputError(f"data.{key}", "", "goes with a data.path (the built-in data "
@@ -55,36 +70,76 @@ def load_data(config: Config) -> tuple[Dataset, Dataset]:
         from raybm.data.synthetic import bimodal_prototypes, prototype_mixture
 
         s = d.synthetic
-        dataset = prototype_mixture(generator(s.seed, "synthetic"), s.n_samples,
-                                    bimodal_prototypes(s.n_visible),
-                                    torch.tensor(s.weights, dtype=torch.float64), s.flip_prob)
-    elif d.format == "gaussian_mixture":
+        return prototype_mixture(generator(s.seed, "synthetic"), s.n_samples,
+                                 bimodal_prototypes(s.n_visible),
+                                 torch.tensor(s.weights, dtype=torch.float64), s.flip_prob)
+    if d.format == "gaussian_mixture":
         from raybm.data.continuous import gaussian_mixture, mixture_means
 
         m = d.mixture
-        dataset = gaussian_mixture(generator(m.seed, "synthetic"), m.n_samples,
-                                   mixture_means(m.centers, m.dim), torch.tensor(m.weights),
-                                   m.std)
-    elif d.path is None:
+        return gaussian_mixture(generator(m.seed, "synthetic"), m.n_samples,
+                                mixture_means(m.centers, m.dim), torch.tensor(m.weights), m.std)
+    if d.format == "toy2d":
+        from raybm.data.toy2d import toy2d
+
+        return toy2d(d.toy.name, generator(d.toy.seed, "synthetic"), d.toy.n_samples)
+    if d.path is None:
         from raybm.data.digits import load_digits
 
-        dataset = load_digits(threshold=d.threshold)
-    else:
-        from raybm.data.inspect import load_any
+        return load_digits(threshold=d.threshold)
+    if not Path(d.path).exists():
+        raise InputError(d.path, "data.path", "file not found")
+    if d.format == "mnist":
+        from raybm.data.mnist_float import load_mnist_float
 
-        if not Path(d.path).exists():
-            raise InputError(d.path, "data.path", "file not found")
-        dataset = load_any(
-            d.path, format=d.format, labels_path=d.labels_path, panel_path=d.panel_path,
-            threshold=d.threshold, alphabet=d.alphabet, nonstandard=d.nonstandard,
-            reweight_identity=d.reweight_identity, label=d.label,
-        )
-    if d.max_samples is not None and dataset.n_samples > d.max_samples:
-        g = generator(d.split_seed, "subsample")
-        dataset = dataset.subset(torch.randperm(dataset.n_samples, generator=g)[: d.max_samples])
-    if d.test_fraction == 0:
-        return dataset, dataset.subset(torch.arange(0))
-    return train_test_split(dataset, d.test_fraction, d.split_seed)
+        labels = d.labels_path or _idx_labels_beside(d.path)
+        return load_mnist_float(d.path, labels, d.digits, d.proportions,
+                                gen=generator(d.split_seed, "subsample"))
+    if d.format == "floats" or (d.format == "auto" and config.model.kind != "rbm"):
+        from raybm.data.floats import load_float_matrix
+
+        return load_float_matrix(d.path)
+    from raybm.data.inspect import load_any
+
+    return load_any(
+        d.path, format=d.format, labels_path=d.labels_path, panel_path=d.panel_path,
+        threshold=d.threshold, alphabet=d.alphabet, nonstandard=d.nonstandard,
+        reweight_identity=d.reweight_identity, label=d.label,
+    )
+
+
+def _idx_labels_beside(images: str) -> str:
+    """MNIST's labels file next to its images file (``...-images-idx3-ubyte`` ->
+    ``...-labels-idx1-ubyte``), or a one-line error asking for ``data.labels_path``."""
+    name = Path(images).name
+    guess = Path(images).with_name(name.replace("images-idx3", "labels-idx1"))
+    if guess.name == name or not guess.exists():
+        raise InputError(images, "data.labels_path", "set it: no labels file found beside "
+                         "the images")
+    return str(guess)
+
+
+def _model_shaped(config: Config, dataset: Dataset) -> Dataset:
+    """Continuous samples in the shape the model takes: flat vectors for a dense energy
+    (``(n, 1, 28, 28)`` images become ``(n, 784)``), square images for the conv energy
+    (``(n, 784)`` rows become ``(n, 1, 28, 28)``); one-line errors naming the data."""
+    kind = config.model.kind
+    if kind == "rbm" or not dataset.continuous:
+        return dataset
+    from raybm.data.floats import check_event_shape
+
+    where = dataset.source or "data.path"
+    shape = dataset.event_shape
+    if kind in ("mlp", "gaussian_mixture"):
+        return check_event_shape(dataset, (math.prod(shape),), where, f"a {kind} model")
+    if len(shape) == 3 and shape[1] == shape[2]:
+        return dataset
+    n = math.prod(shape)
+    side = math.isqrt(n)
+    if len(shape) == 1 and side * side == n:
+        return check_event_shape(dataset, (1, side, side), where, "a conv model")
+    raise InputError(where, "model.kind", f"conv takes square images (channels, side, side) "
+                     f"or flattened square ones, not samples of shape {shape}")
 
 
 # Parameters beyond this are refused before a run starts (~8 GiB of float32 with Adam's two
@@ -99,18 +154,14 @@ def check_model_fits(config: Config, train: Dataset) -> None:
     if m.kind == "rbm":
         if train.continuous:
             raise InputError(where, "model.kind", "rbm needs binary or categorical data; this "
-                             "data is continuous (model.kind: gaussian_mixture)")
+                             "data is continuous (model.kind: gaussian_mixture, mlp or conv)")
         if m.labels and train.labels is not None and train.n_labels < 2:
             raise InputError(where, "labels", f"only {train.n_labels} class: a label unit "
                              "needs at least 2 (set model.labels=false)")
-        n = (train.n_visible * train.n_states + 1) * (m.n_hidden + 1)
-    else:
-        if not train.continuous:
-            raise InputError(where, "model.kind", f"{m.kind} needs continuous data; this "
-                             "data is discrete (model.kind: rbm)")
-        if len(train.event_shape) != 1:
-            raise InputError(where, "model.kind", f"{m.kind} takes vectors, not samples of "
-                             f"shape {train.event_shape}")
+    elif not train.continuous:
+        raise InputError(where, "model.kind", f"{m.kind} needs continuous data; this "
+                         "data is discrete (model.kind: rbm)")
+    elif m.kind == "gaussian_mixture":
         if m.init_means is not None:
             from raybm.data.continuous import mixture_means
 
@@ -118,20 +169,39 @@ def check_model_fits(config: Config, train: Dataset) -> None:
         elif m.n_components > train.n_samples:
             raise InputError("model.n_components", "", f"{m.n_components} components for "
                              f"{train.n_samples} training samples (means start at samples)")
-        n = (train.event_shape[0] + 1) * m.n_components
+    with torch.device("meta"):  # shapes and names only: no memory, no random draws
+        shaped = _new_model(config, train, None)
+    n = sum(p.numel() for p in shaped.parameters())
     if n > MAX_PARAMETERS:
         raise InputError("model", "", f"{n:,} parameters on data of shape "
                          f"{train.event_shape} is more than {MAX_PARAMETERS:,}")
     if config.optimizer.param_lr:
-        with torch.device("meta"):  # shapes and names only: no memory, no random draws
-            if m.kind == "rbm":
-                n_labels = train.n_labels if (m.labels and train.labels is not None) else 0
-                shaped = build_rbm(train.n_visible, m.n_hidden, train.n_states, n_labels)
-            else:
-                from raybm.models.gaussian import GaussianMixtureEnergy
-
-                shaped = GaussianMixtureEnergy(torch.zeros(m.n_components, train.n_visible))
         check_param_lr(config, [name for name, _ in shaped.named_parameters()])
+
+
+def _new_model(config: Config, train: Dataset, gen: torch.Generator | None) -> EnergyModel:
+    """The model of ``config.model.kind`` shaped for ``train``, before any data-dependent
+    initialisation; neural weights drawn from ``gen`` (torch's default init when None, e.g.
+    on the meta device)."""
+    m = config.model
+    starts_exact = estimator_class(config.algorithm.name).starts_exact
+    if m.kind == "rbm":
+        n_labels = train.n_labels if (m.labels and train.labels is not None) else 0
+        return build_rbm(train.n_visible, m.n_hidden, train.n_states, n_labels)
+    if m.kind == "gaussian_mixture":
+        from raybm.models.gaussian import GaussianMixtureEnergy
+
+        return GaussianMixtureEnergy(torch.zeros(m.n_components, train.event_shape[0]),
+                                     std=m.std)
+    from raybm.models.neural import ConvEnergy, MLPEnergy
+
+    # Jarzynski walkers start as exact draws: the read-out at zero leaves N(0, I/base_scale).
+    if m.kind == "mlp":
+        return MLPEnergy(train.event_shape[0], tuple(m.widths), m.activation, m.base_scale,
+                         zero_last=starts_exact, gen=gen)
+    channels, size, _ = train.event_shape
+    return ConvEnergy(channels, size, m.activation, m.base_scale, zero_last=starts_exact,
+                      gen=gen)
 
 
 def check_param_lr(config: Config, names: list[str]) -> None:
@@ -146,9 +216,8 @@ def build_model(config: Config, train: Dataset, gen: torch.Generator) -> EnergyM
     """The initial model of ``config.model.kind`` on ``train`` (the same on every rank: ``gen``
     is the shared ``"init"`` stream)."""
     m = config.model
+    model = _new_model(config, train, gen)
     if m.kind == "gaussian_mixture":
-        from raybm.models.gaussian import GaussianMixtureEnergy
-
         # Means at the given centers or at distinct training samples (plus noise), equal
         # weights: the student starts unbiased between modes.
         if m.init_means is not None:
@@ -160,14 +229,13 @@ def build_model(config: Config, train: Dataset, gen: torch.Generator) -> EnergyM
             means = train.x[rows].reshape(m.n_components, -1).clone()
         if m.init_noise > 0:
             means += m.init_noise * torch.randn(means.shape, generator=gen)
-        return GaussianMixtureEnergy(means, std=m.std)
-    n_labels = train.n_labels if (m.labels and train.labels is not None) else 0
-    model = build_rbm(train.n_visible, m.n_hidden, train.n_states, n_labels)
-    # Jarzynski walkers are exact draws of the initial model: an RBM without couplings.
-    zero = estimator_class(config.algorithm.name).starts_exact
-    weight_std = 0.0 if zero else m.weight_std
-    model.init_parameters(gen, weight_std=weight_std)
-    model.init_visible_bias(train.x, train.weights)
+        with torch.no_grad():
+            model.means.copy_(means)
+    elif m.kind == "rbm":
+        # Jarzynski walkers are exact draws of the initial model: an RBM without couplings.
+        zero = estimator_class(config.algorithm.name).starts_exact
+        model.init_parameters(gen, weight_std=0.0 if zero else m.weight_std)
+        model.init_visible_bias(train.x, train.weights)
     return model
 
 

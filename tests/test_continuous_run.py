@@ -55,11 +55,17 @@ def test_resume_of_float_walkers_continues_exactly(tmp_path, algorithm):
 
 
 def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys):
-    overrides = [f"--set={s}" for s in MIXTURE + JARZYNSKI + ["train.n_updates=30"]]
+    tracked = ["tracking.enabled=true", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    overrides = [f"--set={s}" for s in MIXTURE + JARZYNSKI + tracked + ["train.n_updates=30"]]
     assert main(["train", *overrides, "--workers", "0", "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary) == {"mode_weight_0", "mode_weight_1", "log_z_exact",
-                            "train_loglik_exact", "test_loglik_exact"}
+                            "train_loglik_exact", "test_loglik_exact", "log_z",
+                            "test_loglik_jarzynski"}
+    # The last checkpoint's weighted walkers against the closed form of the trained mixture.
+    assert abs(summary["test_loglik_jarzynski"] - summary["test_loglik_exact"]) < 0.1
+    assert {"mode_weights.png", "jarzynski.png", "sampler.png"} <= {
+        p.name for p in (tmp_path / "run" / "artifacts").iterdir()}
     assert summary["mode_weight_0"] + summary["mode_weight_1"] == pytest.approx(1.0)
     config = load_config(None, MIXTURE + JARZYNSKI)
     train, test = load_data(config)

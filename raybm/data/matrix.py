@@ -30,11 +30,11 @@ import torch
 
 from raybm.data._io import PathLike, atomic_path, read_bytes, read_text, strip_gz
 from raybm.data._labels import encode_labels
+from raybm.data._parquet import (METADATA_KEY, metadata, numeric_column, read_table,
+                                 reserved_texts, reserved_weights, unique_names)
 from raybm.data.dataset import Dataset
 from raybm.errors import InputError
 
-RESERVED = ("label", "sub_label", "weight")
-METADATA_KEY = b"raybm"
 SUFFIXES = (".npz", ".txt", ".parquet")
 
 
@@ -174,17 +174,8 @@ def _load_txt(path: PathLike) -> Dataset:
 def _read_metadata(raw: bytes | None) -> dict:
     """The metadata save_matrix_parquet writes; anything malformed is ignored field by field
     (it only refines what the data already say)."""
-    try:
-        meta = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-
-    def names(value):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return value if ok and len(set(value)) == len(value) else None
-
+    meta = metadata(raw)
+    names = unique_names
     n_states = meta.get("n_states")
     alphabet = meta.get("alphabet")
     return {
@@ -196,36 +187,12 @@ def _read_metadata(raw: bytes | None) -> dict:
 
 
 def _load_parquet(path: PathLike) -> Dataset:
-    try:
-        table = pq.read_table(pa.BufferReader(read_bytes(path)))
-    except (pa.ArrowException, OSError) as err:
-        raise InputError(path, "parquet", f"not a readable Parquet file ({err})") from None
-    meta = _read_metadata((table.schema.metadata or {}).get(METADATA_KEY))
-    data_cols = [name for name in table.column_names if name not in RESERVED]
-    if not data_cols or table.num_rows == 0:
-        raise InputError(path, "x", f"empty matrix ({table.num_rows} rows, {len(data_cols)} data columns)")
-    columns = []
-    for name in data_cols:
-        col = table.column(name)
-        if col.null_count:
-            raise InputError(path, f"column {name!r}", f"{col.null_count} missing values")
-        t = col.type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-            raise InputError(path, f"column {name!r}", f"type {t} is not an integer type")
-        columns.append(_states(path, f"column {name!r}", col.to_numpy()))
-    x = np.stack(columns, axis=1)
-
-    def values(name: str) -> list[str] | None:
-        if name not in table.column_names:
-            return None
-        col = table.column(name)
-        if col.null_count:
-            raise InputError(path, f"column {name!r}", f"{col.null_count} missing values")
-        return [str(v) for v in col.to_pylist()]
-
-    weights = table.column("weight").to_numpy() if "weight" in table.column_names else None
-    info = {"format": "parquet"}
-    return _dataset(path, x, values("label"), weights, info, meta, values("sub_label"))
+    table, raw_meta, data_cols = read_table(path)
+    meta = _read_metadata(raw_meta)
+    x = np.stack([_states(path, f"column {name!r}", numeric_column(path, table, name))
+                  for name in data_cols], axis=1)
+    return _dataset(path, x, reserved_texts(path, table, "label"), reserved_weights(table),
+                    {"format": "parquet"}, meta, reserved_texts(path, table, "sub_label"))
 
 
 def load_matrix(path: PathLike) -> Dataset:

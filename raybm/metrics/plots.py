@@ -30,11 +30,13 @@ def sample_grid(
     shape: tuple[int, int],
     path: str | os.PathLike,
     ncol: int = 10,
+    value_range: tuple[float, float] | None = None,
 ) -> None:
-    """Tile ``samples (n, N)`` (uint8) as ``rows x cols`` images, ``ncol`` per row of the grid.
+    """Tile ``samples (n, N)`` as ``rows x cols`` images, ``ncol`` per row of the grid.
 
-    Site values are drawn in grey levels from 0 (black) to the largest state (white); images
-    are separated by one-pixel mid-grey lines.
+    States (uint8) are drawn in grey levels from 0 (black) to the largest state (white);
+    continuous pixels from ``value_range[0]`` (black) to ``value_range[1]`` (white), clipped.
+    Images are separated by one-pixel mid-grey lines.
     """
     x = np.asarray(torch.as_tensor(samples).cpu(), dtype=np.float64)
     rows, cols = shape
@@ -43,9 +45,13 @@ def sample_grid(
     n = len(x)
     ncol = max(1, min(ncol, n))
     nrow = max(1, -(-n // ncol))
-    top = max(1.0, float(x.max()) if n else 1.0)
+    if value_range is not None:
+        low, high = value_range
+        x = np.clip((x - low) / (high - low), 0.0, 1.0)
+    else:
+        x = x / max(1.0, float(x.max()) if n else 1.0)
     mosaic = np.full((nrow * (rows + 1) + 1, ncol * (cols + 1) + 1), 0.5)
-    for i, img in enumerate(x.reshape(n, rows, cols) / top):
+    for i, img in enumerate(x.reshape(n, rows, cols)):
         top_left = divmod(i, ncol)
         r0, c0 = 1 + top_left[0] * (rows + 1), 1 + top_left[1] * (cols + 1)
         mosaic[r0 : r0 + rows, c0 : c0 + cols] = img
@@ -140,6 +146,37 @@ def training_curves_plot(
         ax.plot(steps, values, linewidth=1.0)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def density_plot(
+    log_density: np.ndarray,
+    extent: tuple[float, float, float, float],
+    data: np.ndarray,
+    path: str | os.PathLike,
+    samples: np.ndarray | None = None,
+) -> None:
+    """A 2-D model density ``exp(log_density)`` on its grid (``(ny, nx)`` over ``extent =
+    (x0, x1, y0, y1)``) as a heat map, with up to 2,000 data points (white) and model samples
+    (red) overlaid; beside it the log-density, where the tails and spurious modes show."""
+    fig = Figure(figsize=(9.0, 4.2))
+    for i, (values, title) in enumerate([(np.exp(log_density), "density"),
+                                         (log_density, "log density")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        lo = np.percentile(values, 1) if i else 0.0
+        ax.imshow(values, origin="lower", extent=extent, cmap="viridis", vmin=lo,
+                  aspect="auto", interpolation="nearest")
+        ax.scatter(data[:2000, 0], data[:2000, 1], s=1.0, c="white", alpha=0.5,
+                   linewidths=0)
+        if samples is not None:
+            ax.scatter(samples[:2000, 0], samples[:2000, 1], s=1.0, c="red", alpha=0.5,
+                       linewidths=0)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_title(title + ("" if samples is None else
+                              " (data white, samples red)"), fontsize=9)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
     _save(fig, path)

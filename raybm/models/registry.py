@@ -9,10 +9,12 @@ from typing import Any
 from raybm.errors import InputError
 from raybm.models.base import EnergyModel
 from raybm.models.gaussian import GaussianEnergy, GaussianMixtureEnergy
+from raybm.models.neural import ConvEnergy, MLPEnergy
 from raybm.models.rbm import BernoulliRBM, PottsRBM
 
 MODEL_CLASSES: dict[str, type[EnergyModel]] = {
-    cls.__name__: cls for cls in (BernoulliRBM, PottsRBM, GaussianEnergy, GaussianMixtureEnergy)
+    cls.__name__: cls for cls in (BernoulliRBM, PottsRBM, GaussianEnergy, GaussianMixtureEnergy,
+                                  MLPEnergy, ConvEnergy)
 }
 
 

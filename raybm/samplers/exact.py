@@ -7,7 +7,9 @@ drawn exactly is declared here, one function per model class (looked up along th
 MRO), not probed on the model:
 
 - an RBM without couplings (W = 0, D = 0): independent sites and label;
-- a diagonal Gaussian; an isotropic Gaussian mixture (component, then Gaussian).
+- a diagonal Gaussian; an isotropic Gaussian mixture (component, then Gaussian);
+- a neural energy ``net(x) + base_scale |x|^2 / 2`` whose read-out is zero: ``N(0, I /
+  base_scale)`` (the trainer builds it so for Jarzynski).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from raybm.models.base import EnergyModel
 from raybm.models.gaussian import GaussianEnergy, GaussianMixtureEnergy
+from raybm.models.neural import NeuralEnergy
 from raybm.models.rbm import RBM, BernoulliRBM
 from raybm.samplers.random_bits import categorical_logits
 from raybm.walkers import WalkerState
@@ -94,3 +97,13 @@ def _mixture(gen: torch.Generator, model: GaussianMixtureEnergy, n: int
     noise = torch.randn((n, *model.event_shape), generator=gen)
     x = model.means.detach()[component] + model.std * noise
     return WalkerState.unweighted(x), model.log_partition()
+
+
+@_register(NeuralEnergy)
+def _neural(gen: torch.Generator, model: NeuralEnergy, n: int) -> tuple[WalkerState, float]:
+    log_z = model.log_partition()
+    if log_z is None:
+        raise ValueError("a neural energy is drawn exactly only with its read-out at zero and "
+                         "base_scale > 0")
+    x = torch.randn((n, *model.event_shape), generator=gen) / model.base_scale**0.5
+    return WalkerState.unweighted(x), log_z

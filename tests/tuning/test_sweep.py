@@ -10,7 +10,6 @@ trial process and on two Ray workers per trial, and a sweep killed mid-way and r
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

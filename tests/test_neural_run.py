@@ -1,0 +1,138 @@
+"""Neural energies through the run path: an MLP on 2-D toy data (log Z by quadrature, and the
+Jarzynski running log Z checked against it while the network trains), the conv energy on MNIST
+digits in [-1, 1] at chosen proportions, resume, artifacts, and one-line errors for data and
+configs that do not fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raybm.checkpoint import load_checkpoint
+from raybm.cli import main
+from raybm.config import load_config
+from raybm.errors import InputError
+from raybm.metrics.continuous import grid_extent, grid_log_density
+from raybm.run import train_run
+from raybm.train import load_data, make_trainer, run_updates
+
+# The shared data sets live beside the repository (../shared/data), never inside it.
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+TOY = ["data.format=toy2d", "data.toy.name=two_modes", "data.toy.n_samples=2000",
+       "model.kind=mlp", "model.widths=[32, 32]", "sampler.name=ula", "sampler.step_size=0.05",
+       "train.batch_size=500", "train.progress=false", "tracking.enabled=false"]
+
+
+def test_jarzynski_log_z_of_a_training_mlp_follows_quadrature():
+    """A 2-D MLP energy has no closed-form log Z, but a 400 x 400 grid gives it to ~1e-3 (the
+    border mass is reported). The walkers start exactly (read-out at zero: N(0, I)) and their
+    running log Z must follow the grid's while training moves log Z by about 2 nats."""
+    config = load_config(None, TOY + ["algorithm.name=jarzynski", "algorithm.k=5",
+                                      "algorithm.n_walkers=4000", "algorithm.ess_threshold=0.5",
+                                      "optimizer.lr=0.05"])
+    train, _ = load_data(config)
+    trainer = make_trainer(config, train)
+    extent = grid_extent(train, margin=1.0)
+    start = trainer.estimator.log_z(trainer.walkers)
+    assert start == pytest.approx(grid_log_density(trainer.model, extent, 400)[1], abs=1e-3)
+    run_updates(trainer, 200)
+    _, log_z, border = grid_log_density(trainer.model, extent, 400)
+    assert border < 1e-5 and log_z - start > 1.5
+    # Each resampling epoch adds about CV^2 / n to the variance of the banked log mean
+    # weight, with CV^2 <= 1 / ess_threshold - 1 = 1 here: 4 standard deviations.
+    epochs = trainer.estimator.n_resamplings + 1
+    assert trainer.estimator.log_z(trainer.walkers) == pytest.approx(
+        log_z, abs=4 * (epochs / 4000) ** 0.5)
+
+
+def test_mlp_on_toy_data_trains_resumes_and_reports_grid_likelihoods(tmp_path):
+    common = TOY + ["algorithm.name=pcd", "algorithm.k=3", "algorithm.n_walkers=300",
+                    "train.checkpoint_every=7", "train.log_every=5"]
+    straight = train_run(load_config(None, common + ["train.n_updates=14"]),
+                         out=tmp_path / "straight")
+    train_run(load_config(None, common + ["train.n_updates=8"]), out=tmp_path / "resumed",
+              evaluate_at_end=False)
+    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=14"],
+              evaluate_at_end=False)
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    assert a.meta["model"]["kind"] == "MLPEnergy" and a.meta["model"]["widths"] == [32, 32]
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    assert torch.equal(a.walkers.x, b.walkers.x)
+    summary = json.loads((straight.run_dir / "summary.json").read_text())
+    assert {"log_z_grid", "train_loglik_grid", "test_loglik_grid",
+            "grid_border_mass"} <= set(summary)
+    assert (straight.run_dir / "artifacts" / "density.png").stat().st_size > 10_000
+
+
+def test_conv_energy_on_mnist_digits_at_proportions(tmp_path, monkeypatch):
+    if not SHARED_MNIST.is_dir():
+        pytest.skip(f"real data not found: {SHARED_MNIST}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / "mnist" / name).symlink_to(SHARED_MNIST / name)
+    # Relative paths, as users write them; the labels file is found beside the images.
+    config = load_config(None, [
+        "data.format=mnist", "data.path=mnist/t10k-images-idx3-ubyte.gz", "data.digits=[2, 3, 6]",
+        "data.proportions=[4, 2, 1]", "data.test_fraction=0.1", "model.kind=conv",
+        "sampler.name=mala", "sampler.step_size=0.0005", "sampler.box=[-1, 1]",
+        "algorithm.name=pcd", "algorithm.k=2", "algorithm.n_walkers=64",
+        "train.batch_size=32", "train.n_updates=3", "train.progress=false",
+        "tracking.enabled=false"])
+    train, test = load_data(config)
+    assert train.x.shape[1:] == (1, 28, 28) and train.n_samples + test.n_samples == 1806
+    counts = torch.bincount(torch.cat([train.labels, test.labels]))
+    assert counts.tolist() == [1032, 516, 258]
+    summary = train_run(config, out="run")  # a relative path, as users write it
+    ckpt = load_checkpoint(summary.run_dir)
+    assert ckpt.meta["model"]["kind"] == "ConvEnergy"
+    assert ckpt.walkers.x.shape == (64, 1, 28, 28)
+    assert ckpt.walkers.x.min() >= -1 and ckpt.walkers.x.max() <= 1  # the box holds
+    names = {p.name for p in (summary.run_dir / "artifacts").iterdir()}
+    assert {"samples_t2.png", "data.png"} <= names
+    assert main(["sample", "run", "--n", "5", "--k", "1", "--out", "s.npz"]) == 0
+    with np.load("s.npz") as f:
+        assert f["x"].shape == (5, 1, 28, 28)
+
+
+@pytest.mark.parametrize("changes, key", [
+    (["data.format=idx"], "data.format"),
+    (["algorithm.name=jarzynski", "model.base_scale=0"], "model.base_scale"),
+    (["data.digits=[1, 2]"], "data.digits"),
+    (["data.proportions=[1, 2]"], "data.proportions"),
+    (["model.n_hidden=10"], "model.n_hidden"),
+])
+def test_configs_that_cannot_work_are_one_line_errors(changes, key):
+    with pytest.raises(InputError) as err:
+        load_config(None, TOY + changes)
+    assert str(err.value).startswith(f"--set: {key}: ")
+    assert "\n" not in str(err.value)
+
+
+def test_data_that_does_not_fit_is_one_line_error_with_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.npy"
+    x = np.zeros((10, 3), dtype=np.float32)
+    x[4, 2] = np.nan
+    np.save(bad, x)
+    base = ["--workers", "0", "--set", "model.kind=mlp", "--set", "sampler.name=ula",
+            "--set", "algorithm.name=pcd", "--set", "tracking.enabled=false"]
+    assert main(["train", *base, "--set", f"data.path={bad}", "--out",
+                 str(tmp_path / "r1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"raybm: error: {bad}: x: NaN at index (4, 2)"
+    good = tmp_path / "pts.npy"
+    np.save(good, np.ones((10, 3), dtype=np.float32))
+    assert main(["train", *base[:2], "--set", "model.kind=conv", "--set", "sampler.name=ula",
+                 "--set", "algorithm.name=pcd", "--set", "tracking.enabled=false",
+                 "--set", f"data.path={good}", "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "conv takes square images" in err and str(good) in err and "\n" not in err
+    assert main(["train", *base, "--set", "data.format=mnist", "--out",
+                 str(tmp_path / "r3")]) == 2
+    assert "data.path: format mnist reads a file" in capsys.readouterr().err
+    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
