@@ -202,6 +202,11 @@ class MALASamplerConfig(_LangevinSamplerConfig):
     """Metropolis-adjusted Langevin (exactly invariant)."""
 
     name: Literal["mala"] = "mala"
+    # Adapt step_size after every update towards this acceptance (0.574 is optimal for MALA
+    # in high dimension, Roberts & Rosenthal 1998): log h += adapt_rate * (acceptance -
+    # target). None: a fixed step size.
+    target_acceptance: float | None = Field(None, gt=0, lt=1)
+    adapt_rate: float = Field(0.05, gt=0, le=1)
 
 
 SAMPLER_CONFIGS: dict[str, type[_Section]] = {
@@ -593,6 +598,7 @@ PERSISTENT_ALGORITHMS = ("pcd", "jarzynski")
 RESUMABLE_KEYS = frozenset({
     "data.path", "data.labels_path", "data.panel_path",  # moved data (same contents)
     "algorithm.k", "sampler.precision", "sampler.step_size", "algorithm.classification",
+    "sampler.target_acceptance", "sampler.adapt_rate",
     "algorithm.ess_threshold", "algorithm.resampling", "algorithm.hidden_offset_momentum",
     "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
     "train.n_updates", "train.batch_size", "train.log_every", "train.checkpoint_every",

@@ -205,6 +205,8 @@ def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: in
                                   "resampled"], "live")
         if config.sampler.name == "mala":
             out["acceptance"] = "live"
+            if config.sampler.target_acceptance is not None:
+                out["step_size"] = "live"
         from raybm.config import GaussianMixtureModelConfig
 
         components = (config.model.n_components

@@ -341,7 +341,8 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
 
     _curves_plot(tracker, art, [f"mode_weight_{k}" for k in range(MAX_MODE_METRICS)],
                  "mode_weights.png")
-    _curves_plot(tracker, art, ["acceptance", "log_z", "log_z_exact"], "sampler.png")
+    _curves_plot(tracker, art, ["acceptance", "step_size", "log_z", "log_z_exact"],
+                 "sampler.png")
     tracker.log_artifact(art, "plots")
     atomic_write_text(active.run_dir / "summary.json", json.dumps(metrics, indent=2))
     return metrics

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +30,8 @@ from raybm.algorithms.centering import Centering
 from raybm.algorithms.registry import build_estimator, estimator_class
 from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
                               state_digest)
-from raybm.config import BUILT_IN_FORMATS, Config, PCDConfig, RBMModelConfig
+from raybm.config import (BUILT_IN_FORMATS, Config, MALASamplerConfig, PCDConfig,
+                          RBMModelConfig)
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
 from raybm.models.base import EnergyModel
@@ -395,9 +396,34 @@ class Trainer:
             self._time("optimizer", t0)
             info[f"loss_{phase}"] = loss
             info.update(est.info)
+        if self._adapts and "acceptance" in info:
+            info["step_size"] = self._adapt_step_size(info["acceptance"])
         self.step += 1
         self._check_finite(info)
         return info
+
+    @property
+    def _adapts(self) -> bool:
+        return isinstance(self.config.sampler, MALASamplerConfig) and (
+            self.config.sampler.target_acceptance is not None)
+
+    def _adapt_step_size(self, acceptance: float) -> float:
+        """MALA's step size moved towards ``sampler.target_acceptance`` by the acceptance of
+        this update, averaged over the ranks so that every rank keeps the same kernel:
+
+            log h <- log h + adapt_rate (acceptance - target).
+
+        The kernel of each update is exact MALA for its own h (invariant for the current
+        model), so Jarzynski weights need nothing more and PCD walkers stay targeted; h is
+        kernel state, checkpointed with the trainer, never a gradient statistic."""
+        s = self.config.sampler
+        mean = torch.tensor([acceptance, 1.0], dtype=torch.float64)
+        self.population.all_reduce_(mean)
+        acceptance = float(mean[0] / mean[1])
+        h = self.estimator.kernel.step_size * math.exp(s.adapt_rate
+                                                       * (acceptance - s.target_acceptance))
+        self.estimator.kernel = replace(self.estimator.kernel, step_size=h)
+        return h
 
     def _check_finite(self, info: dict[str, float]) -> None:
         bad = [k for k, v in info.items() if not math.isfinite(v)]
@@ -415,6 +441,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "centering": None if self.centering is None else self.centering.state_dict(),
             "generator": self.gen.get_state(),
+            **({"step_size": self.estimator.kernel.step_size} if self._adapts else {}),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -423,6 +450,9 @@ class Trainer:
         if self.centering is not None and state.get("centering") is not None:
             self.centering.load_state_dict(state["centering"])
         self.gen.set_state(state["generator"])
+        if self._adapts and "step_size" in state:  # the adapted step size goes on
+            self.estimator.kernel = replace(self.estimator.kernel,
+                                            step_size=float(state["step_size"]))
 
     def digest(self) -> dict[str, str]:
         """SHA-256 of each part of this shard's state (``checkpoint.state_digest``)."""

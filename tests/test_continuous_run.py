@@ -163,3 +163,29 @@ def test_a_built_in_data_set_names_the_default_run(tmp_path, monkeypatch):
 
     assert default_run_name(load_config(None, MIXTURE)).startswith("kstep10-gaussian_mixture-")
     assert default_run_name(load_config(None, [])).startswith("kstep10-digits-")
+
+
+def test_mala_step_size_adapts_to_the_target_acceptance_and_resumes_exactly(tmp_path):
+    common = MIXTURE + ["algorithm.name=pcd", "algorithm.k=3", "algorithm.n_walkers=400",
+                        "sampler.name=mala", "sampler.step_size=4.0",
+                        "sampler.target_acceptance=0.574", "sampler.adapt_rate=0.2",
+                        "optimizer.lr=0.001", "train.checkpoint_every=30"]
+    config = load_config(None, common)
+    train, _ = load_data(config)
+    trainer = make_trainer(config, train)
+    run_updates(trainer, 150)
+    late = [h["acceptance"] for h in trainer.history[-50:]]
+    # Started at h = 4 (acceptance near 0 in d = 6); the mean of the last 50 updates
+    # (3 steps x 400 walkers each) is within 0.05 of the target.
+    assert trainer.history[0]["acceptance"] < 0.3
+    assert abs(sum(late) / len(late) - 0.574) < 0.05
+    assert trainer.estimator.kernel.step_size < 1.0
+    straight = train_run(load_config(None, common + ["train.n_updates=60"]),
+                         out=tmp_path / "straight", evaluate_at_end=False)
+    train_run(load_config(None, common + ["train.n_updates=30"]), out=tmp_path / "resumed",
+              evaluate_at_end=False)
+    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=60"],
+              evaluate_at_end=False)
+    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    assert a.state["step_size"] == b.state["step_size"] != 4.0
+    assert torch.equal(a.walkers.x, b.walkers.x)
