@@ -24,6 +24,18 @@ MIXTURE = ["data.format=gaussian_mixture", "data.mixture.dim=6",
            "optimizer.lr=0.01", "optimizer.param_lr={log_weights: 0.05}",
            "train.batch_size=100", "train.log_every=5", "train.progress=false",
            "tracking.enabled=false"]
+def straight_and_resumed(tmp_path, common: list[str], total: int, first: int):
+    """The checkpoints of a run straight to ``total`` updates and of one stopped at ``first``
+    then resumed to ``total``: equal when resume continues exactly."""
+    train_run(load_config(None, common + [f"train.n_updates={total}"]),
+              out=tmp_path / "straight", evaluate_at_end=False)
+    train_run(load_config(None, common + [f"train.n_updates={first}"]),
+              out=tmp_path / "resumed", evaluate_at_end=False)
+    train_run(resume=tmp_path / "resumed", overrides=[f"train.n_updates={total}"],
+              evaluate_at_end=False)
+    return load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+
+
 JARZYNSKI = ["algorithm.name=jarzynski", "algorithm.k=1", "algorithm.n_walkers=500",
              "algorithm.ess_threshold=0.9"]
 
@@ -34,14 +46,8 @@ JARZYNSKI = ["algorithm.name=jarzynski", "algorithm.k=1", "algorithm.n_walkers=5
     ["algorithm.name=cd", "algorithm.k=2", "sampler.name=mala"],
 ], ids=["jarzynski-ula", "pcd-mala", "cd-mala"])
 def test_resume_of_float_walkers_continues_exactly(tmp_path, algorithm):
-    common = MIXTURE + algorithm + ["train.checkpoint_every=7"]
-    straight = train_run(load_config(None, common + ["train.n_updates=20"]),
-                         out=tmp_path / "straight", evaluate_at_end=False)
-    train_run(load_config(None, common + ["train.n_updates=11"]), out=tmp_path / "resumed",
-              evaluate_at_end=False)
-    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=20"],
-              evaluate_at_end=False)
-    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    a, b = straight_and_resumed(tmp_path, MIXTURE + algorithm + ["train.checkpoint_every=7"],
+                                20, 11)
     assert a.step == b.step == 20
     assert a.meta["model"] == {"kind": "GaussianMixtureEnergy", "n_components": 2, "dim": 6,
                                "std": 1.0}
@@ -180,12 +186,6 @@ def test_mala_step_size_adapts_to_the_target_acceptance_and_resumes_exactly(tmp_
     assert trainer.history[0]["acceptance"] < 0.3
     assert abs(sum(late) / len(late) - 0.574) < 0.05
     assert trainer.estimator.kernel.step_size < 1.0
-    straight = train_run(load_config(None, common + ["train.n_updates=60"]),
-                         out=tmp_path / "straight", evaluate_at_end=False)
-    train_run(load_config(None, common + ["train.n_updates=30"]), out=tmp_path / "resumed",
-              evaluate_at_end=False)
-    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=60"],
-              evaluate_at_end=False)
-    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    a, b = straight_and_resumed(tmp_path, common, 60, 30)
     assert a.state["step_size"] == b.state["step_size"] != 4.0
     assert torch.equal(a.walkers.x, b.walkers.x)

@@ -19,6 +19,7 @@ from raybm.errors import InputError
 from raybm.metrics.continuous import grid_extent, grid_log_density
 from raybm.run import train_run
 from raybm.train import load_data, make_trainer, run_updates
+from tests.test_continuous_run import straight_and_resumed
 
 # The shared data sets live beside the repository (../shared/data), never inside it.
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -52,21 +53,17 @@ def test_jarzynski_log_z_of_a_training_mlp_follows_quadrature():
 def test_mlp_on_toy_data_trains_resumes_and_reports_grid_likelihoods(tmp_path):
     common = TOY + ["algorithm.name=pcd", "algorithm.k=3", "algorithm.n_walkers=300",
                     "train.checkpoint_every=7", "train.log_every=5"]
-    straight = train_run(load_config(None, common + ["train.n_updates=14"]),
-                         out=tmp_path / "straight")
-    train_run(load_config(None, common + ["train.n_updates=8"]), out=tmp_path / "resumed",
-              evaluate_at_end=False)
-    train_run(resume=tmp_path / "resumed", overrides=["train.n_updates=14"],
-              evaluate_at_end=False)
-    a, b = load_checkpoint(straight.run_dir), load_checkpoint(tmp_path / "resumed")
+    a, b = straight_and_resumed(tmp_path, common, 14, 8)
     assert a.meta["model"]["kind"] == "MLPEnergy" and a.meta["model"]["widths"] == [32, 32]
     for name, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[name]), name
     assert torch.equal(a.walkers.x, b.walkers.x)
-    summary = json.loads((straight.run_dir / "summary.json").read_text())
+    evaluated = train_run(load_config(None, common + ["train.n_updates=3"]),
+                          out=tmp_path / "evaluated")
+    summary = json.loads((evaluated.run_dir / "summary.json").read_text())
     assert {"log_z_grid", "train_loglik_grid", "test_loglik_grid",
             "grid_border_mass"} <= set(summary)
-    assert (straight.run_dir / "artifacts" / "density.png").stat().st_size > 10_000
+    assert (evaluated.run_dir / "artifacts" / "density.png").stat().st_size > 10_000
 
 
 def test_conv_energy_on_mnist_digits_at_proportions(tmp_path, monkeypatch):
