@@ -82,7 +82,7 @@ class Jarzynski(Estimator):
 
     def init_walkers(self, gen: torch.Generator, model: EnergyModel,
                      n_walkers: int) -> WalkerState:
-        walkers, self.log_z_base = exact_start(gen, model, n_walkers)
+        walkers, self.log_z_base = exact_start(gen, model, n_walkers, self.kernel.box)
         return walkers
 
     def log_z(self, walkers: WalkerState) -> float:

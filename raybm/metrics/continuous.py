@@ -86,11 +86,13 @@ def grid_log_density(model: EnergyModel, extent: tuple[float, float, float, floa
     log-likelihoods from it upper bounds; the border mass says how much is likely missing
     (a density that has not decayed at the border of the box)."""
     x0, x1, y0, y1 = extent
-    xs = torch.linspace(x0, x1, n, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, n, dtype=torch.float64)
+    dx, dy = (x1 - x0) / n, (y1 - y0) / n
+    # Cell centres: the midpoint rule integrates over exactly the box.
+    xs = x0 + dx * (torch.arange(n, dtype=torch.float64) + 0.5)
+    ys = y0 + dy * (torch.arange(n, dtype=torch.float64) + 0.5)
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
     energy = torch.cat([model.energy(chunk.float()).double() for chunk in grid.split(10_000)])
-    cell = (x1 - x0) / (n - 1) * (y1 - y0) / (n - 1)
+    cell = dx * dy
     log_z = float(torch.logsumexp(-energy, 0)) + math.log(cell)
     log_density = (-energy - log_z).reshape(n, n)
     mass = (log_density.exp() * cell)

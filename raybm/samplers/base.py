@@ -50,6 +50,9 @@ class Kernel(Protocol):
 
     name: ClassVar[str]
     invariant: ClassVar[bool]  # leaves the current model's distribution exactly invariant
+    # The box (low, high) the kernel restricts the target to (images in [-1, 1]), or None:
+    # an exact start must then draw the model restricted to it.
+    box: tuple[float, float] | None
 
     def init(self, gen: torch.Generator, model: torch.nn.Module, n: int,
              label: torch.Tensor | None = None) -> WalkerState:

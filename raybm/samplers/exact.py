@@ -14,6 +14,7 @@ MRO), not probed on the model:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -27,7 +28,17 @@ from raybm.samplers.random_bits import categorical_logits
 from raybm.walkers import WalkerState
 
 Start = Callable[[torch.Generator, EnergyModel, int], tuple[WalkerState, float]]
+BoxedStart = Callable[[torch.Generator, EnergyModel, int, tuple[float, float]],
+                      tuple[WalkerState, float]]
+_BOXED: dict[type, BoxedStart] = {}
 _STARTS: dict[type, Start] = {}
+
+
+def _register_boxed(cls: type) -> Callable[[BoxedStart], BoxedStart]:
+    def wrap(fn: BoxedStart) -> BoxedStart:
+        _BOXED[cls] = fn
+        return fn
+    return wrap
 
 
 def _register(cls: type) -> Callable[[Start], Start]:
@@ -37,13 +48,21 @@ def _register(cls: type) -> Callable[[Start], Start]:
     return wrap
 
 
-def exact_start(gen: torch.Generator, model: EnergyModel, n: int) -> tuple[WalkerState, float]:
-    """``n`` exact, unweighted draws of ``model`` and its ``log Z``; ValueError for a model
-    that cannot be drawn exactly (as it stands)."""
+def exact_start(gen: torch.Generator, model: EnergyModel, n: int,
+                box: tuple[float, float] | None = None) -> tuple[WalkerState, float]:
+    """``n`` exact, unweighted draws of ``model`` and its ``log Z``, or, with ``box``, of the
+    model restricted to that box (the target of a kernel with a box) and its log Z; ValueError
+    for a model that cannot be drawn exactly (as it stands, or inside a box)."""
     for cls in type(model).__mro__:
-        if cls in _STARTS:
+        if box is not None and cls in _BOXED:
+            with torch.no_grad():
+                return _BOXED[cls](gen, model, n, box)
+        if box is None and cls in _STARTS:
             with torch.no_grad():
                 return _STARTS[cls](gen, model, n)
+    if box is not None:
+        raise ValueError(f"{type(model).__name__} cannot be sampled exactly inside the box "
+                         f"{box}: Jarzynski walkers with a boxed kernel need a model that can")
     raise ValueError(f"{type(model).__name__} cannot be sampled exactly: Jarzynski walkers "
                      "need an initial model they can be drawn from")
 
@@ -107,3 +126,23 @@ def _neural(gen: torch.Generator, model: NeuralEnergy, n: int) -> tuple[WalkerSt
                          "base_scale > 0")
     x = torch.randn((n, *model.event_shape), generator=gen) / model.base_scale**0.5
     return WalkerState.unweighted(x), log_z
+
+
+@_register_boxed(NeuralEnergy)
+def _neural_boxed(gen: torch.Generator, model: NeuralEnergy, n: int,
+                  box: tuple[float, float]) -> tuple[WalkerState, float]:
+    """``N(0, I / s)`` restricted to ``[low, high]^d``: independent truncated normals drawn by
+    the inverse CDF, with
+
+        log Z = d [ log(2 pi / s) / 2 + log(Phi(high sqrt s) - Phi(low sqrt s)) ]."""
+    log_z = model.log_partition()
+    if log_z is None:
+        raise ValueError("a neural energy is drawn exactly only with its read-out at zero and "
+                         "base_scale > 0")
+    root = model.base_scale**0.5
+    lo, hi = (torch.special.ndtr(torch.tensor(v * root, dtype=torch.float64)) for v in box)
+    u = torch.rand((n, *model.event_shape), generator=gen, dtype=torch.float64)
+    x = torch.special.ndtri(lo + (hi - lo) * u) / root
+    x = x.clamp(*box).float()  # rounding at the ends must not leave the box
+    d = math.prod(model.event_shape)
+    return WalkerState.unweighted(x), log_z + d * math.log(float(hi - lo))

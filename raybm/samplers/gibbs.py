@@ -282,6 +282,7 @@ class GibbsKernel:
     precision: str = "fp32"
     name: ClassVar[str] = "gibbs"
     invariant: ClassVar[bool] = True
+    box: ClassVar[None] = None  # states are discrete: no box
 
     def __post_init__(self) -> None:
         _check_precision(self.precision)

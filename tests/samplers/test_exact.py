@@ -56,3 +56,22 @@ def test_coupled_rbm_is_refused():
     rbm.init_parameters(torch.Generator().manual_seed(0), weight_std=0.1)
     with pytest.raises(ValueError, match="without couplings"):
         exact_start(torch.Generator(), rbm, 4)
+
+
+def test_neural_energy_inside_a_box_is_drawn_from_its_truncated_gaussian():
+    model = MLPEnergy(3, (4,), base_scale=2.0, zero_last=True)
+    walkers, log_z = exact_start(torch.Generator().manual_seed(0), model, N, (-1.0, 0.5))
+    assert walkers.x.min() >= -1.0 and walkers.x.max() <= 0.5
+    xs = torch.linspace(-1.0, 0.5, 100_001, dtype=torch.float64)
+    density = torch.exp(-xs**2)  # exp(-s x^2 / 2) with s = 2
+    z1 = torch.trapezoid(density, xs)
+    assert log_z == pytest.approx(3 * math.log(float(z1)), abs=1e-8)
+    mean = torch.trapezoid(xs * density, xs) / z1
+    var = torch.trapezoid((xs - mean) ** 2 * density, xs) / z1
+    _moments_match(walkers.x, mean.expand(3), var.expand(3))
+
+
+def test_a_box_is_refused_where_no_exact_draw_is_declared():
+    model = GaussianMixtureEnergy(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="inside the box"):
+        exact_start(torch.Generator(), model, 4, (-1.0, 1.0))
