@@ -74,8 +74,8 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
     algorithm = ["--set", f"algorithm.name={method}"]
     if method == "jarzynski":
         algorithm += ["--set", "algorithm.ess_threshold=0.5"]
-    else:
-        algorithm += ["--set", "algorithm.walker_init=data"]
+    # PCD's walkers start from the kernel's noise, as the research's do: started at the data
+    # they would hold the data's proportions until they move, which says nothing.
     cmd = [sys.executable, "-m", "raybm.cli", "train", "--workers", "0", "--out", str(run_dir),
            "--set", "data.format=mnist", "--set", f"data.path={IMAGES}",
            "--set", f"data.digits={DIGITS}", "--set", f"data.proportions={PROPORTIONS}",

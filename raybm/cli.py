@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--panel", help="1000 Genomes panel for .hapt files")
     i.add_argument("--alphabet", help="protein | rna | explicit letters, for alignments")
     i.add_argument("--threshold", type=float, help="binarisation threshold for images")
+    i.add_argument("--format", help="a data.format when the name does not tell it, e.g. "
+                   "floats (a float .npz / .parquet) or mnist (IDX images as floats)")
     return p
 
 
@@ -294,6 +296,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         kwargs["alphabet"] = args.alphabet
     if args.threshold is not None:
         kwargs["threshold"] = args.threshold
+    if args.format:
+        kwargs["format"] = args.format
     if not Path(args.file).exists():
         raise InputError(args.file, "", "file not found")
     print(inspect(args.file, **kwargs))

@@ -91,9 +91,10 @@ def _load_dataset(config: Config) -> Dataset:
     if not Path(d.path).exists():
         raise InputError(d.path, "data.path", "file not found")
     if d.format == "mnist":
+        from raybm.data.inspect import idx_labels_beside
         from raybm.data.mnist_float import load_mnist_float
 
-        labels = d.labels_path or _idx_labels_beside(d.path)
+        labels = d.labels_path or idx_labels_beside(d.path)
         return load_mnist_float(d.path, labels, d.digits, d.proportions,
                                 gen=generator(d.split_seed, "subsample"))
     if d.format == "floats" or (d.format == "auto" and config.model.kind != "rbm"):
@@ -107,17 +108,6 @@ def _load_dataset(config: Config) -> Dataset:
         threshold=d.threshold, alphabet=d.alphabet, nonstandard=d.nonstandard,
         reweight_identity=d.reweight_identity, label=d.label,
     )
-
-
-def _idx_labels_beside(images: str) -> str:
-    """MNIST's labels file next to its images file (``...-images-idx3-ubyte`` ->
-    ``...-labels-idx1-ubyte``), or a one-line error asking for ``data.labels_path``."""
-    name = Path(images).name
-    guess = Path(images).with_name(name.replace("images-idx3", "labels-idx1"))
-    if guess.name == name or not guess.exists():
-        raise InputError(images, "data.labels_path", "set it: no labels file found beside "
-                         "the images")
-    return str(guess)
 
 
 def _model_shaped(config: Config, dataset: Dataset) -> Dataset:

@@ -7,7 +7,8 @@ by content:
 ``.hapt``                                   hapt
 ``.fasta`` ``.fa`` ``.fas`` ``.a2m`` ``.afa``  fasta
 ``.csv``                                    csv
-``.npz`` ``.txt`` ``.parquet``              matrix
+``.npz`` ``.txt`` ``.parquet``              matrix   (integer states; ``floats`` reads them as floats)
+``.npy``                                    floats   (continuous samples or images)
 content starts with an IDX magic number     idx      (``t10k-images-idx3-ubyte.gz``)
 content starts with ``>``                   fasta
 no path at all                              digits   (the embedded default)
@@ -20,6 +21,7 @@ training can call ``load_any(**cfg.data)``.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import torch
 
@@ -33,7 +35,7 @@ from raybm.data.idx import _TYPES, load_idx
 from raybm.data.matrix import load_matrix
 from raybm.errors import InputError
 
-FORMATS = ("auto", "idx", "hapt", "fasta", "csv", "matrix", "digits")
+FORMATS = ("auto", "idx", "hapt", "fasta", "csv", "matrix", "digits", "floats", "mnist")
 
 _BY_SUFFIX = {
     ".hapt": "hapt",
@@ -46,6 +48,7 @@ _BY_SUFFIX = {
     ".npz": "matrix",
     ".txt": "matrix",
     ".parquet": "matrix",
+    ".npy": "floats",
 }
 
 
@@ -94,13 +97,21 @@ def load_any(
         fmt = detect_format(path) if format == "auto" else format
     if fmt == "digits":
         return load_digits(threshold)
-    if labels_path is not None and fmt != "idx":
+    if labels_path is not None and fmt not in ("idx", "mnist"):
         raise InputError(labels_path, "data.labels_path", f"only IDX images take a labels file, not {fmt}")
     if panel_path is not None and fmt != "hapt":
         raise InputError(panel_path, "data.panel_path", f"only hapt files take a panel, not {fmt}")
 
     if fmt == "idx":
         return load_idx(path, labels_path, threshold)
+    if fmt == "floats":
+        from raybm.data.floats import load_float_matrix
+
+        return load_float_matrix(path)
+    if fmt == "mnist":
+        from raybm.data.mnist_float import load_mnist_float
+
+        return load_mnist_float(path, labels_path or idx_labels_beside(path))
     if fmt == "hapt":
         return load_hapt(path, panel_path, label or "super_pop")
     if fmt == "fasta":
@@ -152,8 +163,35 @@ def _wrap(head: str, body: str) -> str:
     return text.replace("\xa0", " ")
 
 
+def idx_labels_beside(images: PathLike) -> str:
+    """MNIST's labels file next to its images file (``...-images-idx3-ubyte`` ->
+    ``...-labels-idx1-ubyte``), or a one-line error asking for ``data.labels_path``."""
+    name = Path(images).name
+    guess = Path(images).with_name(name.replace("images-idx3", "labels-idx1"))
+    if guess.name == name or not guess.exists():
+        raise InputError(images, "data.labels_path", "set it: no labels file found beside "
+                         "the images")
+    return str(guess)
+
+
+def _summarize_continuous(data: Dataset) -> list[str]:
+    x = data.x.double()
+    return [
+        f"{'source':<13}{data.source}",
+        f"{'format':<13}{data.info.get('format', '?')}",
+        f"{'shape':<13}{data.n_samples} samples of shape {tuple(data.event_shape)} (float32)",
+        f"{'values':<13}min {x.min():.4g}, max {x.max():.4g}, mean {x.mean():.4g}, "
+        f"std {x.std():.4g}",
+    ]
+
+
 def summarize(data: Dataset) -> str:
     """A multi-line human-readable description of a Dataset."""
+    if data.continuous:
+        lines = _summarize_continuous(data)
+        if data.labels is not None and data.label_names is not None:
+            lines.append(_wrap("labels", _counts(data.labels, data.label_names)))
+        return "\n".join(lines)
     lines = [
         f"{'source':<13}{data.source}",
         f"{'format':<13}{data.info.get('format', '?')}",

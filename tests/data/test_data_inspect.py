@@ -108,3 +108,20 @@ def test_inspect_matrix_and_idx_labels(tmp_path, input_error):
     assert "labels       5 classes: 0 0, 1 1, 2 0, 3 0, 4 1" in text
     with input_error("inspect", "colour"):
         inspect(npz, colour=True)
+
+
+def test_continuous_files_are_detected_and_summarised(tmp_path, capsys):
+    import numpy as np
+
+    from raybm.cli import main
+
+    np.save(tmp_path / "pts.npy", np.arange(12, dtype=np.float32).reshape(4, 3) / 4)
+    assert main(["data", "inspect", str(tmp_path / "pts.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "4 samples of shape (3,) (float32)" in out and "min 0, max 2.75" in out
+    np.savez(tmp_path / "f.npz", x=np.full((5, 2), 0.5, dtype=np.float32))
+    assert main(["data", "inspect", str(tmp_path / "f.npz"), "--format", "floats"]) == 0
+    assert "5 samples of shape (2,)" in capsys.readouterr().out
+    # Without --format a .npz is an integer state matrix: the float values are refused.
+    assert main(["data", "inspect", str(tmp_path / "f.npz")]) == 2
+    assert "non-integer value" in capsys.readouterr().err
