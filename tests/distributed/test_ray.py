@@ -106,3 +106,33 @@ def test_diverging_distributed_run_stops_with_one_message(tmp_path, ray_session,
         train_run(cfg, out=tmp_path / "run", evaluate_at_end=False)
     good = load_checkpoint(tmp_path / "run")
     assert good.step == 5 and torch.isfinite(good.model.weight).all()
+
+
+def test_conv_energy_on_image_files_on_two_workers(tmp_path, ray_session, monkeypatch):
+    """Float image walkers (1 x 8 x 8) sharded over 2 Ray workers: a relative .npy path as
+    users write it, Jarzynski walkers drawn exactly inside the box, per-shard checkpoints with
+    the images' shape, and the run continued in-process with every walker."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    images = np.random.default_rng(0).uniform(-1, 1, (200, 1, 8, 8)).astype(np.float32)
+    np.save("images.npy", images)
+    cfg = load_config(None, [
+        "data.path=images.npy", "data.test_fraction=0.1", "model.kind=conv",
+        "sampler.name=ula", "sampler.step_size=0.001", "sampler.box=[-1, 1]",
+        "algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=33",
+        "train.batch_size=16", "train.n_updates=4", "train.checkpoint_every=2",
+        "train.log_every=2", "train.progress=false", "distributed.workers=2",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    summary = train_run(cfg, out="run")
+    ckpt = load_checkpoint(summary.run_dir)
+    assert ckpt.step == 4 and [s.n_walkers for s in ckpt.shards] == [17, 16]
+    assert ckpt.walkers.x.shape == (33, 1, 8, 8) and ckpt.walkers.x.dtype == torch.float32
+    assert ckpt.walkers.x.abs().max() <= 1
+    assert ckpt.meta["model"]["kind"] == "ConvEnergy" and ckpt.meta["model"]["size"] == 8
+    assert "test_loglik_jarzynski" in summary.metrics
+    assert mlflow_history(f"sqlite:///{tmp_path / 'mlflow.db'}", summary.run_id,
+                          "log_z") == [2, 4]
+    local = train_run(resume="run", overrides=["train.n_updates=5", "distributed.workers=0"],
+                      evaluate_at_end=False)
+    assert load_checkpoint(local.run_dir).walkers.x.shape == (33, 1, 8, 8)
