@@ -44,7 +44,8 @@ JARZYNSKI = ["algorithm.name=jarzynski", "algorithm.k=1", "algorithm.n_walkers=5
     JARZYNSKI,
     ["algorithm.name=pcd", "algorithm.k=2", "algorithm.n_walkers=300", "sampler.name=mala"],
     ["algorithm.name=cd", "algorithm.k=2", "sampler.name=mala"],
-], ids=["jarzynski-ula", "pcd-mala", "cd-mala"])
+    ["algorithm.name=kstep", "algorithm.k=4"],
+], ids=["jarzynski-ula", "pcd-mala", "cd-mala", "kstep-ula"])
 def test_resume_of_float_walkers_continues_exactly(tmp_path, algorithm):
     a, b = straight_and_resumed(tmp_path, MIXTURE + algorithm + ["train.checkpoint_every=7"],
                                 20, 11)
