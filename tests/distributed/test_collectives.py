@@ -16,13 +16,14 @@ from raybm.distributed.comm import TorchComm
 from raybm.distributed.exchange import plan_exchange
 from raybm.metrics.exact import as_float64, log_partition
 from raybm.models.gaussian import GaussianMixtureEnergy
+from raybm.models.neural import ConvEnergy
 from raybm.train import make_trainer, run_updates, sum_gradients
 from raybm.walkers import WalkerState, shard_slice, shard_sizes
 from tests.algorithms.test_jarzynski import teacher_problem
 from raybm.distributed.spawn import run_ranks
 from tests.enumeration import random_model
 
-FAMILIES = [("bernoulli", 0), ("bernoulli", 3), ("potts", 2), ("mixture", 0)]
+FAMILIES = [("bernoulli", 0), ("bernoulli", 3), ("potts", 2), ("mixture", 0), ("conv", 0)]
 N_WALKERS, N_BATCH = 11, 9  # odd: the shards have different sizes
 
 
@@ -35,6 +36,11 @@ def population(kind: str, n_labels: int):
 
         def states(n):
             return 2 * torch.randn(n, 4, generator=g, dtype=torch.float64)
+    elif kind == "conv":  # image walkers: a neural energy
+        model = ConvEnergy(1, 8, base_scale=0.5, gen=g).double()
+
+        def states(n):
+            return torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1
     else:
         model = as_float64(random_model(kind, g, n_labels))
         high = model.n_states if kind == "potts" else 2
