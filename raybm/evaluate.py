@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from raybm.algorithms.registry import estimator_class
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.metrics.exact import MAX_ENUMERATED
@@ -200,9 +201,7 @@ def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: in
         out = {"step": "live", "updates_per_s": "live", "loss_joint": "live"}
         if config.algorithm.name == "kstep":
             out = {"step": "live", "updates_per_s": "live", "loss_generation": "live"}
-        if config.algorithm.name == "jarzynski":
-            out |= dict.fromkeys(["ess", "log_z", "weight_entropy", "n_resamplings",
-                                  "resampled"], "live")
+        out |= dict.fromkeys(estimator_class(config.algorithm.name).info_names, "live")
         if config.sampler.name == "mala":
             out["acceptance"] = "live"
             if config.sampler.target_acceptance is not None:
@@ -222,9 +221,7 @@ def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: in
         phases = ["generation"] + (["classification"] if labels and
                                    config.algorithm.classification else [])
     out |= {f"loss_{phase}": "live" for phase in phases}
-    if config.algorithm.name == "jarzynski":
-        out |= dict.fromkeys(["ess", "log_z", "weight_entropy", "n_resamplings", "resampled"],
-                             "live")
+    out |= dict.fromkeys(estimator_class(config.algorithm.name).info_names, "live")
     if has_test:
         if labels:
             out |= {"test_accuracy": "live", "test_accuracy_sampled": "final",

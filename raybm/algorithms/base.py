@@ -84,6 +84,8 @@ class Estimator(ABC):
     """
 
     name: ClassVar[str]
+    # The diagnostics ``estimate`` puts in its info every update (logged live, searchable).
+    info_names: ClassVar[tuple[str, ...]] = ()
     starts_exact: ClassVar[bool] = False
     persistent: ClassVar[bool] = False  # walkers live across updates (and in checkpoints)
     phases: tuple[str, ...]

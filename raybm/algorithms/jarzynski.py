@@ -69,6 +69,8 @@ class Jarzynski(Estimator):
     population: Population = field(default=LOCAL, repr=False)
     log_z_base: float = field(default=float("nan"))  # log Z_0 + increments banked at resampling
     n_resamplings: int = 0
+    info_names: ClassVar[tuple[str, ...]] = ("ess", "log_z", "weight_entropy",
+                                              "n_resamplings", "resampled")
     name: ClassVar[str] = "jarzynski"
     persistent: ClassVar[bool] = True
     starts_exact: ClassVar[bool] = True
