@@ -197,8 +197,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix not in (".npz", ".parquet", ".png"):
         raise InputError(out, "", "output must end in .npz, .parquet or .png")
     if out.suffix == ".png" and not isinstance(model, RBM):
-        raise InputError(out, "", "a picture of continuous samples is not made yet: write "
-                         ".npz or .parquet")
+        _continuous_picture_fits(out, model)
     check_output_file(out, "--out")
     if args.seed < 0 or args.seed > 2**31 - 1:
         raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
@@ -217,7 +216,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
-        _write_samples(out, tmp, x, label, model)
+        if out.suffix == ".png" and not isinstance(model, RBM):
+            _continuous_picture(tmp, x, model, config)
+        else:
+            _write_samples(out, tmp, x, label, model)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no temp file behind
@@ -233,6 +235,41 @@ def check_output_file(out: Path, flag: str) -> None:
         raise InputError(flag, str(out), "is a directory, not a file")
     if not out.exists():  # an existing file is replaced
         check_parents(out, flag)
+
+
+def _continuous_picture_fits(out: Path, model) -> None:
+    """A picture of continuous samples exists for 2-D walkers (over the model's density) and
+    square images (a grid); anything else is a one-line error before any sampling."""
+    import math
+
+    shape = model.event_shape
+    n = math.prod(shape)
+    square = math.isqrt(n) ** 2 == n and (len(shape) == 1 or shape[0] == 1)
+    if shape != (2,) and not square:
+        raise InputError(out, "", f"samples of shape {shape} are neither 2-D points nor "
+                         "square images: write .npz or .parquet")
+
+
+def _continuous_picture(tmp: Path, x, model, config) -> None:
+    """2-D samples over the model's density and log-density with the training data; images
+    as a grid (grey levels over the sampler's box, or the samples' range)."""
+    import math
+
+    from raybm.metrics.plots import density_plot, sample_grid
+
+    if model.event_shape == (2,):
+        from raybm.metrics.continuous import grid_extent, grid_log_density
+        from raybm.train import load_data
+
+        train, _ = load_data(config)
+        extent = grid_extent(train)
+        log_density, _, _ = grid_log_density(model, extent)
+        density_plot(log_density.numpy(), extent, train.x.numpy(), tmp, x.numpy())
+        return
+    side = math.isqrt(math.prod(model.event_shape))
+    box = config.sampler.box  # continuous models are sampled by ULA / MALA (config checks)
+    value_range = tuple(box) if box else (float(x.min()), float(x.max()))
+    sample_grid(x.reshape(len(x), -1), (side, side), tmp, ncol=10, value_range=value_range)
 
 
 def _write_samples(out: Path, tmp: Path, x, label, model) -> None:

@@ -130,7 +130,7 @@ def test_sample_and_eval_a_continuous_run(tmp_path, capsys):
     with np.load(out) as f:
         assert f["x"].shape == (7, 6) and f["x"].dtype == np.float32
     assert main(["sample", str(tmp_path / "run"), "--out", str(tmp_path / "s.png")]) == 2
-    assert "continuous samples" in capsys.readouterr().err
+    assert "neither 2-D points nor square images" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run")]) == 0
     metrics = json.loads(capsys.readouterr().out)

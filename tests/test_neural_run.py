@@ -64,6 +64,10 @@ def test_mlp_on_toy_data_trains_resumes_and_reports_grid_likelihoods(tmp_path):
     assert {"log_z_grid", "train_loglik_grid", "test_loglik_grid",
             "grid_border_mass"} <= set(summary)
     assert (evaluated.run_dir / "artifacts" / "density.png").stat().st_size > 10_000
+    picture = tmp_path / "samples.png"
+    assert main(["sample", str(evaluated.run_dir), "--n", "300", "--k", "2", "--out",
+                 str(picture)]) == 0
+    assert picture.stat().st_size > 10_000 and not list(tmp_path.glob(".samples*"))
 
 
 def test_conv_energy_on_mnist_digits_at_proportions(tmp_path, monkeypatch):
@@ -95,6 +99,8 @@ def test_conv_energy_on_mnist_digits_at_proportions(tmp_path, monkeypatch):
     assert main(["sample", "run", "--n", "5", "--k", "1", "--out", "s.npz"]) == 0
     with np.load("s.npz") as f:
         assert f["x"].shape == (5, 1, 28, 28)
+    assert main(["sample", "run", "--n", "20", "--k", "1", "--out", "grid.png"]) == 0
+    assert Path("grid.png").stat().st_size > 1_000
 
 
 @pytest.mark.parametrize("changes, key", [
