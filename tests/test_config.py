@@ -68,7 +68,10 @@ def test_every_example_config_runs_on_the_shared_data(path, tmp_path):
     for key in ("path", "labels_path", "panel_path"):
         value = getattr(c.data, key)
         if value:
-            real = SHARED / Path(value).relative_to("data")
+            relative = Path(value)
+            # Examples name either data/... (the user's copy) or ../shared/data/... (beside the repo).
+            real = (SHARED / relative.relative_to("data") if relative.parts[0] == "data"
+                    else (ROOT / relative).resolve())
             if not real.is_file():
                 pytest.skip(f"shared data file not found: {real} (the data sets live beside the repo)")
             overrides.append(f"data.{key}={real}")
