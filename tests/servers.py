@@ -275,6 +275,9 @@ def s3_server(log_dir: str | os.PathLike[str] | None = None, bucket: str = "rayb
 
 # --------------------------------------------------------------------------- MLflow
 
+MLFLOW_SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "deploy/mlflow/mlflow-server.sh"
+
+
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifact_root: str, s3_env: Mapping[str, str],
                   log_dir: str | os.PathLike[str] | None = None, workers: int = 2,
@@ -297,9 +300,12 @@ def mlflow_server(backend_uri: str, artifact_root: str, s3_env: Mapping[str, str
             # that outlives the server; tracking needs neither.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-               "--serve-artifacts", "--artifacts-destination", artifact_root,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        # The start-up command is the deployment's own (deploy/mlflow/mlflow-server.sh, also
+        # run by its compose file), so these tests exercise what a cluster's server runs.
+        env |= {"MLFLOW_PYTHON": sys.executable, "MLFLOW_BACKEND_STORE_URI": backend_uri,
+                "MLFLOW_ARTIFACTS_DESTINATION": artifact_root, "MLFLOW_HOST": "127.0.0.1",
+                "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": str(workers)}
+        cmd = ["sh", str(MLFLOW_SERVER_SCRIPT)]
         proc = stack.enter_context(process_group(cmd, logfile, env))
         uri = f"http://127.0.0.1:{port}"
         wait_http(f"{uri}/health", proc, logfile, "mlflow server", timeout)
