@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, help="same as --set distributed.workers=N")
     t.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///$PWD/mlflow.db)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--address", help="join this Ray cluster (host:port, auto, ray://...) "
+                   "instead of starting a local Ray; default: $RAY_ADDRESS")
 
     u = sub.add_parser("tune", help="a hyperparameter sweep on Ray Tune (see docs/tune.md)")
     u.add_argument("space", nargs="?", help="search-space file (see tune_spaces/)")
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--resume", metavar="SWEEP_DIR", help="finish an interrupted sweep")
     u.add_argument("--tracking-uri", help="MLflow tracking URI (a server for real sweeps)")
     u.add_argument("--top", type=int, default=10, help="best trials in the final table")
+    u.add_argument("--address", help="join this Ray cluster (host:port, auto, ray://...) "
+                   "instead of starting a local Ray; default: $RAY_ADDRESS")
 
     r = sub.add_parser("runs", help="the best MLflow runs (or a sweep's trials) as a table")
     r.add_argument("--experiment", default="raybm", help="MLflow experiment (default: raybm)")
@@ -83,6 +87,15 @@ def _positive(value: int | None, name: str) -> None:
         raise InputError(name, "", f"must be > 0, got {value}")
 
 
+def _join(address: str | None) -> None:
+    """``--address``: the cluster to join, handed on as Ray's own ``RAY_ADDRESS`` (so that a
+    job's driver, a trial and ``ray.init`` all agree)."""
+    if address is not None:
+        if not address.strip():
+            raise InputError("--address", "", "is empty (host:port, auto or ray://host:port)")
+        os.environ["RAY_ADDRESS"] = address.strip()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from raybm.config import load_config
     from raybm.run import train_run
@@ -94,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.no_progress:
         overrides.append("train.progress=false")
+    _join(args.address)
 
     def say(message: str) -> None:
         print(f"raybm: {message}", file=sys.stderr, flush=True)
@@ -125,6 +139,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise InputError("--tracking-uri", "", "cannot be given with --resume (the sweep "
                              "continues in the store it was tracked in)")
         overrides.append(f"tracking.uri={args.tracking_uri}")
+    _join(args.address)
 
     def say(message: str) -> None:
         print(f"raybm: {message}", file=sys.stderr, flush=True)
@@ -240,12 +255,10 @@ def check_output_file(out: Path, flag: str) -> None:
 def _continuous_picture_fits(out: Path, model) -> None:
     """A picture of continuous samples exists for 2-D walkers (over the model's density) and
     square images (a grid); anything else is a one-line error before any sampling."""
-    import math
+    from raybm.data.dataset import grey_image_side
 
     shape = model.event_shape
-    n = math.prod(shape)
-    square = math.isqrt(n) ** 2 == n and (len(shape) == 1 or shape[0] == 1)
-    if shape != (2,) and not square:
+    if shape != (2,) and grey_image_side(shape) is None:
         raise InputError(out, "", f"samples of shape {shape} are neither 2-D points nor "
                          "square images: write .npz or .parquet")
 
@@ -253,8 +266,7 @@ def _continuous_picture_fits(out: Path, model) -> None:
 def _continuous_picture(tmp: Path, x, model, config) -> None:
     """2-D samples over the model's density and log-density with the training data; images
     as a grid (grey levels over the sampler's box, or the samples' range)."""
-    import math
-
+    from raybm.data.dataset import grey_image_side
     from raybm.metrics.plots import density_plot, sample_grid
 
     if model.event_shape == (2,):
@@ -266,7 +278,7 @@ def _continuous_picture(tmp: Path, x, model, config) -> None:
         log_density, _, _ = grid_log_density(model, extent)
         density_plot(log_density.numpy(), extent, train.x.numpy(), tmp, x.numpy())
         return
-    side = math.isqrt(math.prod(model.event_shape))
+    side = grey_image_side(model.event_shape)  # checked by _continuous_picture_fits
     box = config.sampler.box  # continuous models are sampled by ULA / MALA (config checks)
     value_range = tuple(box) if box else (float(x.min()), float(x.max()))
     sample_grid(x.reshape(len(x), -1), (side, side), tmp, ncol=10, value_range=value_range)
@@ -287,12 +299,11 @@ def _write_samples(out: Path, tmp: Path, x, label, model) -> None:
 
         pq.write_table(walkers_to_table(WalkerState.unweighted(x, label)), tmp)
     else:
-        import math
-
+        from raybm.data.dataset import grey_image_side
         from raybm.metrics.plots import sample_grid
 
-        side = math.isqrt(model.n_visible)
-        if side * side != model.n_visible:
+        side = grey_image_side((model.n_visible,))
+        if side is None:
             raise InputError(out, "", f"{model.n_visible} visibles are not a square image")
         sample_grid(x, (side, side), tmp, ncol=10)
 

@@ -369,6 +369,15 @@ class DistributedConfig(_Section):
     use_gpu: bool = False
     max_failures: int = Field(2, ge=0)  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = Field(2, ge=1)  # Ray keeps this many under <run>/ray
+    # Ray's placement strategies for the workers' bundles: pack fills a node first (shard
+    # exchange stays on one host), spread puts shards on different nodes (one per GPU node).
+    placement: Literal["pack", "spread"] = "pack"
+    # CPUs each worker reserves (and its torch threads); None: the cluster's CPUs shared
+    # among the workers, at most one node's worth (a bundle never spans nodes).
+    cpus_per_worker: int | None = Field(None, ge=1)
+    # How long a worker group may wait for its resources (a lost node's replacement, an
+    # autoscaler's new node) before that start counts as a failure.
+    start_timeout_s: float = Field(600.0, gt=0)
 
 
 class Config(_Section):
@@ -551,6 +560,12 @@ def dump_config(config: Config) -> str:
 PATH_KEYS = ("data.path", "data.labels_path", "data.panel_path")
 
 
+def data_paths(config: Config) -> dict[str, Path]:
+    """The data files a run reads, by config key (the keys that are set)."""
+    values = {key: get_dotted(config, key) for key in PATH_KEYS}
+    return {key: Path(value) for key, value in values.items() if value is not None}
+
+
 def get_dotted(config: Config, key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -605,7 +620,8 @@ RESUMABLE_KEYS = frozenset({
     "train.eval_t", "train.eval_samples", "train.eval_k_long", "train.ais_betas",
     "train.ais_chains", "train.threads", "train.progress",
     "distributed.workers", "distributed.use_gpu", "distributed.max_failures",
-    "distributed.keep_checkpoints",
+    "distributed.keep_checkpoints", "distributed.placement", "distributed.cpus_per_worker",
+    "distributed.start_timeout_s",
 })
 
 

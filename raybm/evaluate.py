@@ -9,7 +9,7 @@ import torch
 
 from raybm.algorithms.registry import estimator_class
 from raybm.config import Config
-from raybm.data.dataset import Dataset
+from raybm.data.dataset import Dataset, grey_image_side
 from raybm.metrics.exact import MAX_ENUMERATED
 from raybm.models.base import EnergyModel
 from raybm.models.rbm import RBM, BernoulliRBM
@@ -99,8 +99,8 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     if label is not None:  # one row of samples per class in the grid
         label = torch.arange(model.n_labels).repeat_interleave(10)
     samples = generate(gen, model, len(label) if label is not None else 100, k, label=label)
-    side = int(math.isqrt(model.n_visible))
-    if side * side == model.n_visible and model.n_states == 2:
+    side = grey_image_side((model.n_visible,))
+    if side is not None and model.n_states == 2:
         sample_grid(samples, (side, side), directory / f"samples_t{k}.png", ncol=10)
         sample_grid(train.x[:100], (side, side), directory / "data.png", ncol=10)
     pca_samples = generate(gen, model, n, k, label=generation_labels(gen, model, train, n))
@@ -131,15 +131,14 @@ def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
     k = config.algorithm.k
     kernel = build_kernel(config.sampler)
     shape = model.event_shape
-    n_values = math.prod(shape)
-    side = math.isqrt(n_values)
+    side = grey_image_side(shape)
     if shape == (2,):
         samples, _ = kernel.step(gen, kernel.init(gen, model, 2000), model, k)
         extent = grid_extent(train)
         log_density, _, _ = grid_log_density(model, extent)
         density_plot(log_density.numpy(), extent, train.x.numpy(), directory / "density.png",
                      samples.x.numpy())
-    elif side * side == n_values and (len(shape) == 1 or shape[0] == 1):
+    elif side is not None:
         samples, _ = kernel.step(gen, kernel.init(gen, model, 100), model, k)
         value_range = (float(train.x.min()), float(train.x.max()))
         sample_grid(samples.x.reshape(100, -1), (side, side), directory / f"samples_t{k}.png",

@@ -34,9 +34,10 @@ from raybm.checkpoint import (
     load_checkpoint,
     ray_checkpoints,
 )
-from raybm.config import (Config, check_resumable, config_from, dump_config, read_config_file,
-                          resolve_paths)
+from raybm.config import (Config, check_resumable, config_from, data_paths, dump_config,
+                          read_config_file, resolve_paths)
 from raybm.data.dataset import Dataset
+from raybm.distributed.cluster import check_shared_paths, node_tags, requested_address, this_node
 from raybm.errors import InputError, Interrupted
 from raybm.train import (check_model_fits, load_data, make_trainer, record_restore,
                          run_updates)
@@ -234,16 +235,25 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     if plan.config_changed:
         atomic_write_text(plan.run_dir / "config.yaml", dump_config(config))
     workers = config.distributed.workers
+    if workers == 0 and requested_address() and this_node() is None:
+        say("distributed.workers is 0: training in this process, not on the cluster at "
+            f"{requested_address()} (set --workers N to train there)")
     if workers > 0:
-        from raybm.distributed.launch import start_ray
+        from raybm.distributed.launch import record_ray_start, start_ray
 
-        why = start_ray(workers, config.distributed.use_gpu)
-        if why is not None:
+        started = time.time()
+        why, cluster = start_ray(workers, config.distributed.use_gpu)
+        record_ray_start(plan.run_dir, started, time.time())
+        if cluster is None:
             say(f"{why}: training in-process instead (distributed.workers: 0)")
             workers = 0
         else:
+            say(cluster.line())
+            if cluster.nodes > 1:  # one file system on one node; a cluster must share one
+                check_shared_paths(data_paths(config), plan.run_dir)
             n = config.algorithm.n_walkers or config.train.batch_size
-            say(f"training on {workers} Ray workers ({n} walkers in {workers} shards)")
+            say(f"training on {workers} Ray workers ({n} walkers in {workers} shards, "
+                f"placement {config.distributed.placement})")
     if plan.run_id is None:
         tracker.log_params(config.flat())
         train = plan.train_set
@@ -282,11 +292,27 @@ def fit_run(active: ActiveRun, on_report: Reporter | None = None,
                 active.tracker.log_metrics(logged, step)
             on_report(step, metrics, checkpoint)
 
-    final = fit(active.config, active.run_dir, active.meta, active.plan.resume_from,
-                on_report=relay, extra_metrics=extra_metrics() if extra_metrics else None,
-                cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    try:
+        final = fit(active.config, active.run_dir, active.meta, active.plan.resume_from,
+                    on_report=relay, extra_metrics=extra_metrics() if extra_metrics else None,
+                    cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    finally:  # also after a failure: which nodes held the shards is what one looks at first
+        _tag_nodes(active)
     active.trained = True
     return final, load_checkpoint(final).model
+
+
+def _tag_nodes(active: ActiveRun) -> None:
+    """MLflow tags naming the node of each rank's shard (``<run>/nodes.json``; a Tune trial
+    that trains in its own process: the node it runs on)."""
+    import json
+
+    from raybm.distributed.launch import NODES_FILE
+
+    path = active.run_dir / NODES_FILE
+    if path.is_file():
+        nodes = {int(rank): node for rank, node in json.loads(path.read_text()).items()}
+        active.tracker.set_tags(node_tags(nodes))
 
 
 def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
@@ -295,6 +321,9 @@ def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
     from raybm.evaluate import live_metrics
 
     config, tracker = active.config, active.tracker
+    node = this_node()
+    if node is not None:  # a Tune trial training in its own process, on some node
+        tracker.set_tags(node_tags({0: node}))
     trainer = make_trainer(config, active.plan.train_set, resume=active.plan.resume_from)
     if active.plan.resume_from is not None:
         record_restore(active.run_dir, trainer, active.plan.resume_from)

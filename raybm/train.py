@@ -117,17 +117,17 @@ def _model_shaped(config: Config, dataset: Dataset) -> Dataset:
     kind = config.model.kind
     if kind == "rbm" or not dataset.continuous:
         return dataset
+    from raybm.data.dataset import grey_image_side
     from raybm.data.floats import check_event_shape
 
     where = dataset.source or "data.path"
     shape = dataset.event_shape
     if kind in ("mlp", "gaussian_mixture"):
         return check_event_shape(dataset, (math.prod(shape),), where, f"a {kind} model")
-    if len(shape) == 3 and shape[1] == shape[2]:
+    if len(shape) == 3 and shape[1] == shape[2]:  # any number of channels
         return dataset
-    n = math.prod(shape)
-    side = math.isqrt(n)
-    if len(shape) == 1 and side * side == n:
+    side = grey_image_side(shape)
+    if side is not None:
         return check_event_shape(dataset, (1, side, side), where, "a conv model")
     raise InputError(where, "model.kind", f"conv takes square images (channels, side, side) "
                      f"or flattened square ones, not samples of shape {shape}")

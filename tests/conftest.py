@@ -14,8 +14,8 @@ def ray_session():
 
     from raybm.distributed.launch import start_ray
 
-    why = start_ray(2, use_gpu=False)
-    if why is not None:
+    why, cluster = start_ray(2, use_gpu=False)
+    if cluster is None:
         pytest.skip(f"Ray cannot run 2 workers here: {why}")
     yield
     ray.shutdown()

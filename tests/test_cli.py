@@ -65,7 +65,8 @@ def test_train_says_what_it_fell_back_to_when_ray_cannot_start(capsys, tmp_path,
     """The default job asks for 2 workers; without Ray it trains in-process and says why."""
     import raybm.distributed.launch as launch
 
-    monkeypatch.setattr(launch, "start_ray", lambda workers, use_gpu: "Ray could not start (test)")
+    monkeypatch.setattr(launch, "start_ray",
+                        lambda workers, use_gpu: ("Ray could not start (test)", None))
     code, _, err = run_cli(capsys, "train", *FAST[:-2], "--set", "train.n_updates=2", "--out",
                            tmp_path / "r", "--set", "tracking.enabled=false")
     assert code == 0

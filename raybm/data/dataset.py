@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -92,3 +93,14 @@ class Dataset:
             sub_labels=take(self.sub_labels),
             sub_label_names=self.sub_label_names,
         )
+
+
+def grey_image_side(shape: tuple[int, ...]) -> int | None:
+    """The side of a square one-channel image stored as ``(side*side,)`` or ``(1, side, side)``
+    (what can be drawn as a picture and what the conv energy takes flat); None otherwise."""
+    if len(shape) == 3 and shape[0] == 1 and shape[1] == shape[2]:
+        return shape[1]
+    if len(shape) == 1:
+        side = math.isqrt(shape[0])
+        return side if side * side == shape[0] else None
+    return None

@@ -15,6 +15,7 @@ KILLED), and the reports of the workers come back on this thread (``on_report``)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -25,34 +26,56 @@ from typing import Any, Callable
 
 from raybm.checkpoint import atomic_write_text, checkpoint_step, set_latest
 from raybm.config import Config
-from raybm.errors import RaybmError, error_from_record, find_raybm_error
+from raybm.distributed.cluster import (ClusterInfo, alive_nodes, check_reachable,
+                                       cluster_info, requested_address, worker_nodes)
+from raybm.errors import InputError, RaybmError, error_from_record, find_raybm_error
 from raybm.interrupts import sigterm_as_interrupt
 
 WORKER_ERROR = "worker-error.json"
+NODES_FILE = "nodes.json"  # <run>/nodes.json: rank -> node of the last fit's worker group
 
 
-def start_ray(workers: int, use_gpu: bool) -> str | None:
-    """Start (or join, with ``RAY_ADDRESS``) Ray; None when ``workers`` can run, else why not."""
+def start_ray(workers: int, use_gpu: bool) -> tuple[str | None, ClusterInfo | None]:
+    """Join the cluster at ``RAY_ADDRESS`` (``--address``) or start a local Ray: (None, the
+    cluster) when ``workers`` can run, else (why not, None).
+
+    A local Ray without the resources is a reason to train in-process; a cluster the user
+    asked for is not: failing to join it is an error, and its workers may wait for nodes
+    (an autoscaler's, a lost node's replacement) up to ``distributed.start_timeout_s``.
+    """
     try:
         import ray
     except ImportError as err:  # pragma: no cover - ray is a dependency
-        return f"Ray is not importable ({err})"
+        return f"Ray is not importable ({err})", None
+    address = requested_address()
+    joined = address is not None
+    if joined and not ray.is_initialized():
+        check_reachable(address)
     try:
         if not ray.is_initialized():
             # Without the dashboard there is no State API, and Ray Train's placement-group
             # cleaner warns about that every few seconds: actors log at ERROR (Ray's full logs
             # stay in /tmp/ray/session_latest/logs), raybm's own lines are written directly.
-            ray.init(include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                     log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
+            # "local": without --address, a Ray of its own, never a `ray start` cluster that
+            # Ray would otherwise find on this machine and join unannounced.
+            ray.init(address=address or "local", configure_logging=True, logging_level="WARNING",
+                     log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"),
+                     **({} if joined else {"include_dashboard": False}))
             sigterm_as_interrupt()  # ray.init replaced raybm's SIGTERM handler with an abort
-        resources = ray.cluster_resources()
+        else:  # a Tune trial, a test's session: whatever this process is already part of
+            joined = joined or len(alive_nodes()) > 1
+        cluster = cluster_info(joined)
     except Exception as err:  # Ray raises many kinds at start-up (ports, /dev/shm, ...)
-        return f"Ray could not start ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
-    need = "GPU" if use_gpu else "CPU"
-    have = int(resources.get(need, 0))
-    if have < workers:
-        return f"Ray has {have} {need}(s), {workers} workers need {workers}"
-    return None
+        why = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}"
+        if joined:
+            raise InputError(address, "--address", f"cannot join this Ray cluster ({why})") from None
+        return f"Ray could not start ({why})", None
+    if joined:
+        return None, cluster
+    need, have = ("GPU", cluster.gpus) if use_gpu else ("CPU", cluster.cpus)
+    if int(have) < workers:
+        return f"Ray has {int(have)} {need}(s), {workers} workers need {workers}", None
+    return None, cluster
 
 
 def fit_name() -> str:
@@ -83,15 +106,20 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
     name = fit_name()
     fit_dir = run_dir / "ray" / name
     if cpus_per_worker is None:
+        cpus_per_worker = d.cpus_per_worker
+    if cpus_per_worker is None:
+        cluster = cluster_info(joined=False)
         cpus_per_worker = 1 if d.use_gpu else max(
-            int(ray.cluster_resources().get("CPU", 1)) // d.workers, 1)
+            min(int(cluster.cpus) // d.workers, int(cluster.node_cpus)), 1)
     from raybm.distributed.reporting import ReportForwarder
 
     # Ray Train gives a worker group 60 s to start, then tears it down and starts over; two
     # 2-worker Tune trials starting at once on this project's 2-core machine took longer
     # (each worker imports torch and Ray), so they restarted in a loop. The driver's value
     # reaches the controller (Ray Train propagates RAY_TRAIN_* variables).
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+    # The same wait covers a group restarted after a lost node: its replacement (or an
+    # autoscaler's node) has distributed.start_timeout_s to join before the start fails.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{d.start_timeout_s:g}"
 
     # Every report comes back here: each checkpoint is copied into <run>/checkpoints as soon as
     # Ray registers it (``raybm sample`` works mid-run), and ``on_report`` sees the rest.
@@ -106,13 +134,17 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=d.workers, use_gpu=d.use_gpu,
+            num_workers=d.workers, use_gpu=d.use_gpu, placement_strategy=d.placement.upper(),
             resources_per_worker=({"GPU": gpus_per_worker or 1, "CPU": cpus_per_worker}
                                   if d.use_gpu else {"CPU": cpus_per_worker})),
         torch_config=TorchConfig(backend="nccl" if d.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             storage_path=str(run_dir / "ray"), name=name, callbacks=[forwarder],
-            failure_config=ray.train.FailureConfig(max_failures=d.max_failures),
+            # A worker group that cannot get its resources within start_timeout_s ends the
+            # fit (Ray's default retries such a start forever: a lost node with no
+            # replacement would hang the run); workers that fail are retried max_failures times.
+            failure_config=ray.train.FailureConfig(max_failures=d.max_failures,
+                                                   controller_failure_limit=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=d.keep_checkpoints),
             # Ray Train's controller narrates every worker-group step at INFO on the driver's
             # terminal; raybm's own lines say what matters.
@@ -158,6 +190,10 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
             forwarder.shutdown()
             release_placement_groups(fit_dir)
     record_fit_times(run_dir, fit_dir, called, time.time())
+    nodes = worker_nodes(fit_dir)
+    if nodes:  # where the last worker group ran (the driver logs them as MLflow tags)
+        atomic_write_text(run_dir / NODES_FILE, json.dumps(
+            {str(rank): node for rank, node in nodes.items()}, indent=2))
     result = outcome.get("result")
     final = None
     if result is not None and result.checkpoint is not None:
@@ -170,8 +206,8 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
         found = find_raybm_error(err)
         if found is not None:
             raise found from None
-        raise RaybmError(f"distributed training failed: {type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[-1][:300]}") from err
+        raise RaybmError(f"distributed training failed: {_cause(err)}{_resume_hint(run_dir)}"
+                         ) from err
     if final is None and resume is not None:
         final = resume
     if final is None:
@@ -211,10 +247,21 @@ def release_placement_groups(root: Path) -> int:
     return removed
 
 
+def record_ray_start(run_dir: Path, started: float, ended: float) -> None:
+    """When this process started (or joined) Ray, in ``<run>/timings.json`` (the fits add
+    theirs: benchmarks/cluster_startup.py sets them against the process's own start)."""
+    path = run_dir / "timings.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record.update(ray_started=started, ray_start_s=ended - started)
+    atomic_write_text(path, json.dumps(record, indent=2))
+
+
 def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) -> None:
     """Append where one fit's time went to ``<run>/timings.json``: starting the worker group
     (until rank 0 had its data and trainer), training, and tearing the group down."""
-    import json
 
     from raybm.distributed.worker import TIMES
 
@@ -227,15 +274,16 @@ def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) 
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = {}
+    first = times.get("first_update")
     record.setdefault("fits", []).append({
-        "fit": fit_dir.name, "group_start_s": times["ready"] - called,
+        "fit": fit_dir.name, "called": called, "group_start_s": times["ready"] - called,
+        "first_update_s": None if first is None else first - times["ready"],
         "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]})
     atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def write_worker_error(fit_dir: Path, record: dict[str, Any]) -> None:
     """Rank ``r``'s raybm error, for the driver to raise (the first one written wins)."""
-    import json
 
     fit_dir.mkdir(parents=True, exist_ok=True)
     path = fit_dir / WORKER_ERROR
@@ -246,11 +294,32 @@ def write_worker_error(fit_dir: Path, record: dict[str, Any]) -> None:
 def raise_worker_error(fit_dir: Path) -> None:
     """Raise the raybm error a worker recorded (a bad input, a divergence), if any: it ended
     every rank at once, so Ray did not retry what would fail again."""
-    import json
 
     path = fit_dir / WORKER_ERROR
     if path.exists():
         raise error_from_record(json.loads(path.read_text()))
+
+
+def _cause(err: BaseException) -> str:
+    """Ray's failure in one line: the innermost cause, its first sentence."""
+    while getattr(err, "controller_failure", None) is not None:  # Ray Train's ControllerError
+        err = err.controller_failure
+    text = str(err).strip()
+    line = text.splitlines()[0] if type(err).__name__ == "WorkerGroupStartupTimeoutError" \
+        else text.splitlines()[-1]
+    return f"{type(err).__name__}: {line.split('. ')[0][:300]}"
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """Where a failed fit can continue from (its newest complete checkpoint), as a command."""
+    from raybm.checkpoint import find_checkpoint
+
+    try:
+        ckpt = find_checkpoint(run_dir)
+    except RaybmError:
+        return ""
+    return (f"; the last complete checkpoint is {ckpt}: continue with raybm train --resume "
+            f"{run_dir} (add --workers N to re-split the walkers over N workers)")
 
 
 def copy_checkpoint(source: Path, run_dir: Path) -> Path:

@@ -28,10 +28,18 @@ class ReportForwarder(UserCallback):
 
     @classmethod
     def create(cls) -> "ReportForwarder":
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # Zero-CPU actors: they must not take a slot from the workers they serve.
-        return cls(Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0}))
+        # Zero-CPU actors: they must not take a slot from the workers they serve. Pinned to
+        # the driver's node, which lives as long as the driver: on a cluster a worker node
+        # may go away (and a worker group with it, which Ray restarts), but the queues must
+        # outlive every group of the fit. (A soft affinity was not enough: Ray put them on a
+        # worker node when the head offered no CPUs.)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        options = {"num_cpus": 0, "scheduling_strategy": here}
+        return cls(Queue(actor_options=options), Queue(actor_options=options))
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         path = None if checkpoint is None else str(checkpoint.path)

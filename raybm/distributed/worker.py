@@ -33,6 +33,7 @@ import torch
 from raybm.checkpoint import (atomic_write_text, checkpoint_step, complete_checkpoints,
                               find_checkpoint, write_common, write_shard)
 from raybm.config import Config
+from raybm.distributed.cluster import SHARED_STORAGE_HINT, record_node, this_node
 from raybm.errors import InputError, RaybmError, error_record
 from raybm.train import Trainer, load_data, make_trainer, record_restore, run_updates
 
@@ -66,8 +67,10 @@ def report(step: int, metrics: dict[str, float], checkpoint: Path | None) -> Non
 
 
 TIMES = "rank0-times.json"
-FAULT_MODES = ("kill", "nan", "checkpoint")
-_FAULT_WORDS = {"kill": "killed", "nan": "poisoned with NaN", "checkpoint": "killed mid-checkpoint"}
+FAULT_MODES = ("kill", "nan", "checkpoint", "hold")
+_FAULT_WORDS = {"kill": "killed", "nan": "poisoned with NaN", "checkpoint": "killed mid-checkpoint",
+                "hold": "held"}
+HOLD_S = 300.0  # a held rank waits this long for its node to be taken away, then goes on
 
 
 def parse_fault(spec: str | None) -> tuple[int, int, str, str] | None:
@@ -93,8 +96,10 @@ def parse_fault(spec: str | None) -> tuple[int, int, str, str] | None:
 def fault_hook(spec: str | None, rank: int, trainer: Trainer) -> dict[str, Any]:
     """Test hook, ``RAYBM_FAULT_INJECT=rank:step:marker[:mode]``: at that update, once (the
     marker file records that it happened), that rank's process dies as a killed worker would
-    (``kill``), its parameters turn NaN as a numerical blow-up on one shard would (``nan``), or
-    it dies halfway through writing its part of that update's checkpoint (``checkpoint``).
+    (``kill``), its parameters turn NaN as a numerical blow-up on one shard would (``nan``), it
+    dies halfway through writing its part of that update's checkpoint (``checkpoint``), or it
+    stops there (``hold``; the marker names its node) so that a test can remove that node
+    while the run is known to be mid-way.
 
     Returns the keyword arguments for ``run_updates`` and ``write_checkpoint``.
     """
@@ -106,7 +111,9 @@ def fault_hook(spec: str | None, rank: int, trainer: Trainer) -> dict[str, Any]:
     def fire(step: int, when: str) -> bool:
         if step != at_step or when != mode or os.path.exists(marker):
             return False
-        Path(marker).write_text(f"rank {rank} {_FAULT_WORDS[mode]} at update {step}\n")
+        where = f" on node {this_node()['node_id']}" if mode == "hold" else ""
+        atomic_write_text(Path(marker), f"rank {rank} {_FAULT_WORDS[mode]} at update {step}"
+                                        f"{where}\n")
         return True
 
     def on_update(step: int) -> None:
@@ -115,6 +122,8 @@ def fault_hook(spec: str | None, rank: int, trainer: Trainer) -> dict[str, Any]:
                 trainer.model.weight.fill_(float("nan"))
         elif fire(step, "kill"):
             os._exit(1)
+        elif fire(step, "hold"):
+            time.sleep(HOLD_S)
 
     def mid_checkpoint(step: int) -> None:
         if fire(step, "checkpoint"):
@@ -190,6 +199,16 @@ def record_placement_group(fit_dir: Path) -> None:
         atomic_write_text(fit_dir / PLACEMENT_GROUP, pg.id.hex())
 
 
+def see_run_directory(run_dir: Path) -> None:
+    """Every worker writes its shard into the run directory: on a node that does not mount
+    the driver's storage it is missing (one line, not a traceback at the first checkpoint)."""
+    if not run_dir.is_dir():
+        import ray
+
+        raise InputError(run_dir, "", f"run directory not visible on node "
+                         f"{ray.util.get_node_ip_address()}: {SHARED_STORAGE_HINT}")
+
+
 def agree_on_failure(population: Any, failed: bool) -> bool:
     """True when any rank failed (one tiny all-reduce: the others must not wait for it in
     their first collective)."""
@@ -224,6 +243,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
     fit_dir = Path(cfg["fit_dir"])
     error: RaybmError | None = None
     try:
+        see_run_directory(Path(cfg["run_dir"]))
+        record_node(fit_dir, rank)
         train_set, test_set = load_data(config)
         trainer, source = restore_trainer(config, train_set, population, fit_dir,
                                           cfg.get("resume"), registered_checkpoint())
@@ -248,6 +269,8 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
         tracker = Tracker(meta["tracking_uri"], config.tracking.experiment,
                           run_id=meta["mlflow_run_id"])
+        if source is not None:  # MLflow's history shows where each (re)start continued from
+            tracker.log_metrics({"resumed_from_step": float(trainer.step)}, trainer.step)
     extra = dict(cfg.get("extra_metrics") or {})
     logged: dict[str, float] = {}
 
@@ -272,10 +295,19 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
     hooks = fault_hook(cfg.get("fault"), rank, trainer)
     mid_checkpoint = hooks.get("mid_checkpoint")
+    first_update: list[float] = []
+    fault_on_update = hooks.get("on_update")
+
+    def on_update(step: int) -> None:
+        if not first_update:  # start-up ends here (benchmarks/cluster_startup.py)
+            first_update.append(time.time())
+        if fault_on_update is not None:
+            fault_on_update(step)
+
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
                     on_checkpoint=lambda step: write_checkpoint(trainer, meta, mid_checkpoint),
-                    on_report=on_report, on_update=hooks.get("on_update"))
+                    on_report=on_report, on_update=on_update)
     except RaybmError as err:  # every rank diverges at the same update
         if rank == 0:
             write_worker_error(fit_dir, error_record(err))
@@ -284,5 +316,6 @@ def train_worker(cfg: dict[str, Any]) -> None:
         # The final state, always a checkpoint.
         report(trainer.step, dict(logged), write_checkpoint(trainer, meta, mid_checkpoint))
     if rank == 0:  # where this fit's time went (launch.fit adds it to <run>/timings.json)
-        atomic_write_text(fit_dir / TIMES, json.dumps({"entered": entered, "ready": ready,
-                                                       "done": time.time()}))
+        atomic_write_text(fit_dir / TIMES, json.dumps({
+            "entered": entered, "ready": ready, "done": time.time(),
+            "first_update": first_update[0] if first_update else None}))

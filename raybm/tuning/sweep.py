@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raybm.checkpoint import atomic_write_text
-from raybm.config import dump_config, load_config, with_values
+from raybm.config import data_paths, dump_config, load_config, with_values
 from raybm.run import check_parents
 from raybm.errors import InputError, Interrupted, RaybmError, find_raybm_error
 from raybm.tuning.space import (Asha, Domain, Pbt, Sweep, check_resources, concurrency,
@@ -89,14 +89,12 @@ def _cluster(say: Callable[[str], None]) -> dict[str, float]:
     from raybm.distributed.launch import start_ray
 
     t0 = time.perf_counter()
-    why = start_ray(0, use_gpu=False)
+    why, cluster = start_ray(0, use_gpu=False)
     RAY_START_S["ray_start_s"] = time.perf_counter() - t0
-    if why is not None:
+    if cluster is None:
         raise RaybmError(f"raybm tune needs Ray: {why}")
-    import ray
-
-    res = ray.cluster_resources()
-    return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
+    say(cluster.line())
+    return {"CPU": cluster.cpus, "GPU": cluster.gpus}
 
 
 def _tracker(sweep: Sweep, run_id: str | None = None, tags: dict[str, str] | None = None):
@@ -138,6 +136,10 @@ def tune_sweep(space: str | Path | None = None, overrides: list[str] = (),
         check_resources(sweep.spec, sweep.base, machine, str(sweep.path))
         record = None
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    from raybm.distributed.cluster import alive_nodes, check_shared_paths
+
+    if len(alive_nodes()) > 1:  # trials run on any node: they must all see data and sweep
+        check_shared_paths(data_paths(sweep.base), sweep_dir)
     if record is None:
         shutil.copyfile(sweep.path, sweep_dir / "space.yaml")
         atomic_write_text(sweep_dir / "base_config.yaml", dump_config(sweep.base))
