@@ -277,6 +277,7 @@ def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) 
     first = times.get("first_update")
     record.setdefault("fits", []).append({
         "fit": fit_dir.name, "called": called, "group_start_s": times["ready"] - called,
+        "workers_up_s": times["entered"] - called,  # controller, processes, imports
         "first_update_s": None if first is None else first - times["ready"],
         "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]})
     atomic_write_text(path, json.dumps(record, indent=2))
