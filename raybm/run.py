@@ -229,21 +229,19 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     where it trains: on ``distributed.workers`` Ray workers, or in this process when Ray
     cannot start or lacks the resources (``say`` is told why)."""
     config = plan.config
-    # The tracking store first: a store that cannot be opened leaves nothing on disk.
-    tracker = make_tracker(config, plan.run_name, plan.run_id, parent_run_id, tags)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    if plan.config_changed:
-        atomic_write_text(plan.run_dir / "config.yaml", dump_config(config))
+    # The cluster and the tracking store first: a cluster that cannot be joined, a node that
+    # cannot see the data, a store that cannot be opened all leave nothing on disk.
     workers = config.distributed.workers
     if workers == 0 and requested_address() and this_node() is None:
         say("distributed.workers is 0: training in this process, not on the cluster at "
             f"{requested_address()} (set --workers N to train there)")
+    ray_times = None
     if workers > 0:
-        from raybm.distributed.launch import record_ray_start, start_ray
+        from raybm.distributed.launch import start_ray
 
         started = time.time()
         why, cluster = start_ray(workers, config.distributed.use_gpu)
-        record_ray_start(plan.run_dir, started, time.time())
+        ray_times = (started, time.time())
         if cluster is None:
             say(f"{why}: training in-process instead (distributed.workers: 0)")
             workers = 0
@@ -254,6 +252,14 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
             n = config.algorithm.n_walkers or config.train.batch_size
             say(f"training on {workers} Ray workers ({n} walkers in {workers} shards, "
                 f"placement {config.distributed.placement})")
+    tracker = make_tracker(config, plan.run_name, plan.run_id, parent_run_id, tags)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if plan.config_changed:
+        atomic_write_text(plan.run_dir / "config.yaml", dump_config(config))
+    if ray_times is not None:
+        from raybm.distributed.launch import record_ray_start
+
+        record_ray_start(plan.run_dir, *ray_times)
     if plan.run_id is None:
         tracker.log_params(config.flat())
         train = plan.train_set

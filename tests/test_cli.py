@@ -256,3 +256,23 @@ def test_exit_code_and_stderr_of_the_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"raybm: error: {tmp_path / 'c.yaml'}: algorithm.k: Input should be greater than 0"]
+
+
+def test_train_address_with_nothing_there_is_one_line_and_writes_nothing(capsys, tmp_path,
+                                                                          monkeypatch):
+    """--address names a cluster to join; nothing answers there: exit 2 and one line naming
+    the address (not Ray's minute of retries, not a silent local run), and no run directory."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code, _, err = run_cli(capsys, "train", *FAST, "--workers", "2", "--address",
+                           "127.0.0.1:1", "--out", tmp_path / "r",
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "raybm: error: 127.0.0.1:1: --address: cannot join this Ray cluster (nothing answers there: "
+        "Connection refused); is its head running (ray start --head)?"]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "mlflow.db").exists()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # --address set it for this process

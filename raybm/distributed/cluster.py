@@ -94,17 +94,20 @@ def _unreadable(paths: dict[str, str], probe: str | None) -> dict[str, Any]:
 def check_shared_paths(paths: dict[str, Path], run_dir: Path | None,
                        timeout_s: float = 120.0) -> int:
     """Ask every alive node whether it can read ``paths`` (config field -> file) and see
-    ``run_dir`` (a probe file written here must be visible there); the number of nodes asked.
+    ``run_dir``; the number of nodes asked.
 
-    One zero-CPU task per node, pinned to it (a busy node still answers). A node that does not
-    answer within ``timeout_s`` is not judged: its workers check again when they start.
+    The run directory may not exist yet: a probe file is written into its nearest existing
+    folder (and removed), and every node must see it. One zero-CPU task per node, pinned to it
+    (a busy node still answers). A node that does not answer within ``timeout_s`` is not
+    judged: its workers check again when they start.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = None
     if run_dir is not None:
-        probe = Path(run_dir) / f".raybm-probe-{uuid.uuid4().hex[:8]}"
+        folder = next(p for p in (Path(run_dir), *Path(run_dir).parents) if p.is_dir())
+        probe = folder / f".raybm-probe-{uuid.uuid4().hex[:8]}"
         atomic_write_text(probe, "raybm: every node must see this run directory\n")
     remote = ray.remote(num_cpus=0, max_retries=0)(_unreadable)
     try:
