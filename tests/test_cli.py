@@ -266,7 +266,10 @@ def test_train_address_with_nothing_there_is_one_line_and_writes_nothing(capsys,
 
     if ray.is_initialized():
         ray.shutdown()
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Recorded by monkeypatch as absent, so that what --address sets (RAY_ADDRESS, for this
+    # process and what it starts) is gone after the test.
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    monkeypatch.delenv("RAY_ADDRESS")
     code, _, err = run_cli(capsys, "train", *FAST, "--workers", "2", "--address",
                            "127.0.0.1:1", "--out", tmp_path / "r",
                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -275,4 +278,3 @@ def test_train_address_with_nothing_there_is_one_line_and_writes_nothing(capsys,
         "raybm: error: 127.0.0.1:1: --address: cannot join this Ray cluster (nothing answers there: "
         "Connection refused); is its head running (ray start --head)?"]
     assert not (tmp_path / "r").exists() and not (tmp_path / "mlflow.db").exists()
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # --address set it for this process
