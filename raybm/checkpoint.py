@@ -31,7 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +67,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+TIMINGS = "timings.json"
+
+
+def update_timings(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Read ``<directory>/timings.json`` (a run's or a trial's record of where its time went;
+    empty if absent or unreadable), let ``change`` edit it in place, write it back atomically.
+
+    Several writers add to one record over a run's life (Ray's start, each fit, each trial
+    start), one at a time from the driver or the trial's process."""
+    path = Path(directory) / TIMINGS
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    change(record)
+    atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def model_spec(model: EnergyModel) -> dict[str, Any]:

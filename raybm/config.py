@@ -181,7 +181,7 @@ class GibbsSamplerConfig(_Section):
 
 class _LangevinSamplerConfig(_Section):
     step_size: float = Field(0.01, gt=0, le=1e6)
-    # (low, high): proposals leaving the box are refused (samplers.langevin), e.g. [-1, 1]
+    # (low, high): proposals are reflected into the box (samplers.langevin), e.g. [-1, 1]
     box: tuple[float, float] | None = None
 
     @pydantic.field_validator("box")
@@ -380,6 +380,11 @@ class DistributedConfig(_Section):
     start_timeout_s: float = Field(600.0, gt=0)
 
 
+# Keys of the centred gradient, which only RBMs offer (Config.model_dump leaves them out of
+# other models' configs).
+RBM_ONLY_KEYS: dict[str, set[str]] = {"algorithm": {"centered", "hidden_offset_momentum"}}
+
+
 class Config(_Section):
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -412,6 +417,12 @@ class Config(_Section):
         if not rbm and self.algorithm.centered:
             raise InputError("", "algorithm.centered", "the centred gradient is defined for "
                              f"RBMs, not model.kind {self.model.kind}")
+        momentum = self.algorithm.hidden_offset_momentum
+        if not rbm and momentum != _AlgorithmOptions.model_fields[
+                "hidden_offset_momentum"].default:  # the default: an older run's config.yaml
+            raise InputError("", "algorithm.hidden_offset_momentum", "the hidden offset is "
+                             f"the centred gradient's, defined for RBMs, not model.kind "
+                             f"{self.model.kind}")
         f = self.data.format
         if f != "auto" and rbm == (f in CONTINUOUS_FORMATS):
             raise InputError("", "data.format", f"{f} data does not fit "
@@ -421,6 +432,15 @@ class Config(_Section):
             raise InputError("", "model.base_scale", "jarzynski walkers start as exact draws "
                              "of N(0, I / base_scale): set base_scale > 0")
         return self
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """Pydantic's dump, less the keys the model kind does not use: the centred gradient's
+        options (``algorithm.centered``, ``hidden_offset_momentum``) exist for RBMs only, and
+        a continuous run's ``config.yaml``, checkpoints and MLflow params should not show them
+        (every dump of a config goes through here)."""
+        if self.model.kind != "rbm" and "exclude" not in kwargs:
+            kwargs["exclude"] = RBM_ONLY_KEYS
+        return super().model_dump(**kwargs)
 
     def flat(self) -> dict[str, Any]:
         """``{"algorithm.k": 10, ...}``: the params MLflow records."""

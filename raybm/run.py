@@ -39,6 +39,7 @@ from raybm.config import (Config, check_resumable, config_from, data_paths, dump
 from raybm.data.dataset import Dataset
 from raybm.distributed.cluster import check_shared_paths, node_tags, requested_address, this_node
 from raybm.errors import InputError, Interrupted
+from raybm.samplers.gibbs import cpu_has_bf16
 from raybm.train import (check_model_fits, load_data, make_trainer, record_restore,
                          run_updates)
 
@@ -229,6 +230,12 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     where it trains: on ``distributed.workers`` Ray workers, or in this process when Ray
     cannot start or lacks the resources (``say`` is told why)."""
     config = plan.config
+    sampler = config.sampler
+    if (sampler.name == "gibbs" and sampler.precision == "bf16"
+            and not config.distributed.use_gpu and cpu_has_bf16() is False):
+        say("sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
+            "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x measured); "
+            "set sampler.precision=fp32")
     # The cluster and the tracking store first: a cluster that cannot be joined, a node that
     # cannot see the data, a store that cannot be opened all leave nothing on disk.
     workers = config.distributed.workers

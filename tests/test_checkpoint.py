@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from raybm.checkpoint import (
+    TIMINGS,
     find_checkpoint,
     load,
     load_checkpoint,
     save_checkpoint,
     set_latest,
+    update_timings,
     walkers_from_table,
     walkers_to_table,
 )
@@ -350,3 +352,15 @@ def test_corrupt_walker_layout_is_a_one_line_error_naming_the_file(tmp_path, key
     with pytest.raises(InputError, match=says) as e:
         load_checkpoint(path)
     assert str(e.value).startswith(str(wpath)) and "\n" not in str(e.value)
+
+
+def test_timings_are_added_to_not_replaced(tmp_path):
+    update_timings(tmp_path, lambda r: r.update(ray_start_s=1.5))
+    update_timings(tmp_path, lambda r: r.setdefault("fits", []).append({"train_s": 2.0}))
+    update_timings(tmp_path, lambda r: r.setdefault("fits", []).append({"train_s": 3.0}))
+    record = json.loads((tmp_path / TIMINGS).read_text())
+    assert record == {"ray_start_s": 1.5, "fits": [{"train_s": 2.0}, {"train_s": 3.0}]}
+    (tmp_path / TIMINGS).write_text("{half a rec")  # a torn file from an older writer
+    update_timings(tmp_path, lambda r: r.update(ray_start_s=0.5))
+    assert json.loads((tmp_path / TIMINGS).read_text()) == {"ray_start_s": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == [TIMINGS]

@@ -11,7 +11,7 @@ import torch
 
 from raybm.checkpoint import load_checkpoint
 from raybm.cli import main
-from raybm.config import load_config, parse_config
+from raybm.config import dump_config, load_config, parse_config
 from raybm.errors import InputError
 from raybm.evaluate import live_metrics
 from raybm.run import train_run
@@ -89,6 +89,7 @@ def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys
     (["sampler.name=gibbs", "sampler.step_size=0.01"], "sampler.name"),
     (["sampler.name=gibbs"], "sampler.step_size"),
     (["algorithm.centered=true"], "algorithm.centered"),
+    (["algorithm.hidden_offset_momentum=0.1"], "algorithm.hidden_offset_momentum"),
     (["data.format=digits"], "data.format"),
     (["model.n_hidden=20"], "model.n_hidden"),
     (["sampler.precision=bf16"], "sampler.precision"),
@@ -107,6 +108,17 @@ def test_unknown_parameter_learning_rate_names_the_parameters(tmp_path):
                                          "this model \\(its parameters: means, log_weights\\)"):
         train_run(config, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_continuous_configs_leave_out_the_centred_gradients_keys():
+    config = load_config(None, MIXTURE)
+    assert "centered" not in config.model_dump()["algorithm"]
+    assert not {"algorithm.centered", "algorithm.hidden_offset_momentum"} & set(config.flat())
+    assert "hidden_offset_momentum" not in dump_config(config)
+    # A config.yaml written before they were left out (both at their defaults) still loads.
+    old = config.model_dump()
+    old["algorithm"].update(centered=None, hidden_offset_momentum=0.01)
+    assert parse_config(old, "old-run/config.yaml") == config
 
 
 def test_configs_written_before_the_sampler_section_still_load():

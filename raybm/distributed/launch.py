@@ -24,7 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from raybm.checkpoint import atomic_write_text, checkpoint_step, set_latest
+from raybm.checkpoint import (atomic_write_text, checkpoint_step, set_latest,
+                              update_timings)
 from raybm.config import Config
 from raybm.distributed.cluster import (ClusterInfo, alive_nodes, check_reachable,
                                        cluster_info, requested_address, worker_nodes)
@@ -250,13 +251,8 @@ def release_placement_groups(root: Path) -> int:
 def record_ray_start(run_dir: Path, started: float, ended: float) -> None:
     """When this process started (or joined) Ray, in ``<run>/timings.json`` (the fits add
     theirs: benchmarks/cluster_startup.py sets them against the process's own start)."""
-    path = run_dir / "timings.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    record.update(ray_started=started, ray_start_s=ended - started)
-    atomic_write_text(path, json.dumps(record, indent=2))
+    update_timings(run_dir, lambda record: record.update(ray_started=started,
+                                                         ray_start_s=ended - started))
 
 
 def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) -> None:
@@ -269,18 +265,12 @@ def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) 
         times = json.loads((fit_dir / TIMES).read_text())
     except (OSError, ValueError):  # the fit failed before rank 0 finished
         return
-    path = run_dir / "timings.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
     first = times.get("first_update")
-    record.setdefault("fits", []).append({
-        "fit": fit_dir.name, "called": called, "group_start_s": times["ready"] - called,
-        "workers_up_s": times["entered"] - called,  # controller, processes, imports
-        "first_update_s": None if first is None else first - times["ready"],
-        "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]})
-    atomic_write_text(path, json.dumps(record, indent=2))
+    fit = {"fit": fit_dir.name, "called": called, "group_start_s": times["ready"] - called,
+           "workers_up_s": times["entered"] - called,  # controller, processes, imports
+           "first_update_s": None if first is None else first - times["ready"],
+           "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]}
+    update_timings(run_dir, lambda record: record.setdefault("fits", []).append(fit))
 
 
 def write_worker_error(fit_dir: Path, record: dict[str, Any]) -> None:
@@ -305,9 +295,11 @@ def _cause(err: BaseException) -> str:
     """Ray's failure in one line: the innermost cause, its first sentence."""
     while getattr(err, "controller_failure", None) is not None:  # Ray Train's ControllerError
         err = err.controller_failure
-    text = str(err).strip()
-    line = text.splitlines()[0] if type(err).__name__ == "WorkerGroupStartupTimeoutError" \
-        else text.splitlines()[-1]
+    lines = str(err).strip().splitlines() or [""]
+    # A message that carries a remote traceback (a worker's failure) ends with the exception
+    # line; any other message says what happened first (a start-up timeout, a lost node).
+    line = lines[-1] if any(x.startswith("Traceback (most recent call last)") for x in lines) \
+        else lines[0]
     return f"{type(err).__name__}: {line.split('. ')[0][:300]}"
 
 

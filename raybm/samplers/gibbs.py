@@ -32,6 +32,7 @@ new parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -53,6 +54,22 @@ from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
 
 PRECISIONS = ("fp32", "bf16")
+# CPU flags of the instructions that make bf16 matmuls fast (Zen 4 / Cooper Lake, Sapphire
+# Rapids); without them oneDNN emulates bf16, measured ~54x slower than fp32 (AVX2 EPYC,
+# benchmarks/RESULTS.md).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has bf16 matmul instructions; None where it cannot be told (no
+    ``/proc/cpuinfo``: not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def init_uniform(

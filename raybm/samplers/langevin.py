@@ -23,13 +23,22 @@ a Gaussian ``q(y | x) = N(y; x - h grad E(x), 2 h I)``, i.e.
   log-weight increment; ``info.acceptance`` is the mean acceptance.
 
 **Box constraint** (``box=(low, high)``, e.g. images in [-1, 1]): the target becomes ``pi``
-restricted to the box, and a proposal that leaves the box is refused: the walker stays where it
-is. For MALA this is exactly a Metropolis rejection (``pi(y) = 0`` outside), so the kernel
-stays invariant for the restricted target. For ULA the step becomes "move to ``y`` if ``y`` is in
-the box, else stay"; a stay has the same probability forwards and backwards and no energy
-change, so its log-weight increment is 0, and an accepted move keeps the formula above: the
-Jarzynski weights stay exact. (Clipping ``y`` into the box, the common alternative, would put
-mass on the faces that no weight accounts for.)
+restricted to the box, and the Gaussian proposal is *reflected* into it: ``z ~ q(. | x)`` is
+folded back at the faces, coordinate by coordinate, as often as needed (``_reflect``). The
+reflected proposal has a density on the box that is known in closed form, the sum of the
+Gaussian over every unfolded point that folds onto ``y``:
+
+    q_R(y | x) = prod_i sum_{n in Z} [N(y_i + 2nW; m_i, 2h) + N(2 low - y_i + 2nW; m_i, 2h)],
+
+with ``m = x - h grad E(x)`` and ``W = high - low`` (``_log_q`` sums every unfolded point that
+weighs more than ``e^-50`` relative to the nearest, two to four at usual step sizes). Both
+kernels then use ``q_R`` in place of ``q`` in the log ratio above: MALA's Metropolis test makes
+it exactly invariant for the restricted target, and ULA's increment keeps the Jarzynski
+weights exact. Every proposal lands in the box, so walkers move at every step in any
+dimension. (Refusing proposals that leave the box is also exact, but in 784 dimensions it
+refuses nearly all of them: with ``h = 0.01`` a walker with ~80 pixels within one noise
+standard deviation of a face stays put with probability ~1 - e^-25, measured as "moved 0.0"
+on MNIST. Clipping onto the faces would put mass there that no density accounts for.)
 
 Steps are taken in the walkers' dtype (float32 for data); the log-weight increments are
 accumulated in float64, as the weights are.
@@ -53,10 +62,62 @@ def _sum_rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).sum(1)
 
 
-def _in_box(y: torch.Tensor, box: tuple[float, float] | None) -> torch.Tensor | None:
+def _reflect(z: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Fold ``z`` into ``[low, high]`` by reflecting at the faces as often as needed: with
+    ``t = (z - low) mod 2W`` the fold is ``low + t`` for ``t <= W`` and ``low + 2W - t`` above,
+    i.e. ``high - |t - W|``."""
+    width = high - low
+    t = torch.remainder(z - low, 2 * width)
+    return t.sub_(width).abs_().neg_().add_(high).clamp_(low, high)
+
+
+def _log_q(y: torch.Tensor, mean: torch.Tensor, h: float,
+           box: tuple[float, float] | None) -> torch.Tensor:
+    """Per-walker ``log q(y | x)`` of the proposal ``N(mean, 2h I)`` (reflected into ``box``
+    when there is one), in float64, up to the constant ``-d/2 log(4 pi h)`` that every ratio
+    cancels.
+
+    In the box, per coordinate, ``q_R(y | m)`` sums the Gaussian over the unfolded points
+    ``y + nP`` and ``2 low - y + nP`` (``P = 2W``). That set is unchanged by reflecting ``m``
+    about ``low`` or moving it by ``P``, so ``m`` is first folded into the box too; then with
+    ``u = |y - m|`` (at most ``W``) and ``b = (y - low) + (m - low)`` (in ``[0, P]``) the
+    distances to the unfolded points are ``u, kP - u, kP + u`` and ``b, kP + b, kP - b``
+    (``k >= 1``). The nearest is within ``W`` (``u <= W``); every point that can weigh more
+    than ``e^-50`` relative to it is summed, the rest are left out (at ``h = 0.01`` in
+    [-1, 1]: ``u, b, P - u, P - b``)."""
     if box is None:
-        return None
-    return _sum_rows(((y < box[0]) | (y > box[1])).to(torch.int32)) == 0
+        return -_sum_rows((y - mean).double() ** 2) / (4 * h)
+    low, high = box
+    period, scale = 2 * (high - low), 1 / (4 * h)
+    m = _reflect(mean, low, high)
+    u = (y - m).abs_()
+    b = m.add_(y).sub_(2 * low)  # m is a fresh tensor: reused
+    near = torch.minimum(u, b)
+    t1, t2 = torch.empty_like(u), torch.empty_like(u)
+    torch.minimum(near, torch.sub(b, period, out=t1).neg_(), out=near)
+    total = torch.zeros_like(u)
+    # Per-coordinate work in place and in the walkers' dtype (allocating a tensor per
+    # operation cost ten times the arithmetic here); the per-walker sums in float64.
+    points = [(u, 1, 0.0), (b, 1, 0.0)]
+    width2, k = (period / 2) ** 2, 1
+    # The points with n != 0 are, at the least: kP - u >= kP - W, kP + u and kP + b >= kP,
+    # kP - b >= (k - 1)P. One whose least distance D has (D^2 - W^2) / (4h) >= 50 weighs
+    # below the floor against a nearest within W and is left out: at h < 0.06 in [-1, 1]
+    # only P - u and P - b are added; larger steps take as many as they need.
+    while ((k - 1) * period) ** 2 - width2 < 50 / scale or k == 1:
+        for v, sign, least in ((u, -1, k * period - period / 2), (u, 1, k * period),
+                               (b, 1, k * period), (b, -1, (k - 1) * period)):
+            if least**2 - width2 < 50 / scale:
+                points.append((v, sign, k * period))
+        k += 1
+    for v, sign, shift in points:
+        # d^2 - near^2 = (d - near)(d + near) for d = sign v + shift, floored at -50 (the
+        # nearest adds 1, and e^-50 is far below float32's resolution): exp of a hugely
+        # negative argument gives subnormal numbers, 25x slower for no difference.
+        torch.mul(v, sign, out=t1).add_(shift).sub_(near)
+        torch.mul(v, sign, out=t2).add_(shift).add_(near)
+        total.add_(t1.mul_(t2).mul_(-scale).clamp_min_(-50.0).exp_())
+    return _sum_rows(total.log_().sub_(near.mul_(near).mul_(scale)).double())
 
 
 @dataclass(frozen=True)
@@ -84,16 +145,18 @@ class _Langevin:
         return WalkerState.unweighted(x, label)
 
     def _propose(self, gen: torch.Generator, x: torch.Tensor, g_x: torch.Tensor) -> torch.Tensor:
-        """One Langevin proposal ``y = x - h grad E(x) + sqrt(2h) xi``."""
+        """One Langevin proposal ``y = x - h grad E(x) + sqrt(2h) xi`` (reflected into the
+        box when there is one)."""
         noise = torch.randn(x.shape, generator=gen, dtype=x.dtype)
-        return x - self.step_size * g_x + math.sqrt(2 * self.step_size) * noise
+        y = x - self.step_size * g_x + math.sqrt(2 * self.step_size) * noise
+        return y if self.box is None else _reflect(y, *self.box)
 
     def _steps(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int,
                metropolis: bool) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        """``k`` Langevin steps. A proposal is kept when it lies in the box and, with
-        ``metropolis``, passes the Metropolis-Hastings test; otherwise the walker stays.
+        """``k`` Langevin steps. With ``metropolis`` a proposal is kept when it passes the
+        Metropolis-Hastings test (otherwise the walker stays); without, every one is kept.
         Returns the walkers, the summed log ratio of the kept moves (ULA's log-weight
-        increment; a stay adds 0), and the mean fraction of proposals kept (None for k = 0).
+        increment), and the mean fraction of proposals kept (None for k = 0).
         ``E`` and ``grad E`` at the proposal are the next step's at the walker, so each step
         costs one ``energy_and_grad``."""
         x, cond = state.x, state.label
@@ -106,15 +169,12 @@ class _Langevin:
             y = self._propose(gen, x, g_x)
             e_y, g_y = model.energy_and_grad(y, cond)
             log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
-            keep = _in_box(y, self.box)  # None: every proposal is kept
-            if metropolis:
-                u = torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
-                accept = torch.log(u) < log_ratio  # NaN (overflow) compares False: rejected
-                keep = accept if keep is None else accept & keep
-            if keep is None:
+            if not metropolis:
                 x, e_x, g_x = y, e_y, g_y
                 kept += 1.0
             else:
+                u = torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
+                keep = torch.log(u) < log_ratio  # NaN (overflow) compares False: rejected
                 x = torch.where(keep.view(shape), y, x)
                 e_x = torch.where(keep, e_y, e_x)
                 g_x = torch.where(keep.view(shape), g_y, g_x)
@@ -127,9 +187,9 @@ class _Langevin:
                    g_x: torch.Tensor, e_y: torch.Tensor, g_y: torch.Tensor) -> torch.Tensor:
         """``log [pi(y) q(x | y)] - log [pi(x) q(y | x)]`` per walker, in float64."""
         h = self.step_size
-        fwd = _sum_rows((y - x + h * g_x).double() ** 2) / (4 * h)
-        back = _sum_rows((x - y + h * g_y).double() ** 2) / (4 * h)
-        return -e_y.double() + e_x.double() - back + fwd
+        back = _log_q(x, y - h * g_y, h, self.box)
+        fwd = _log_q(y, x - h * g_x, h, self.box)
+        return -e_y.double() + e_x.double() + back - fwd
 
 
 @dataclass(frozen=True)
@@ -141,9 +201,8 @@ class ULA(_Langevin):
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int
              ) -> tuple[WalkerState, KernelInfo]:
-        x, increment, moved = self._steps(gen, state, model, k, metropolis=False)
-        extra = {"moved": moved} if (self.box is not None and k) else {}
-        return state.replace(x=x), KernelInfo(log_weight_increment=increment, extra=extra)
+        x, increment, _ = self._steps(gen, state, model, k, metropolis=False)
+        return state.replace(x=x), KernelInfo(log_weight_increment=increment)
 
 
 @dataclass(frozen=True)

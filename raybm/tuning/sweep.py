@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from raybm.checkpoint import atomic_write_text
+from raybm.checkpoint import TIMINGS, atomic_write_text
 from raybm.config import data_paths, dump_config, load_config, with_values
 from raybm.run import check_parents
 from raybm.errors import InputError, Interrupted, RaybmError, find_raybm_error
@@ -194,7 +194,7 @@ def _write_times(sweep_dir: Path, seconds: float, started: float, progress) -> N
               "fit_ended": progress.fit_ended if progress else None,
               "trial_started": progress.started if progress else {},
               "trial_ended": progress.ended if progress else {}}
-    atomic_write_text(sweep_dir / "timings.json", json.dumps(record, indent=2))
+    atomic_write_text(sweep_dir / TIMINGS, json.dumps(record, indent=2))
 
 
 def _close_children(summary: SweepSummary, rows: list[TrialRow], status: str) -> None:

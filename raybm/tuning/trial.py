@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raybm.checkpoint import atomic_write_text, checkpoint_step
+from raybm.checkpoint import atomic_write_text, checkpoint_step, update_timings
 from raybm.config import with_values
 from raybm.run import evaluate_run, fit_run, open_run, plan_run
 from raybm.tuning.space import Sweep
@@ -60,19 +60,11 @@ def hp_metrics(sweep: Sweep, params: dict[str, Any]) -> dict[str, float]:
 
 def record_times(trial_dir: Path, times: dict[str, float]) -> None:
     """Add this start of the trial to ``<trial>/timings.json`` (beside the fits' own)."""
-    import json
-
     from raybm.tracking import SECONDS
 
-    path = trial_dir / "timings.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
     # The process may have run other trials before (Tune reuses it): count this one's calls.
     times["mlflow_s"] = SECONDS["mlflow"] - times.pop("mlflow_before")
-    record.setdefault("starts", []).append(times)
-    atomic_write_text(path, json.dumps(record, indent=2))
+    update_timings(trial_dir, lambda record: record.setdefault("starts", []).append(times))
 
 
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:

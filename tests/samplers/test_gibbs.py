@@ -153,3 +153,16 @@ def test_step_keeps_log_weights_and_rejects_bad_options():
         gibbs.step(gen, state, model, 1, clamp_label=True, clamp_visible=True)
     with pytest.raises(ValueError, match="need labels"):
         gibbs.step(gen, state.replace(label=None), model, 1)
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
+    from raybm.samplers.gibbs import cpu_has_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_bf16(info) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_bf16(info) is True
+    info.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_has_bf16(info) is True
+    assert cpu_has_bf16(tmp_path / "absent") is None

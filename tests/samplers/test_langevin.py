@@ -16,7 +16,7 @@ import torch
 
 from raybm.models.gaussian import GaussianEnergy
 from raybm.samplers.base import KernelInfo
-from raybm.samplers.langevin import MALA, ULA
+from raybm.samplers.langevin import MALA, ULA, _log_q, _reflect
 from raybm.walkers import WalkerState
 
 N = 40_000
@@ -113,18 +113,54 @@ def test_box_constrained_mala_keeps_the_truncated_gaussian():
     assert info.acceptance < 0.95
 
 
-def test_box_constrained_ula_stays_inside_and_reports_refusals():
-    model = GaussianEnergy(3)
+def truncated_normal_moments(c: float) -> tuple[float, float]:
+    """Variance and fourth moment of N(0, 1) restricted to [-c, c]."""
+    phi = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(c / math.sqrt(2))
+    var = 1 - 2 * c * phi / mass
+    return var, 3 * var - 2 * c**3 * phi / mass
+
+
+def test_reflected_ula_moves_every_walker_and_its_increments_correct_its_bias_in_the_box():
+    """Target N(0, 1) restricted to [-1, 1], from exact draws; ULA at h = 0.5 with its
+    proposals reflected into the box. Every walker moves and stays inside; unweighted, the
+    walkers drift away from the truncated law (k steps of a kernel that does not keep it);
+    weighted by the increments (the reflected proposal's density forwards and backwards),
+    they keep it within Monte-Carlo error."""
+    model = GaussianEnergy(1)
     gen = torch.Generator().manual_seed(4)
-    kernel = ULA(step_size=0.5, box=(-1.0, 1.0))
-    start = kernel.init(gen, model, 500)
-    assert start.x.shape == (500, 3) and float(start.x.abs().max()) <= 1.0
-    out, info = kernel.step(gen, start, model, 5)
-    assert float(out.x.abs().max()) <= 1.0
-    assert 0.0 < info.extra["moved"] < 1.0
-    refused_all = (out.x == start.x).all(1)
-    assert torch.equal(info.log_weight_increment[refused_all],
-                       torch.zeros(int(refused_all.sum()), dtype=torch.float64))
+    draws = torch.randn(3 * N, generator=gen)
+    start = draws[draws.abs() <= 1][:N].unsqueeze(1)
+    out, info = ULA(step_size=0.5, box=(-1.0, 1.0)).step(gen, WalkerState.unweighted(start),
+                                                          model, 4)
+    assert float(out.x.abs().max()) <= 1.0 and not (out.x == start).any()
+    var, m4 = truncated_normal_moments(1.0)
+    w = torch.softmax(info.log_weight_increment, 0)
+    ess = float(1 / (w * w).sum())
+    assert ess > N / 4
+    x = out.x.double()[:, 0]
+    weighted = float((w * x * x).sum())  # the mean is 0 by symmetry
+    assert abs(weighted - var) <= 5 * math.sqrt((m4 - var**2) / ess)
+    assert abs(float(x.var()) - var) > 5 * math.sqrt((m4 - var**2) / N)  # it has teeth
+
+
+@pytest.mark.parametrize("mean", [0.3, -0.98, 1.7, -6.0])
+def test_the_reflected_proposal_density_integrates_to_one_over_the_box(mean):
+    """``exp(log_q)`` with its constant, by quadrature over [-1, 1], for proposal means
+    inside, at and far beyond a face (where several foldings overlap)."""
+    h, n = 0.3, 200_000
+    y = (torch.arange(n, dtype=torch.float64) + 0.5) / n * 2 - 1
+    log_q = _log_q(y.unsqueeze(1), torch.full((n, 1), mean, dtype=torch.float64), h,
+                   (-1.0, 1.0))
+    total = float((log_q - 0.5 * math.log(4 * math.pi * h)).exp().sum() * 2 / n)
+    assert total == pytest.approx(1.0, abs=1e-6)
+    folded = _reflect(mean + math.sqrt(2 * h) * torch.randn(N, generator=torch.Generator()
+                                                             .manual_seed(9)), -1.0, 1.0)
+    # The folded draws have the density's mean (5 SE of the draws' mean).
+    density = (log_q - 0.5 * math.log(4 * math.pi * h)).exp() * 2 / n
+    expected = float((density * y).sum())
+    assert abs(float(folded.double().mean()) - expected) <= 5 * float(folded.double().std()) \
+        / math.sqrt(N)
 
 
 def test_kernels_follow_the_contract_on_images():
@@ -153,3 +189,16 @@ def test_bad_step_size_is_refused(bad):
         ULA(bad)
     with pytest.raises(ValueError, match="box"):
         MALA(0.1, box=(1.0, -1.0))
+
+
+@pytest.mark.parametrize("h", [1e-4, 0.01, 0.5, 20.0])
+def test_the_reflected_density_equals_the_sum_over_every_unfolded_point(h):
+    """``_log_q`` (the few points that count) against the sum over 242 unfolded points of
+    each coordinate, for means far outside the box and step sizes up to 20."""
+    gen = torch.Generator().manual_seed(10)
+    y = torch.rand(500, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    mean = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 4
+    shifts = torch.arange(-60, 61, dtype=torch.float64).view(-1, 1, 1) * 4
+    points = torch.cat([y + shifts, -2 - y + shifts])  # y + nP and 2 low - y + nP
+    exact = torch.logsumexp(-(points - mean) ** 2 / (4 * h), 0).sum(1)
+    assert torch.allclose(_log_q(y, mean, h, (-1.0, 1.0)), exact, rtol=1e-12, atol=1e-10)
