@@ -372,7 +372,8 @@ def load(path: str | Path) -> EnergyModel:
     return load_checkpoint(path).model
 
 
-def _sha(*tensors: torch.Tensor | None) -> str:
+def tensor_digest(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 of the tensors' dtypes, shapes and bytes (None entries skipped)."""
     import hashlib
 
     h = hashlib.sha256()
@@ -393,12 +394,12 @@ def state_digest(model_state: dict[str, torch.Tensor], optimizer_state: dict[str
     opt_tensors = [v for i in sorted(opt) for _, v in sorted(opt[i].items())
                    if isinstance(v, torch.Tensor)]
     return {
-        "parameters": _sha(*(model_state[k] for k in sorted(model_state))),
-        "optimizer": _sha(*opt_tensors),
+        "parameters": tensor_digest(*(model_state[k] for k in sorted(model_state))),
+        "optimizer": tensor_digest(*opt_tensors),
         "estimator": json.dumps(estimator_state, sort_keys=True, default=str),
-        "walkers": _sha(*([] if walkers is None else [walkers.x, walkers.label])),
-        "log_weight": _sha(*([] if walkers is None else [walkers.log_weight])),
-        "generator": _sha(generator),
+        "walkers": tensor_digest(*([] if walkers is None else [walkers.x, walkers.label])),
+        "log_weight": tensor_digest(*([] if walkers is None else [walkers.log_weight])),
+        "generator": tensor_digest(generator),
     }
 
 

@@ -55,8 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate samples from a trained run")
     s.add_argument("run", help="run directory or checkpoint")
     s.add_argument("--n", type=int, default=100, help="number of samples")
-    s.add_argument("--k", type=int, help="Gibbs sweeps from uniform noise (default: the run's k)")
-    s.add_argument("--label", type=int, help="clamp this label (models with a label unit)")
+    s.add_argument("--from", dest="source", default="auto",
+                   choices=["auto", "exact", "walkers", "chains"],
+                   help="exact draws of the model, the run's walkers (resampled by their "
+                   "weights), or chains of the run's kernel from its start; auto: the first "
+                   "of these the run has (chains when --k or --label is given)")
+    s.add_argument("--k", type=int, help="kernel steps per chain (implies --from chains; "
+                   "default: the run's k for F&F runs, else train.eval_k_long)")
+    s.add_argument("--label", type=int, help="clamp this label in the chains (models with a "
+                   "label unit)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output file: .npz, .parquet or .png")
 
@@ -72,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--panel", help="1000 Genomes panel for .hapt files")
     i.add_argument("--alphabet", help="protein | rna | explicit letters, for alignments")
     i.add_argument("--threshold", type=float, help="binarisation threshold for images")
-    i.add_argument("--format", help="a data.format when the name does not tell it, e.g. "
-                   "floats (a float .npz / .parquet) or mnist (IDX images as floats)")
+    i.add_argument("--format", help="a data.format when the name and content do not tell "
+                   "it, e.g. floats (a .parquet, or an .npz of whole numbers, as floats) or "
+                   "mnist (IDX images as floats)")
     return p
 
 
@@ -151,7 +159,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from raybm.tracking import check_store, get_run_tags, resolve_uri, search_runs
-    from raybm.tuning.progress import text_table
+    from raybm.tuning.progress import run_status, text_table
 
     _positive(args.top, "--top")
     uri = resolve_uri(args.tracking_uri)
@@ -170,7 +178,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     keys = searched or ["algorithm.name", "algorithm.k", "optimizer.lr"]
     head = ["run", "name", "status", metric] + keys
-    rows = [[r["run_id"][:8], (r["name"] or "")[:40], r["status"],
+    # The sweep table's status words, not MLflow's: a trial ASHA stopped early is a FINISHED
+    # MLflow run, but "stopped" in the sweep's own table.
+    rows = [[r["run_id"][:8], (r["name"] or "")[:40], run_status(r["status"], r["tags"]),
              f"{r['metrics'][metric]:.4g}"] + [r["params"].get(k, "") for k in keys]
             for r in runs]
     print(text_table(head, rows))
@@ -178,6 +188,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary) -> None:
+    from raybm.console import headline
+
     m = summary.metrics
     print(f"\nrun directory : {summary.run_dir}")
     print(f"time          : {summary.seconds:.1f} s")
@@ -186,18 +198,20 @@ def _print_summary(summary) -> None:
                            "test_loglik", "copy_rate", "mode_weight",
                            "log_z")):
             print(f"{key:32s}: {m[key]:.4f}")
+    # What training logged last that the evaluation did not give (the losses, ESS, step
+    # size: all an image run has at its end).
+    last = headline({k: v for k, v in summary.last_logged.items() if k not in m})
+    for key, value in last.items():
+        print(f"{key + ' (last logged)':32s}: {value:.4g}")
     if summary.run_id:
         print(f"MLflow run id : {summary.run_id}")
         print(f"browse with   : {summary.ui_command}")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
     from raybm.models.rbm import RBM
     from raybm.run import load_run
-    from raybm.samplers.gibbs import generate
-    from raybm.samplers.registry import build_kernel
+    from raybm.sampling import draw, default_chain_length, run_kernel
     from raybm.streams import generator
 
     _positive(args.n, "--n")
@@ -216,18 +230,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_output_file(out, "--out")
     if args.seed < 0 or args.seed > 2**31 - 1:
         raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
-    k = args.k or config.algorithm.k
-    gen = generator(args.seed, "sample")
-    label = None
-    if model.n_labels:
-        label = (torch.full((args.n,), args.label, dtype=torch.long) if args.label is not None
-                 else torch.randint(0, model.n_labels, (args.n,), generator=gen))
-    if isinstance(model, RBM):
-        x = generate(gen, model, args.n, k, label=label)
-    else:  # a continuous energy: k steps of the run's own kernel from its initial noise
-        kernel = build_kernel(config.sampler)
-        x, _ = kernel.step(gen, kernel.init(gen, model, args.n), model, k)
-        x = x.x
+    drawn = draw(generator(args.seed, "sample"), model, run_kernel(config, ckpt), args.n,
+                 source=args.source, walkers=ckpt.walkers, k=args.k,
+                 default_k=default_chain_length(config), label=args.label, step=ckpt.step)
+    x, label = drawn.x, drawn.label
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
@@ -238,7 +244,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)  # a failed write leaves no temp file behind
-    print(f"wrote {args.n} samples (k={k}) to {out}")
+    print(f"wrote {args.n} samples to {out}: {drawn.how}")
     return 0
 
 

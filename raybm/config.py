@@ -8,6 +8,7 @@ distributed``; an unknown key or a wrong type is an :class:`InputError` naming t
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal
 
@@ -23,7 +24,27 @@ SEED_MAX = 2**31 - 1
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no float of the config means anything when infinite or NaN (not a
+    # bound, a std, a step size, a learning rate, a box edge, a mixture centre or weight, nor
+    # a timeout: an endless wait for a lost node is a hang, not a setting), and such a value
+    # only surfaced later as a "diverged" run. Pydantic refuses them while it parses a float,
+    # before the field's bounds, so NaN is reported as NaN, not as "less than or equal to
+    # 10000"; and only in float (and int) fields: the string "nan", which is what YAML makes
+    # of ``--set optimizer.lr=nan``, is a float there but stays a name in a str field, which
+    # a walk over the raw values could not tell apart. The message is non_finite_message's.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def non_finite_message(value: Any) -> str:
+    """What is wrong with ``value``, a number pydantic refused as not finite (its
+    ``finite_number`` error): ``not a number`` for NaN, else ``must be finite, got -inf``.
+    ``value`` is the input as given: a float, or a string pydantic read as one ("nan",
+    "-inf", "1e400")."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"must be finite, got {value!r}"
+    return "not a number" if math.isnan(number) else f"must be finite, got {number}"
 
 
 class SyntheticConfig(_Section):
@@ -285,6 +306,26 @@ def _tagged_section(section: str, raw: Any, tag: str, default: str,
     return raw
 
 
+def _check_sampler_fits(kind: str, sampler: str) -> None:
+    """RBMs are sampled with Gibbs, continuous models with Langevin (ULA or MALA)."""
+    rbm = kind == "rbm"
+    if rbm != (sampler == "gibbs"):
+        want = "gibbs" if rbm else "ula or mala"
+        raise InputError("", "sampler.name", f"model.kind {kind} is sampled with {want}, "
+                         f"not {sampler}")
+
+
+def _raw_tag(raw: dict[str, Any], section: str) -> str | None:
+    """The tag a raw config gives a tagged section (its default when the section is left
+    out), or None when it is not one of the section's members (the union reports it)."""
+    tag, default, members = TAGGED_SECTIONS[section]
+    if section not in raw:
+        return default
+    value = raw[section]
+    chosen = value.get(tag, default) if isinstance(value, dict) else None
+    return chosen if isinstance(chosen, str) and chosen in members else None
+
+
 # The tagged sections: key -> (tag, default member, members).
 TAGGED_SECTIONS = {
     "algorithm": ("name", "kstep", ALGORITHM_CONFIGS),
@@ -338,7 +379,9 @@ class TrainConfig(_Section):
     eval_k_long: int = Field(1000, gt=0)  # label-sampling steps for the "many steps" accuracy
     ais_betas: int = Field(0, ge=0)  # >= 2: AIS log Z (this many temperatures), large models
     ais_chains: int = Field(200, gt=0)
-    threads: int | None = Field(None, gt=0)  # torch intra-op threads (None: torch's default)
+    # torch intra-op threads: a count, or auto (one for small per-update work, every CPU the
+    # process holds for large: train.auto_threads); None: torch's default (older configs)
+    threads: Annotated[int, Field(gt=0)] | Literal["auto"] | None = "auto"
     progress: bool = True
 
     @pydantic.field_validator("ais_betas")
@@ -392,6 +435,11 @@ class Config(_Section):
         if not isinstance(raw, dict):
             return raw
         raw = _migrate(raw)
+        # Model and sampler first: with the wrong sampler for the model, the sampler's keys
+        # are another sampler's (step_size under gibbs), and the error is the sampler's name.
+        kind, sampler = _raw_tag(raw, "model"), _raw_tag(raw, "sampler")
+        if kind is not None and sampler is not None:
+            _check_sampler_fits(kind, sampler)
         for section, (tag, default, members) in TAGGED_SECTIONS.items():
             if section in raw:
                 raw = {**raw, section: _tagged_section(section, raw[section], tag, default,
@@ -410,10 +458,7 @@ class Config(_Section):
     @pydantic.model_validator(mode="after")
     def _compatible(self) -> "Config":
         rbm = self.model.kind == "rbm"
-        if rbm != (self.sampler.name == "gibbs"):
-            want = "gibbs" if rbm else "ula or mala"
-            raise InputError("", "sampler.name", f"model.kind {self.model.kind} is sampled "
-                             f"with {want}, not {self.sampler.name}")
+        _check_sampler_fits(self.model.kind, self.sampler.name)  # also on assignment
         if not rbm and self.algorithm.centered:
             raise InputError("", "algorithm.centered", "the centred gradient is defined for "
                              f"RBMs, not model.kind {self.model.kind}")
@@ -479,6 +524,8 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
             msg = "unknown key"
         elif first["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+        elif first["type"] == "finite_number":
+            msg = non_finite_message(first["input"])
         elif first["type"] == "union_tag_invalid" and tagged:
             key = f"{loc[0]}.{tagged[0]}"
             msg = f"Input should be one of {', '.join(tagged[2])}"
@@ -489,8 +536,12 @@ def _raise(err: Exception):
     raise err
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a YAML config file (``safe_load``); errors name the file."""
+def read_config_file(path: str | Path, kind: str = "config") -> dict[str, Any]:
+    """The raw mapping of a YAML config file (``safe_load``); errors name the file.
+
+    An empty file (no bytes, or only blanks and comments) is refused: it is a truncated or
+    forgotten file far more often than a wish for every default (``{}`` says that, and no
+    file at all gives the defaults). ``kind`` names the file in that message (``space``)."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -500,11 +551,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as err:
         raise InputError(path, "", f"cannot read config: {err.strerror}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise InputError(path, where, "not valid YAML") from None
+    if raw is None:
+        raise InputError(path, "", f"the {kind} file is empty")
+    # Not ``or {}``: a file holding 0 or false is no mapping either.
     if not isinstance(raw, dict):
         raise InputError(path, "", "a config must be a mapping of sections")
     return raw

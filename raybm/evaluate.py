@@ -14,6 +14,7 @@ from raybm.metrics.exact import MAX_ENUMERATED
 from raybm.models.base import EnergyModel
 from raybm.models.rbm import RBM, BernoulliRBM
 from raybm.samplers.gibbs import generate
+from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 
 
@@ -83,13 +84,15 @@ def evaluate(model: RBM, train: Dataset, test: Dataset, config: Config,
 
 @torch.no_grad()
 def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
-                    metrics: dict[str, float], directory: Path) -> Path:
-    """Sample grids, the PCA plot of data vs samples and the score-vs-t_G plot, as PNGs."""
+                    metrics: dict[str, float], directory: Path, checkpoint=None) -> Path:
+    """Sample grids, the PCA plot of data vs samples and the score-vs-t_G plot, as PNGs.
+    ``checkpoint``: the run's final checkpoint (its walkers and kernel state), from which a
+    continuous model's pictures draw their samples."""
     from raybm.metrics.plots import pca_plot, sample_grid, score_curve_plot
 
     directory.mkdir(parents=True, exist_ok=True)
     if not isinstance(model, RBM):
-        continuous_artifacts(model, train, config, directory)
+        continuous_artifacts(model, train, config, directory, checkpoint)
         return directory
     cfg = config.train
     gen = generator(cfg.seed, "artifacts")
@@ -118,30 +121,33 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
 
 @torch.no_grad()
 def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
-                         directory: Path) -> None:
+                         directory: Path, checkpoint=None) -> None:
     """For a 2-D energy its density and log-density on a grid with the data and model samples
     overlaid (``density.png``); for images a grid of samples and one of data
-    (``samples_t<k>.png``, ``data.png``). Samples: ``k`` steps of the run's kernel from its
-    initial noise, as ``raybm sample`` draws them."""
+    (``samples.png``, ``data.png``). Samples as ``raybm sample`` draws them by default
+    (``raybm.sampling``: exact draws, the run's weighted walkers, or long chains)."""
     from raybm.metrics.continuous import grid_extent, grid_log_density
     from raybm.metrics.plots import density_plot, sample_grid
-    from raybm.samplers.registry import build_kernel
+    from raybm.sampling import default_chain_length, draw, run_kernel
 
-    gen = generator(config.train.seed, "artifacts")
-    k = config.algorithm.k
-    kernel = build_kernel(config.sampler)
     shape = model.event_shape
     side = grey_image_side(shape)
+    if shape != (2,) and side is None:
+        return
+    kernel = (run_kernel(config, checkpoint) if checkpoint is not None
+              else build_kernel(config.sampler))
+    samples = draw(generator(config.train.seed, "artifacts"), model, kernel,
+                   2000 if shape == (2,) else 100,
+                   walkers=None if checkpoint is None else checkpoint.walkers,
+                   default_k=default_chain_length(config))
     if shape == (2,):
-        samples, _ = kernel.step(gen, kernel.init(gen, model, 2000), model, k)
         extent = grid_extent(train)
         log_density, _, _ = grid_log_density(model, extent)
         density_plot(log_density.numpy(), extent, train.x.numpy(), directory / "density.png",
                      samples.x.numpy())
-    elif side is not None:
-        samples, _ = kernel.step(gen, kernel.init(gen, model, 100), model, k)
+    else:
         value_range = (float(train.x.min()), float(train.x.max()))
-        sample_grid(samples.x.reshape(100, -1), (side, side), directory / f"samples_t{k}.png",
+        sample_grid(samples.x.reshape(100, -1), (side, side), directory / "samples.png",
                     value_range=value_range)
         sample_grid(train.x[:100].reshape(min(100, train.n_samples), -1), (side, side),
                     directory / "data.png", value_range=value_range)

@@ -56,6 +56,8 @@ class RunSummary:
     ui_command: str
     metrics: dict[str, float]
     seconds: float
+    # The last logged value of each live metric (losses, ESS, step size, ...), from MLflow
+    last_logged: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +72,20 @@ class RunPlan:
     resume_from: Path | None = None  # the checkpoint this run continues from
     run_id: str | None = None  # the MLflow run it continues
     config_changed: bool = True  # config.yaml must be (re)written
+    data_digest: str = ""  # data_digest(train_set, test_set), recorded in every checkpoint
+
+    def __post_init__(self) -> None:
+        if not self.data_digest:
+            self.data_digest = data_digest(self.train_set, self.test_set)
+
+
+def data_digest(train: Dataset, test: Dataset) -> str:
+    """SHA-256 of the samples, labels and weights a run trains and tests on: the same file
+    moved gives the same digest, other contents (or another split) another."""
+    from raybm.checkpoint import tensor_digest
+
+    return tensor_digest(train.x, train.labels, train.weights, test.x, test.labels,
+                         test.weights)
 
 
 def default_run_name(config: Config) -> str:
@@ -111,11 +127,20 @@ def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
         raise InputError(run_dir, flag, "already holds a run; use --resume to continue it")
 
 
-def check_data_fits(checkpoint: Path, train: Dataset, source: str) -> None:
-    """The data of a continued run must fit the model its checkpoint holds."""
+def check_data_fits(checkpoint: Path, train: Dataset, source: str,
+                    digest: str | None = None) -> None:
+    """The data of a continued run must fit the model its checkpoint holds, and be the
+    data it was trained on: ``digest`` (:func:`data_digest`) against the one the checkpoint
+    recorded (checkpoints written before digests were recorded are checked by shape only)."""
     from raybm.models.registry import model_from_spec
 
-    spec = json.loads((checkpoint / "meta.json").read_text())["model"]
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    recorded = meta.get("data_digest")
+    if digest is not None and recorded is not None and digest != recorded:
+        raise InputError(source, "data.path", f"holds other data than the run was trained "
+                         f"on (digest {digest[:12]}, the run's {recorded[:12]}): a continued "
+                         "run needs the same data; start a new run with --out")
+    spec = meta["model"]
     shape = tuple(model_from_spec(spec, checkpoint / "meta.json").event_shape)
     if shape != train.event_shape:
         raise InputError(source, "data.path", f"gives samples of shape {train.event_shape}, "
@@ -166,9 +191,17 @@ def plan_run(config: Config | None = None, out: str | Path | None = None,
 
             check_store(new.tracking.uri, existing=True)
         train_set, test_set = load_data(new)
-        check_data_fits(ckpt, train_set, "--set" if overrides else source)
-        return RunPlan(new, run_dir, run_dir.name, train_set, test_set, resume_from=ckpt,
+        plan = RunPlan(new, run_dir, run_dir.name, train_set, test_set, resume_from=ckpt,
                        run_id=meta.get("mlflow_run_id"), config_changed=new != old)
+        check_data_fits(ckpt, train_set, "--set" if overrides else source, plan.data_digest)
+        step = int(meta["step"])
+        if new.train.n_updates <= step:  # checked last: any other refusal says more
+            set_here = any(o.partition("=")[0] == "train.n_updates" for o in overrides)
+            raise InputError("--set" if set_here else source, "train.n_updates",
+                             f"{new.train.n_updates}: the run is at update {step} already, so "
+                             "there is nothing to train; raise it, e.g. --set "
+                             f"train.n_updates={step + new.train.n_updates}")
+        return plan
     config = resolve_paths(config or Config())
     run_dir = (Path(out) if out is not None
                else Path("runs") / (config.tracking.run_name or default_run_name(config)))
@@ -180,9 +213,10 @@ def plan_run(config: Config | None = None, out: str | Path | None = None,
     # Data and model errors surface before anything is created on disk or in MLflow.
     train_set, test_set = load_data(config)
     check_model_fits(config, train_set)
+    plan = RunPlan(config, run_dir, run_name, train_set, test_set, resume_from=restart_from)
     if restart_from is not None:
-        check_data_fits(restart_from, train_set, "data.path")
-    return RunPlan(config, run_dir, run_name, train_set, test_set, resume_from=restart_from)
+        check_data_fits(restart_from, train_set, "data.path", plan.data_digest)
+    return plan
 
 
 @dataclass
@@ -272,11 +306,13 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
         train = plan.train_set
         tracker.log_params({"data.n_train": train.n_samples,
                             "data.n_test": plan.test_set.n_samples,
-                            "data.n_visible": train.n_visible, "data.n_states": train.n_states})
+                            "data.n_visible": train.n_visible, "data.n_states": train.n_states,
+                            "data.digest": plan.data_digest})
     if plan.config_changed:
         tracker.log_artifact(plan.run_dir / "config.yaml")
     tracker.set_tags({"raybm.workers": str(workers)})
-    meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri}
+    meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri,
+            "data_digest": plan.data_digest}
     return ActiveRun(plan, tracker, workers, meta)
 
 
@@ -342,13 +378,14 @@ def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
         record_restore(active.run_dir, trainer, active.plan.resume_from)
     logged: dict[int, dict[str, float]] = {}
 
-    def on_log(step: int, info: dict[str, float]) -> None:
+    def on_log(step: int, info: dict[str, float]) -> dict[str, float]:
         active.trained = True
         metrics = live_metrics(trainer.model, active.plan.test_set, info)
         if extra_metrics is not None:
             metrics.update(extra_metrics())
         tracker.log_metrics(metrics, step)
         logged[step] = metrics
+        return metrics
 
     saved: dict[int, Path] = {}
 
@@ -374,10 +411,11 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     plan, tracker = active.plan, active.tracker
     metrics = evaluate(model, plan.train_set, plan.test_set, active.config)
     tracker.log_metrics(metrics, checkpoint_step(final))
+    ckpt = load_checkpoint(final)
     if active.config.algorithm.name == "jarzynski":
-        metrics |= _jarzynski_final(final, model, plan.test_set)
+        metrics |= _jarzynski_final(ckpt, model, plan.test_set)
     art = write_artifacts(model, plan.train_set, plan.test_set, active.config, metrics,
-                          active.run_dir / "artifacts")
+                          active.run_dir / "artifacts", ckpt)
     _jarzynski_plot(tracker, art)
     from raybm.metrics.continuous import MAX_MODE_METRICS
 
@@ -408,12 +446,14 @@ def train_run(
     plan = plan_run(config, out=out, resume=resume, overrides=overrides)
     active = open_run(plan, say)
     metrics: dict[str, float] = {}
+    last_logged: dict[str, float] = {}
     status = "FAILED"
     try:
         final, model = fit_run(active)
         if evaluate_at_end:
             metrics = evaluate_run(active, final, model)
         active.tracker.log_artifact(final, "checkpoint")
+        last_logged = active.tracker.latest()
         status = "FINISHED"
     except (KeyboardInterrupt, Interrupted):
         status = "KILLED"
@@ -421,19 +461,19 @@ def train_run(
     finally:
         active.end(status)
     return RunSummary(plan.run_dir, active.tracker.run_id, active.tracker.uri,
-                      active.tracker.ui_command, metrics, time.perf_counter() - t_start)
+                      active.tracker.ui_command, metrics, time.perf_counter() - t_start,
+                      last_logged)
 
 
 JARZYNSKI_CURVES = ["ess", "log_z", "weight_entropy", "test_loglik_jarzynski"]
 
 
-def _jarzynski_final(final: Path, model, test) -> dict[str, float]:
+def _jarzynski_final(ckpt: Checkpoint, model, test) -> dict[str, float]:
     """The running log Z of the last checkpoint's weighted walkers, and the test
     log-likelihood it gives (the live metrics, computed once more at the end)."""
     from raybm.algorithms.resample import log_mean_weight
     from raybm.evaluate import live_metrics
 
-    ckpt = load_checkpoint(final)
     log_z = ckpt.state["estimator"]["log_z_base"] + log_mean_weight(ckpt.walkers.log_weight)
     live = live_metrics(model, test, {"log_z": log_z})
     return {k: v for k, v in live.items() if k in ("log_z", "test_loglik_jarzynski")}

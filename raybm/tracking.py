@@ -243,6 +243,10 @@ class Tracker:
                     for m in with_retries(self.client.get_metric_history, self.run_id, k)]
                 for k in keys}
 
+    def latest(self) -> dict[str, float]:
+        """The last logged value of every metric of the run (any process's)."""
+        return dict(with_retries(self.client.get_run, self.run_id).data.metrics)
+
     def end(self, status: str = "FINISHED") -> None:
         with_retries(self.client.set_terminated, self.run_id, status=status)
 
@@ -260,6 +264,7 @@ class NullTracker:
     def log_artifact(self, path, artifact_path=None): ...
     def set_tags(self, tags): ...
     def history(self, keys): return {k: [] for k in keys}
+    def latest(self): return {}
     def end(self, status="FINISHED"): ...
 
 
@@ -279,7 +284,10 @@ def search_runs(uri: str, experiment: str, parent_run_id: str | None = None,
                 metric: str | None = None, mode: str = "max", top: int = 10
                 ) -> list[dict[str, Any]]:
     """The best runs of an experiment (or of one sweep) by ``metric``, as plain dicts:
-    ``{"run_id", "name", "status", "params", "metrics", "tags"}`` (MLflow's search API)."""
+    ``{"run_id", "name", "status", "params", "metrics", "tags"}`` (MLflow's search API).
+
+    ``status`` is MLflow's (a trial the scheduler stopped early is FINISHED, with the tag
+    ``raybm.stopped_early``); ``raybm.tuning.progress.run_status`` words it as a sweep does."""
     from mlflow.tracking import MlflowClient
 
     from raybm.errors import InputError

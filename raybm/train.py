@@ -356,7 +356,10 @@ class Trainer:
         self.timings[part] = self.timings.get(part, 0.0) + now - t0
         return now
 
-    def update(self) -> dict[str, float]:
+    def update(self, diagnostics: bool = True) -> dict[str, float]:
+        """One update (every phase of the estimator); its info. ``diagnostics``: add what
+        the estimator reports of the state the update leaves (``update_info``), on the
+        updates whose info is logged."""
         batch = self.batch(self.step)
         info: dict[str, float] = {}
         if self.centering is not None:  # once per minibatch, whatever the number of phases
@@ -386,6 +389,8 @@ class Trainer:
             self._time("optimizer", t0)
             info[f"loss_{phase}"] = loss
             info.update(est.info)
+        if diagnostics:
+            info.update(self.estimator.update_info(self.model, self.walkers))
         if self._adapts and "acceptance" in info:
             info["step_size"] = self._adapt_step_size(info["acceptance"])
         self.step += 1
@@ -473,17 +478,71 @@ class Trainer:
         return path
 
 
+def available_cores() -> int:
+    """The CPUs this process may use: ``OMP_NUM_THREADS`` when set (Ray sets it to what a
+    task or actor reserved; a user sets it to share a machine), else the CPUs it may run on."""
+    try:
+        return max(int(os.environ["OMP_NUM_THREADS"]), 1)
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+
+
+def update_work(config: Config, train: Dataset) -> float:
+    """Multiply-adds of one energy evaluation over a whole population (or minibatch, when
+    larger): the size of the largest single operations an update runs (Gibbs sweeps, Langevin
+    steps and the gradient all work on that many rows at once). Counted by torch's FLOP
+    counter on the model built on the meta device: no memory, no draws."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        shaped = _new_model(config, train, None)
+        x = torch.zeros((1, *train.event_shape), dtype=train.x.dtype)
+        label = torch.zeros(1, dtype=torch.long) if shaped.n_labels else None
+        with FlopCounterMode(display=False) as counter:
+            shaped.energy(x, label)
+    rows = max(config.train.batch_size, config.algorithm.n_walkers or 0)
+    return counter.get_total_flops() / 2 * rows
+
+
+# Multiply-adds per energy evaluation from which a second thread pays for itself
+# (benchmarks/threads.py): below, each torch op is too short for its OpenMP threads, which
+# spin-wait for one another (a 2-core machine shared with other work made small updates up
+# to 5x slower than one thread); above, matmuls split well over 2 cores.
+AUTO_THREADS_WORK = 1e8
+
+
+def auto_threads(config: Config, train: Dataset, cores: int) -> int:
+    """``train.threads: auto``: one thread for small per-update work, all ``cores`` for large
+    (:data:`AUTO_THREADS_WORK`). Decided from sizes alone, never from timings, so the same
+    config always runs with the same count (and the same rounding)."""
+    return cores if update_work(config, train) >= AUTO_THREADS_WORK else 1
+
+
+def apply_threads(config: Config, train: Dataset, cores: int | None = None) -> int:
+    """Set torch's intra-op threads as ``train.threads`` says (``cores``: the CPUs this
+    process holds, default :func:`available_cores`); the count in force."""
+    threads = config.train.threads
+    if threads == "auto":
+        threads = auto_threads(config, train, cores or available_cores())
+    elif threads is None:  # torch's default (configs written before "auto")
+        threads = cores
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
-                 population: Population = LOCAL) -> Trainer:
+                 population: Population = LOCAL, cores: int | None = None) -> Trainer:
     """A fresh trainer, or one restored from ``resume`` (a run directory or checkpoint), for
     shard ``population.rank`` of ``population.world_size``.
 
     A checkpoint written by the same number of shards gives each rank its own walkers and
     generator back (an exact continuation). With a different number, the population is
     re-split evenly and each rank's generator is seeded afresh from ``(seed, rank, step)``.
+    ``cores``: the CPUs this process holds (``train.threads``: :func:`apply_threads`).
     """
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
+    apply_threads(config, train, cores)
     rank, world = population.rank, population.world_size
     if resume is None:
         # Every rank builds the same initial model from the shared stream, then draws from
@@ -525,7 +584,7 @@ def record_restore(run_dir: Path, trainer: Trainer, source: Path) -> Path:
 def run_updates(
     trainer: Trainer,
     n_updates: int,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    on_log: Callable[[int, dict[str, float]], dict[str, float] | None] | None = None,
     on_checkpoint: Callable[[int], Any] | None = None,
     progress: bool = False,
     on_update: Callable[[int], None] | None = None,
@@ -533,34 +592,34 @@ def run_updates(
 ) -> None:
     """Advance ``trainer`` to ``n_updates`` updates, logging and checkpointing on schedule.
 
-    At a log step ``on_log(step, info)`` runs, at a checkpoint step ``on_checkpoint(step)``;
+    At a log step ``on_log(step, info)`` runs (it returns what it logged: the update's info
+    with the live metrics, shown by ``progress``), at a checkpoint step ``on_checkpoint(step)``;
     then, at either, ``on_report(step, what on_checkpoint returned or None)``: one report per
     step whatever coincides (a Tune trial reports metrics and checkpoint together).
+    ``progress``: show it on stderr (``raybm.console``: a bar on a terminal, one line per log
+    elsewhere).
     """
-    cfg = trainer.config.train
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from raybm.console import Progress
 
-        bar = tqdm(total=n_updates, initial=trainer.step, unit="upd", dynamic_ncols=True)
+    cfg = trainer.config.train
+    shown = Progress(n_updates, trainer.step) if progress else None
     t0, s0 = time.perf_counter(), trainer.step
     try:
         while trainer.step < n_updates:
-            info = trainer.update()
+            step = trainer.step + 1
+            info = trainer.update(diagnostics=step % cfg.log_every == 0 or step == n_updates)
             if on_update is not None:
                 on_update(trainer.step)
-            if bar is not None:
-                bar.update(1)
+            if shown is not None:
+                shown.update(trainer.step)
             logs = trainer.step % cfg.log_every == 0 or trainer.step == n_updates
             if logs:
                 elapsed = time.perf_counter() - t0
                 info["updates_per_s"] = (trainer.step - s0) / max(elapsed, 1e-9)
                 trainer.history.append({"step": trainer.step, **info})
-                if on_log is not None:
-                    on_log(trainer.step, info)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in info.items()
-                                     if k.startswith(("test_acc", "loss_gen"))})
+                logged = on_log(trainer.step, info) if on_log is not None else None
+                if shown is not None:
+                    shown.log(trainer.step, info if logged is None else logged)
             saved = None
             checkpoints = trainer.step % cfg.checkpoint_every == 0
             if on_checkpoint is not None and checkpoints:
@@ -568,5 +627,5 @@ def run_updates(
             if on_report is not None and (logs or checkpoints):
                 on_report(trainer.step, saved)
     finally:
-        if bar is not None:
-            bar.close()
+        if shown is not None:
+            shown.close()

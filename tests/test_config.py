@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from raybm.config import (ALGORITHM_NAMES, DEFAULT_CONFIG, Config, config_from, load_config,
                           parse_config, with_values)
 from raybm.errors import InputError
+from tests.conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def test_packaged_default_is_the_digits_example():
@@ -157,3 +159,129 @@ def test_resume_refuses_what_training_cannot_apply():
         assert err.value.field == change.partition("=")[0]
         assert "cannot change when resuming" in err.value.message
     assert "model.n_hidden" not in RESUMABLE_KEYS and "optimizer.lr" in RESUMABLE_KEYS
+
+
+# ---------------------------------------------------------------------- refused input
+MLP = {"data": {"format": "toy2d"}, "model": {"kind": "mlp"}, "algorithm": {"name": "pcd"},
+       "sampler": {"name": "ula", "step_size": 0.05}}
+
+
+def cli_error(capsys, *argv) -> str:
+    """The one stderr line of a refused ``raybm`` command (exit code 2)."""
+    from raybm.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n", "# only a comment\n", "---\n"],
+                         ids=["no bytes", "blanks", "comments", "a bare document"])
+def test_an_empty_config_file_is_refused_not_trained_on_defaults(text, tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: the config file is empty"
+    line = cli_error(capsys, "train", path, "--set", "train.n_updates=1")
+    assert line == f"raybm: error: {path}: the config file is empty"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml"]  # nothing written
+
+
+def test_no_config_file_at_all_still_gives_the_defaults(tmp_path):
+    assert load_config(None) == Config()
+    assert load_config(None, use_default=True).algorithm.name == "kstep"
+    (tmp_path / "braces.yaml").write_text("{}\n")  # an explicit empty mapping: the defaults
+    assert load_config(tmp_path / "braces.yaml") == Config()
+    (tmp_path / "zero.yaml").write_text("0\n")  # falsy, but no mapping (was read as {})
+    with pytest.raises(InputError, match="a config must be a mapping of sections"):
+        load_config(tmp_path / "zero.yaml")
+
+
+@pytest.mark.parametrize("override, key, message", [
+    ("sampler.box=[-.inf,.inf]", "sampler.box.0", "must be finite, got -inf"),
+    ("sampler.box=[-1,.inf]", "sampler.box.1", "must be finite, got inf"),
+    ("data.mixture.std=.inf", "data.mixture.std", "must be finite, got inf"),
+    ("data.mixture.centers=[[0],[.inf]]", "data.mixture.centers.1.0", "must be finite, got inf"),
+    ("data.mixture.weights=[.inf,1]", "data.mixture.weights.0", "must be finite, got inf"),
+    ("data.synthetic.weights=[.nan,1]", "data.synthetic.weights.0", "not a number"),
+    ("optimizer.param_lr={means: .inf}", "optimizer.param_lr.means", "must be finite, got inf"),
+    ("distributed.start_timeout_s=.inf", "distributed.start_timeout_s",
+     "must be finite, got inf"),
+    ("train.n_updates=.inf", "train.n_updates", "must be finite, got inf"),
+    ("optimizer.lr=1e400", "optimizer.lr", "must be finite, got inf"),  # YAML: a string
+    # NaN: "not a number", checked before the bounds (was "less than or equal to 10000").
+    ("optimizer.lr=nan", "optimizer.lr", "not a number"),  # YAML: the string "nan"
+    ("optimizer.lr=.nan", "optimizer.lr", "not a number"),
+    ("sampler.step_size=nan", "sampler.step_size", "not a number"),
+    ("sampler.step_size=.NaN", "sampler.step_size", "not a number"),
+    ("optimizer.param_lr={means: .nan}", "optimizer.param_lr.means", "not a number"),
+])
+def test_infinity_and_nan_are_refused_in_every_float(override, key, message):
+    with pytest.raises(InputError) as err:
+        config_from(MLP, "cfg.yaml", [override])
+    assert str(err.value) == f"--set: {key}: {message}"
+
+
+@pytest.mark.parametrize("raw, key, message", [
+    ({"algorithm": {"name": "jarzynski", "ess_threshold": float("nan")}},
+     "algorithm.ess_threshold", "not a number"),
+    ({**MLP, "model": {"kind": "mlp", "base_scale": float("-inf")}}, "model.base_scale",
+     "must be finite, got -inf"),
+    ({"data": {"format": "gaussian_mixture"}, "algorithm": {"centered": False},
+      "sampler": {"name": "mala", "target_acceptance": float("nan")},
+      "model": {"kind": "gaussian_mixture", "init_means": [[0.0], [float("inf")]]}},
+     "model.init_means.1.0", "must be finite, got inf"),
+    ({"data": {"threshold": "nan"}}, "data.threshold", "not a number"),
+])
+def test_non_finite_values_are_named_by_their_key_in_tagged_sections(raw, key, message):
+    with pytest.raises(InputError) as err:
+        parse_config(raw, "cfg.yaml")
+    assert str(err.value) == f"cfg.yaml: {key}: {message}"
+
+
+def test_nan_is_a_name_where_the_key_is_a_string():
+    assert load_config(None, ["tracking.run_name=nan"]).tracking.run_name == "nan"
+
+
+def test_infinity_in_a_config_file_through_the_cli_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**MLP, "optimizer": {"lr": float("nan")}}))
+    assert cli_error(capsys, "train", path) == f"raybm: error: {path}: optimizer.lr: not a number"
+    assert cli_error(capsys, "train", path, "--set", "optimizer.lr=0.1", "--set",
+                     "sampler.box=[-.inf,.inf]") == (
+        "raybm: error: --set: sampler.box.0: must be finite, got -inf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_the_wrong_sampler_for_the_model_blames_the_sampler_name_not_its_keys():
+    """A continuous model's config with a Langevin sampler section, switched to gibbs: the
+    error is the sampler (step_size is a Langevin key only because the name is wrong)."""
+    expected = "--set: sampler.name: model.kind mlp is sampled with ula or mala, not gibbs"
+    with pytest.raises(InputError) as err:
+        config_from(MLP, "cfg.yaml", ["sampler.name=gibbs"])
+    assert str(err.value) == expected
+    with pytest.raises(InputError) as err:  # step_size at its default: the same error
+        config_from({**MLP, "sampler": {"name": "ula"}}, "cfg.yaml", ["sampler.name=gibbs"])
+    assert str(err.value) == expected
+    with pytest.raises(InputError) as err:  # no sampler section: gibbs by default
+        parse_config({"model": {"kind": "mlp"}}, "cfg.yaml")
+    assert str(err.value) == "cfg.yaml: sampler.name: model.kind mlp is sampled with ula or " \
+                             "mala, not gibbs"
+    with pytest.raises(InputError) as err:  # an RBM with a Langevin sampler
+        parse_config({"sampler": {"name": "mala", "step_size": 0.1}}, "cfg.yaml")
+    assert str(err.value) == "cfg.yaml: sampler.name: model.kind rbm is sampled with gibbs, " \
+                             "not mala"
+    # A key of another sampler, with a sampler that fits the model, is still that key's error.
+    with pytest.raises(InputError) as err:
+        parse_config({**MLP, "sampler": {"name": "ula", "precision": "bf16"}}, "cfg.yaml")
+    assert str(err.value).startswith("cfg.yaml: sampler.precision: applies to sampler.name "
+                                     "gibbs only")
+    with pytest.raises(InputError) as err:  # an unknown sampler: the union's message
+        parse_config({**MLP, "sampler": {"name": "hmc"}}, "cfg.yaml")
+    assert str(err.value).startswith("cfg.yaml: sampler.name: Input should be one of")

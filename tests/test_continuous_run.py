@@ -87,7 +87,7 @@ def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys
 
 @pytest.mark.parametrize("changes, key", [
     (["sampler.name=gibbs", "sampler.step_size=0.01"], "sampler.name"),
-    (["sampler.name=gibbs"], "sampler.step_size"),
+    (["sampler.name=gibbs"], "sampler.name"),  # not its step_size: the sampler is wrong
     (["algorithm.centered=true"], "algorithm.centered"),
     (["algorithm.hidden_offset_momentum=0.1"], "algorithm.hidden_offset_momentum"),
     (["data.format=digits"], "data.format"),

@@ -16,13 +16,15 @@ from raybm.checkpoint import load_checkpoint
 from raybm.cli import main
 from raybm.config import load_config
 from raybm.errors import InputError
-from raybm.metrics.continuous import grid_extent, grid_log_density
+from raybm.algorithms.resample import log_mean_weight
+from raybm.metrics.continuous import grid_extent, grid_log_density, mean_log_likelihood
 from raybm.run import train_run
 from raybm.train import load_data, make_trainer, run_updates
+from tests.conftest import SHARED_DATA
 from tests.test_continuous_run import straight_and_resumed
 
 # The shared data sets live beside the repository (../shared/data), never inside it.
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+SHARED_MNIST = SHARED_DATA / "mnist"
 TOY = ["data.format=toy2d", "data.toy.name=two_modes", "data.toy.n_samples=2000",
        "model.kind=mlp", "model.widths=[32, 32]", "sampler.name=ula", "sampler.step_size=0.05",
        "train.batch_size=500", "train.progress=false", "tracking.enabled=false"]
@@ -48,6 +50,45 @@ def test_jarzynski_log_z_of_a_training_mlp_follows_quadrature():
     epochs = trainer.estimator.n_resamplings + 1
     assert trainer.estimator.log_z(trainer.walkers) == pytest.approx(
         log_z, abs=4 * (epochs / 4000) ** 0.5)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_live_jarzynski_log_z_is_the_checkpoints_and_follows_quadrature(tmp_path, workers):
+    """What MLflow shows at a step belongs to the parameters of that step: the live running
+    log Z equals the one the step's checkpoint holds (log-weights after the update's work),
+    follows the quadrature log Z of that checkpoint's energy within its standard error, and
+    the live test log-likelihood is read with it. (The log Z of the weights *before* the
+    update was logged beside the new parameters: 4.96 against the checkpoint's 5.44.)"""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    n = 2000
+    config = load_config(None, [s for s in TOY if not s.startswith("tracking.")] + [
+        "algorithm.name=jarzynski", "algorithm.k=5", f"algorithm.n_walkers={n}",
+        "optimizer.lr=0.05", "train.n_updates=100", "train.log_every=20",
+        "train.checkpoint_every=20", f"tracking.uri={uri}", f"distributed.workers={workers}"])
+    summary = train_run(config, out=tmp_path / "run", evaluate_at_end=False)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    live = {m.step: m.value for m in client.get_metric_history(summary.run_id, "log_z")}
+    loglik = {m.step: m.value
+              for m in client.get_metric_history(summary.run_id, "test_loglik_jarzynski")}
+    assert sorted(live) == sorted(loglik) == [20, 40, 60, 80, 100]
+    train, test = load_data(config)
+    extent = grid_extent(train, margin=1.0)
+    start = None
+    for step, value in sorted(live.items()):
+        ckpt = load_checkpoint(summary.run_dir / "checkpoints" / f"step_{step:08d}")
+        estimator = ckpt.state["estimator"]
+        held = estimator["log_z_base"] + log_mean_weight(ckpt.walkers.log_weight)
+        assert value == pytest.approx(held, rel=1e-12, abs=1e-12), step
+        assert loglik[step] == pytest.approx(
+            mean_log_likelihood(ckpt.model, test, held), rel=1e-9), step
+        _, log_z, border = grid_log_density(ckpt.model, extent, 400)
+        assert border < 1e-5
+        epochs = estimator["n_resamplings"] + 1  # as in the test above
+        assert value == pytest.approx(log_z, abs=4 * (epochs / n) ** 0.5), step
+        start = log_z if start is None else start
+    assert log_z - start > 0.5  # the parameters moved log Z well beyond the tolerance
 
 
 def test_mlp_on_toy_data_trains_resumes_and_reports_grid_likelihoods(tmp_path):
@@ -95,7 +136,7 @@ def test_conv_energy_on_mnist_digits_at_proportions(tmp_path, monkeypatch):
     assert ckpt.walkers.x.shape == (64, 1, 28, 28)
     assert ckpt.walkers.x.min() >= -1 and ckpt.walkers.x.max() <= 1  # the box holds
     names = {p.name for p in (summary.run_dir / "artifacts").iterdir()}
-    assert {"samples_t2.png", "data.png"} <= names
+    assert {"samples.png", "data.png"} <= names
     assert main(["sample", "run", "--n", "5", "--k", "1", "--out", "s.npz"]) == 0
     with np.load("s.npz") as f:
         assert f["x"].shape == (5, 1, 28, 28)

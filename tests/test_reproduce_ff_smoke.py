@@ -5,14 +5,13 @@ Skipped when the shared data sets (../shared/data, beside the repository) are ab
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks.reproduce_ff import DATA_FILES, TABLE_HEADER, main
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _need_data(dataset: str) -> None:

@@ -175,3 +175,64 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_told(tmp_path, monkeypatch, 
         ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / amx_bf16), "
          "so bf16 matmuls are emulated and slower than fp32 (~50x measured); set "
          "sampler.precision=fp32"] if told else [])
+
+
+def _float_file(path, seed: int) -> str:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    np.save(path, rng.normal(size=(300, 2)).astype(np.float32))
+    return str(path)
+
+
+FLOATS = ["data.format=floats", "model.kind=mlp", "model.widths=[8]", "sampler.name=ula",
+          "algorithm.name=pcd", "algorithm.k=2", "algorithm.n_walkers=50",
+          "train.batch_size=50", "train.checkpoint_every=5", "train.progress=false"]
+
+
+def test_resume_refuses_other_data_and_takes_the_same_data_moved(tmp_path, capsys):
+    """``--resume --set data.path=other.npy`` (same shape, other contents) is refused by the
+    data's digest, naming the key, with the run left as it was; the same file moved goes on."""
+    from raybm.cli import main
+
+    data = _float_file(tmp_path / "a.npy", 0)
+    _float_file(tmp_path / "other.npy", 1)
+    run = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["train", *[f"--set={s}" for s in FLOATS], f"--set=data.path={data}",
+                 "--set=train.n_updates=10", "--tracking-uri", uri, "--out", str(run)]) == 0
+    before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", f"data.path={tmp_path / 'other.npy'}",
+                 "--set", "train.n_updates=20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "raybm: error: --set: data.path: holds other data than the run was trained on")
+    assert (run / "config.yaml").read_text() == before and load_checkpoint(run).step == 10
+    (tmp_path / "a.npy").rename(tmp_path / "moved.npy")
+    assert main(["train", "--resume", str(run), "--set", f"data.path={tmp_path / 'moved.npy'}",
+                 "--set", "train.n_updates=15"]) == 0
+    ckpt = load_checkpoint(run)
+    assert ckpt.step == 15 and ckpt.meta["data_digest"] == load_checkpoint(
+        run / "checkpoints" / "step_00000010").meta["data_digest"]
+    from mlflow.tracking import MlflowClient
+
+    run_id = ckpt.meta["mlflow_run_id"]
+    assert MlflowClient(uri).get_run(run_id).data.params["data.digest"] == ckpt.meta[
+        "data_digest"]
+
+
+def test_resume_with_nothing_to_train_says_so(tmp_path, capsys):
+    from raybm.cli import main
+
+    run = tmp_path / "run"
+    common = [f"--set={s}" for s in SMALL + ["train.n_updates=6", "train.checkpoint_every=3"]]
+    assert main(["train", *common, "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "train.n_updates=5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "raybm: error: --set: train.n_updates: 5: the run is at update 6 already, so there "
+        "is nothing to train; raise it, e.g. --set train.n_updates=11")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "train.n_updates: 6: the run is at update 6 already" in capsys.readouterr().err
+    assert load_checkpoint(run).step == 6

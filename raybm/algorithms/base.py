@@ -73,9 +73,14 @@ class Estimator(ABC):
       around the optimizer step ``token = before_update(model, walkers)`` and
       ``walkers = after_update(model, walkers, token)`` (Jarzynski charges the work of the
       update to its walkers; identity by default);
+    - after the last phase of an update whose diagnostics are logged:
+      ``update_info(model, walkers)``, the diagnostics that belong to the parameters the update
+      left (every rank calls it, so it may use the population's collectives);
     - checkpoints: ``state_dict()`` / ``load_state_dict(state)`` (JSON-able scalars).
 
     ``persistent``: the walkers live across updates and are checkpointed (PCD, Jarzynski).
+    ``generates_in_k``: what the model learned is to generate in ``k`` steps of the kernel
+    from its start distribution (F&F), so that is how its samples are drawn.
     ``starts_exact``: the walkers start as exact draws of the initial model, with ``log Z_0``
     in closed form (``samplers.exact``); the trainer builds a model that can be drawn so (an
     RBM without couplings).
@@ -88,6 +93,9 @@ class Estimator(ABC):
     info_names: ClassVar[tuple[str, ...]] = ()
     starts_exact: ClassVar[bool] = False
     persistent: ClassVar[bool] = False  # walkers live across updates (and in checkpoints)
+    # The model is trained to generate in k kernel steps from the kernel's start (F&F): its
+    # samples are drawn that way by default (``raybm.sampling``).
+    generates_in_k: ClassVar[bool] = False
     phases: tuple[str, ...]
     kernel: Kernel
     population: Population
@@ -121,6 +129,14 @@ class Estimator(ABC):
                      token: Any) -> WalkerState | None:
         """Called just after the optimizer step (and the model's gauge fix)."""
         return walkers
+
+    def update_info(self, model: RBM, walkers: WalkerState | None) -> dict[str, float]:
+        """Diagnostics of the state an update leaves behind: the new parameters and the
+        walkers after :meth:`after_update` (what a checkpoint of this step holds). ``estimate``
+        reports what it saw *before* the update; a quantity paired with the model in the
+        logs (Jarzynski's running log Z, read with the new parameters as a log-likelihood)
+        must come from here. Asked for on log steps only: no cost on the other updates."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep beyond parameters and walkers."""

@@ -97,6 +97,7 @@ class KStep(Estimator):
     kernel: Kernel = field(default_factory=GibbsKernel)
     population: Population = field(default=LOCAL, repr=False)
     name: ClassVar[str] = "kstep"
+    generates_in_k: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,

@@ -7,6 +7,7 @@ by content:
 ``.hapt``                                   hapt
 ``.fasta`` ``.fa`` ``.fas`` ``.a2m`` ``.afa``  fasta
 ``.csv``                                    csv
+``.npz`` whose data array holds fractions   floats   (float images or samples, as ``.npy``)
 ``.npz`` ``.txt`` ``.parquet``              matrix   (integer states; ``floats`` reads them as floats)
 ``.npy``                                    floats   (continuous samples or images)
 content starts with an IDX magic number     idx      (``t10k-images-idx3-ubyte.gz``)
@@ -16,16 +17,23 @@ no path at all                              digits   (the embedded default)
 
 :func:`load_any` takes the keyword names of the ``data.*`` config keys, so the config-driven
 training can call ``load_any(**cfg.data)``.
+
+An ``.npz`` is read as integer states unless its data array (``x``, or its only array) is of a
+float type and holds a value that is not a whole number: such a file was refused as states
+("non-integer value"), so reading it as floats changes no file that loaded before (float 0/1
+images stay binary states for an RBM).
 """
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from raybm.data._io import PathLike, peek, strip_gz
+from raybm.data._io import PathLike, peek, read_bytes, strip_gz
 from raybm.data.csvaln import load_csv_alignment, read_csv_header
 from raybm.data.dataset import Dataset
 from raybm.data.digits import load_digits
@@ -52,11 +60,41 @@ _BY_SUFFIX = {
 }
 
 
+def data_array(path: PathLike) -> np.ndarray | None:
+    """The array raybm's loaders read from a ``.npy`` or ``.npz`` file (an ``.npz``'s ``x``, or
+    its only array), or None when there is no such file or it cannot be read: detection never
+    fails, the loader then names what is wrong with the file."""
+    if not Path(path).is_file():
+        return None
+    try:
+        loaded = np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return None
+        with loaded:
+            keys = list(loaded.files)
+            key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            return None if key is None else loaded[key]
+    except Exception:  # noqa: BLE001 - any unreadable content (zip, pickle, header, gzip)
+        return None
+
+
+def _holds_fractions(array: np.ndarray | None) -> bool:
+    """A float array with a finite value that is not a whole number (not integer states)."""
+    if array is None or array.dtype.kind != "f" or array.size == 0:
+        return False
+    finite = array[np.isfinite(array)]
+    return bool((finite != np.round(finite)).any())
+
+
 def detect_format(path: PathLike) -> str:
     """The loader format of ``path`` (see the module docstring), or an InputError."""
     name = strip_gz(str(path))
     for suffix, fmt in _BY_SUFFIX.items():
         if name.endswith(suffix):
+            if fmt == "matrix" and suffix == ".npz" and _holds_fractions(data_array(path)):
+                return "floats"
             return fmt
     head = peek(path, 4)
     if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _TYPES and head[3] > 0:
@@ -185,10 +223,34 @@ def _summarize_continuous(data: Dataset) -> list[str]:
     ]
 
 
-def summarize(data: Dataset) -> str:
-    """A multi-line human-readable description of a Dataset."""
+def reading(data: Dataset, stored: np.dtype, suffix: str, by_content: bool) -> str:
+    """The ``dtype`` line of a numpy file: the dtype it stores and how raybm reads it, e.g.
+    ``int64 in the file, read as floats (float32)`` or ``uint8 in the file, read as Potts
+    states (255 states) by an rbm, as floats (float32) by a continuous model``.
+
+    ``by_content``: the format was detected, not given; a continuous model then reads an
+    ``.npz`` as floats whatever it holds (``data.format: auto``), an rbm as states."""
+    text = f"{stored} in the file, read as "
+    if data.continuous:
+        text += "floats (float32)"
+        if suffix == ".npy" and stored.kind in "biu":
+            # .npy is floats by its name; the same array in an .npz is read as states.
+            text += ", never as states (save it as .npz for an rbm)"
+        return text
+    text += ("binary states (0/1)" if data.n_states == 2
+             else f"Potts states ({data.n_states} states)")
+    if by_content and suffix == ".npz":
+        text += " by an rbm, as floats (float32) by a continuous model"
+    return text
+
+
+def summarize(data: Dataset, dtype_line: str | None = None) -> str:
+    """A multi-line human-readable description of a Dataset; ``dtype_line`` (:func:`reading`)
+    goes under its shape."""
     if data.continuous:
         lines = _summarize_continuous(data)
+        if dtype_line:
+            lines.insert(3, _wrap("dtype", dtype_line))
         if data.labels is not None and data.label_names is not None:
             lines.append(_wrap("labels", _counts(data.labels, data.label_names)))
         return "\n".join(lines)
@@ -197,6 +259,8 @@ def summarize(data: Dataset) -> str:
         f"{'format':<13}{data.info.get('format', '?')}",
         f"{'shape':<13}{data.n_samples} samples x {data.n_visible} visible units (n_visible)",
     ]
+    if dtype_line:
+        lines.append(_wrap("dtype", dtype_line))
     states = f"{data.n_states}"
     if data.alphabet:
         states += f" (alphabet {data.alphabet!r}, state k = alphabet[k])"
@@ -235,4 +299,12 @@ def inspect(path: PathLike | None, **loader_kwargs) -> str:
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise InputError("inspect", unknown[0], f"unknown option (known: {', '.join(sorted(allowed))})")
-    return summarize(load_any(path, **kwargs))
+    data = load_any(path, **kwargs)
+    # A numpy file stores a dtype of its own (int64, uint8, float64...), which the loaded data
+    # no longer shows: say it, and what raybm made of it.
+    suffix = Path(strip_gz(str(path))).suffix if path is not None else ""
+    stored = data_array(path) if suffix in (".npy", ".npz") else None
+    line = None
+    if stored is not None:
+        line = reading(data, stored.dtype, suffix, kwargs.get("format", "auto") == "auto")
+    return summarize(data, line)

@@ -35,6 +35,35 @@ from raybm.interrupts import sigterm_as_interrupt
 WORKER_ERROR = "worker-error.json"
 NODES_FILE = "nodes.json"  # <run>/nodes.json: rank -> node of the last fit's worker group
 
+# Ray 2.60's core worker logs this at ERROR from Train's controller at every worker-group start:
+# Train's own PreemptionCallback hands the workers' actor handles to a restartable watcher
+# actor, and Ray warns about any restartable actor whose constructor arguments sit in the
+# object store (https://github.com/ray-project/ray/issues/53727). raybm cannot change those
+# arguments, and turning the watcher off (RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0) would lose
+# Train's handling of drained (preempted) nodes; the line itself is harmless.
+HARMLESS_RAY_LINES = (r"Actor with class name: 'PreemptionWatcher' .* has constructor "
+                      r"arguments in the object store and max_restarts > 0")
+
+
+def skip_harmless_ray_lines() -> None:
+    """Keep :data:`HARMLESS_RAY_LINES` off this driver's terminal, with Ray's own filter for
+    the worker lines it forwards (``RAY_DEDUP_LOGS_SKIP_REGEX``, joined to any the user set).
+
+    Ray reads that variable once, when it is imported (often before a run starts Ray: a sweep
+    imports Ray Tune first), so the filter is set on its two forwarders directly; the variable
+    is set too for Ray imported later. Only those exact lines are dropped, and only here: they
+    stay in Ray's own logs (``/tmp/ray/session_latest/logs``)."""
+    import re
+
+    from ray._private import ray_logging
+
+    pattern = os.environ.get("RAY_DEDUP_LOGS_SKIP_REGEX") or ""
+    if HARMLESS_RAY_LINES not in pattern:  # not yet joined (by an earlier call, or a parent)
+        pattern = f"(?:{pattern})|(?:{HARMLESS_RAY_LINES})" if pattern else HARMLESS_RAY_LINES
+    os.environ["RAY_DEDUP_LOGS_SKIP_REGEX"] = pattern
+    for forwarder in (ray_logging.stdout_deduplicator, ray_logging.stderr_deduplicator):
+        forwarder.skip_re = re.compile(pattern)
+
 
 def start_ray(workers: int, use_gpu: bool) -> tuple[str | None, ClusterInfo | None]:
     """Join the cluster at ``RAY_ADDRESS`` (``--address``) or start a local Ray: (None, the
@@ -48,6 +77,7 @@ def start_ray(workers: int, use_gpu: bool) -> tuple[str | None, ClusterInfo | No
         import ray
     except ImportError as err:  # pragma: no cover - ray is a dependency
         return f"Ray is not importable ({err})", None
+    skip_harmless_ray_lines()
     address = requested_address()
     joined = address is not None
     if joined and not ray.is_initialized():

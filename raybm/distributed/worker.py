@@ -158,7 +158,7 @@ def restore_candidates(fit_dir: Path, floor: Path | None,
 
 
 def restore_trainer(config: Config, train_set: Any, population: Any, fit_dir: Path,
-                    resume: str | None, registered: Path | None = None
+                    resume: str | None, registered: Path | None = None, cores: int = 1
                     ) -> tuple[Trainer, Path | None]:
     """The trainer from the newest checkpoint that loads (and that checkpoint); fresh when
     there is none.
@@ -169,13 +169,13 @@ def restore_trainer(config: Config, train_set: Any, population: Any, fit_dir: Pa
     floor = find_checkpoint(resume) if resume else None
     for where in restore_candidates(fit_dir, floor, registered):
         try:
-            return make_trainer(config, train_set, where, population), where
+            return make_trainer(config, train_set, where, population, cores), where
         except Exception as err:  # pyarrow, torch and our own InputError all name the file
             if where == floor:  # the checkpoint the user asked for: its error, not a fallback
                 raise
             if population.rank == 0:
                 say(f"raybm: skipping checkpoint {where}: {type(err).__name__}: {err}")
-    return make_trainer(config, train_set, None, population), None
+    return make_trainer(config, train_set, None, population, cores), None
 
 
 def registered_checkpoint() -> Path | None:
@@ -235,7 +235,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     config = Config.model_validate(cfg["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config.train.threads or max(int(cfg.get("cpus_per_worker", 1)), 1))
+    cores = max(int(cfg.get("cpus_per_worker", 1)), 1)  # what this worker reserved
     device = "cpu"
     if config.distributed.use_gpu and torch.cuda.is_available():
         device = f"cuda:{ctx.get_local_rank()}"
@@ -247,7 +247,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
         record_node(fit_dir, rank)
         train_set, test_set = load_data(config)
         trainer, source = restore_trainer(config, train_set, population, fit_dir,
-                                          cfg.get("resume"), registered_checkpoint())
+                                          cfg.get("resume"), registered_checkpoint(), cores)
         if source is not None:
             record_restore(Path(cfg["run_dir"]), trainer, source)
     except RaybmError as err:
@@ -274,19 +274,14 @@ def train_worker(cfg: dict[str, Any]) -> None:
     extra = dict(cfg.get("extra_metrics") or {})
     logged: dict[str, float] = {}
 
-    def on_log(step: int, info: dict[str, float]) -> None:
+    def on_log(step: int, info: dict[str, float]) -> dict[str, float] | None:
         if rank != 0:
-            return
+            return None
         info = live_metrics(trainer.model, test_set, info) | extra
         logged.update(info)
         if tracker is not None:
             tracker.log_metrics(info, step)
-        if config.train.progress:  # one line per log: Ray forwards worker stdout
-            shown = {k: v for k, v in info.items()
-                     if k.startswith(("loss", "test_acc", "ess", "test_loglik", "updates"))}
-            # Not print(): Ray Train patches it to log *and* echo, so every line came twice.
-            say(f"update {step}/{config.train.n_updates} "
-                + " ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+        return info
 
     def on_report(step: int, checkpoint: Path | None) -> None:
         if checkpoint is not None or cfg.get("report_every_log"):
@@ -307,7 +302,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
     try:
         run_updates(trainer, config.train.n_updates, on_log=on_log,
                     on_checkpoint=lambda step: write_checkpoint(trainer, meta, mid_checkpoint),
-                    on_report=on_report, on_update=on_update)
+                    on_report=on_report, on_update=on_update,
+                    # Rank 0's lines (Ray forwards a worker's stderr, never a terminal: one
+                    # line per log, raybm.console).
+                    progress=config.train.progress and rank == 0)
     except RaybmError as err:  # every rank diverges at the same update
         if rank == 0:
             write_worker_error(fit_dir, error_record(err))

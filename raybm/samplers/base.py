@@ -3,8 +3,8 @@
 A kernel has two methods, the generator first and the model passed on every call (the state
 holds only walkers, so the same state can be moved under new parameters):
 
-    init(gen, model, n, label=None) -> WalkerState
-    step(gen, state, model, k)      -> (WalkerState, KernelInfo)
+    init(gen, model, n, label=None)               -> WalkerState
+    step(gen, state, model, k, clamp_label=False) -> (WalkerState, KernelInfo)
 
 ``step`` applies ``k`` transitions. What the kernel knows goes in the info, never in the state:
 the acceptance rate of a Metropolis-adjusted kernel, and, for a kernel that does not leave the
@@ -54,10 +54,18 @@ class Kernel(Protocol):
     # an exact start must then draw the model restricted to it.
     box: tuple[float, float] | None
 
+    @property
+    def start(self) -> str:
+        """What ``init`` draws, in words (``raybm sample`` says it)."""
+        ...
+
     def init(self, gen: torch.Generator, model: torch.nn.Module, n: int,
              label: torch.Tensor | None = None) -> WalkerState:
         ...
 
     def step(self, gen: torch.Generator, state: WalkerState, model: torch.nn.Module,
-             k: int) -> tuple[WalkerState, KernelInfo]:
+             k: int, *, clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:
+        """``k`` transitions. ``clamp_label``: keep the walkers' labels (a kernel that samples
+        labels with the other units, Gibbs, leaves them; one that never moves the condition
+        ignores it)."""
         ...

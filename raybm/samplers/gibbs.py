@@ -301,6 +301,8 @@ class GibbsKernel:
     invariant: ClassVar[bool] = True
     box: ClassVar[None] = None  # states are discrete: no box
 
+    start: ClassVar[str] = "uniform noise"
+
     def __post_init__(self) -> None:
         _check_precision(self.precision)
 

@@ -131,6 +131,10 @@ class _Langevin:
         if self.box is not None and not self.box[0] < self.box[1]:
             raise ValueError(f"box must be (low, high) with low < high, got {self.box}")
 
+    @property
+    def start(self) -> str:
+        return "N(0, I)" if self.box is None else f"uniform noise in {list(self.box)}"
+
     def init(self, gen: torch.Generator, model: EnergyModel, n: int,
              label: torch.Tensor | None = None, shape: tuple[int, ...] | None = None
              ) -> WalkerState:
@@ -199,8 +203,9 @@ class ULA(_Langevin):
     name: ClassVar[str] = "ula"
     invariant: ClassVar[bool] = False
 
-    def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int
-             ) -> tuple[WalkerState, KernelInfo]:
+    def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,
+             clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:
+        # The condition (label) is never moved by Langevin: clamp_label changes nothing.
         x, increment, _ = self._steps(gen, state, model, k, metropolis=False)
         return state.replace(x=x), KernelInfo(log_weight_increment=increment)
 
@@ -212,7 +217,8 @@ class MALA(_Langevin):
     name: ClassVar[str] = "mala"
     invariant: ClassVar[bool] = True
 
-    def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int
-             ) -> tuple[WalkerState, KernelInfo]:
+    def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,
+             clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:
+        # The condition (label) is never moved by Langevin: clamp_label changes nothing.
         x, _, accepted = self._steps(gen, state, model, k, metropolis=True)
         return state.replace(x=x), KernelInfo(acceptance=accepted)

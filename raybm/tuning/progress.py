@@ -20,6 +20,27 @@ from raybm.tuning.space import Sweep
 
 ENDED = "ended.json"  # in a trial's directory once Tune ended it (finished or stopped early)
 
+# On a trial's MLflow run: "true" when the scheduler (ASHA) stopped it before train.n_updates.
+# MLflow has no status for that (the run is FINISHED), so `raybm runs` reads this tag.
+STOPPED_EARLY_TAG = "raybm.stopped_early"
+
+# The words the sweep's final table gives a trial (``sweep._rows``), which ``raybm runs`` also
+# prints, so that one trial reads the same in both.
+FINISHED, STOPPED, ERROR, UNFINISHED = "finished", "stopped", "error", "unfinished"
+
+# MLflow's run statuses in that vocabulary (FINISHED depends on the tag: run_status).
+_MLFLOW_WORDS = {"FAILED": ERROR, "KILLED": UNFINISHED, "RUNNING": "running",
+                 "SCHEDULED": "scheduled"}
+
+
+def run_status(mlflow_status: str, tags: dict[str, str]) -> str:
+    """The sweep table's word for a run from its MLflow status and tags: a FINISHED run that
+    the scheduler stopped early (:data:`STOPPED_EARLY_TAG`) is ``stopped``, a failed one
+    ``error``, one an interruption ended (KILLED) ``unfinished``."""
+    if mlflow_status == "FINISHED":
+        return STOPPED if tags.get(STOPPED_EARLY_TAG) == "true" else FINISHED
+    return _MLFLOW_WORDS.get(mlflow_status, mlflow_status.lower())
+
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
@@ -115,7 +136,7 @@ class SweepProgress(Callback):
         if trial_dir.is_dir():
             atomic_write_text(trial_dir / ENDED, json.dumps({"step": step}))
         self._release(trial.trial_id)
-        self._close(trial.trial_id, "FINISHED", {"raybm.stopped_early": str(early).lower()})
+        self._close(trial.trial_id, "FINISHED", {STOPPED_EARLY_TAG: str(early).lower()})
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         from raybm.errors import find_raybm_error

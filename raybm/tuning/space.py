@@ -21,7 +21,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from raybm.config import (ALGORITHM_CONFIGS, PATH_KEYS, RESUMABLE_KEYS, Config, config_from,
-                          get_dotted, read_config_file, with_values)
+                          get_dotted, non_finite_message, read_config_file, with_values)
 from raybm.errors import InputError
 
 DOMAINS = ("loguniform", "uniform", "quniform", "randint", "lograndint", "choice",
@@ -80,6 +80,9 @@ def parse_domain(value: Any, where: str, key: str) -> Domain | Any:
             or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
         shape = "[low, high, q]" if kind == "quniform" else "[low, high]"
         raise InputError(where, key, f"{kind} takes {shape} numbers, got {args!r}")
+    for arg in args:  # .inf or .nan: Tune would draw infinities or NaN (or fail inside Ray)
+        if not math.isfinite(arg):
+            raise InputError(where, key, f"{kind}: {non_finite_message(arg)}")
     lo, hi = args[0], args[1]
     if kind in ("randint", "lograndint") and not all(isinstance(a, int) for a in args):
         raise InputError(where, key, f"{kind} takes integer bounds, got {args!r}")
@@ -94,7 +97,9 @@ def parse_domain(value: Any, where: str, key: str) -> Domain | Any:
 
 # ---------------------------------------------------------------------- the file's schema
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # As the config's sections: no float of a space file (a reduction factor, a quantile,
+    # perturbation factors, bounds, CPUs and GPUs) means anything when infinite or NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SearchAlg(_Strict):
@@ -140,6 +145,7 @@ class Pbt(_Strict):
 
 
 Scheduler = Annotated[Union[Fifo, Asha, Pbt], Field(discriminator="name")]
+SCHEDULERS = ("fifo", "asha", "pbt")  # the union's tags (pydantic puts them in an error's loc)
 
 
 class Resources(_Strict):
@@ -205,13 +211,18 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
     """
     path = Path(path).resolve()
     where = str(path)
-    raw = read_config_file(path)
+    raw = read_config_file(path, kind="space")
     try:
         spec = SpaceFile.model_validate(raw)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+        if loc[:1] == ["scheduler"] and len(loc) > 2 and loc[1] in SCHEDULERS:
+            del loc[1]  # the union's tag: the key is scheduler.<field>, as the user wrote it
+        key = ".".join(loc)
+        msg = {"extra_forbidden": "unknown key",
+               "finite_number": non_finite_message(first["input"])}.get(first["type"],
+                                                                        first["msg"])
         raise InputError(where, key or "<root>", msg) from None
     if base is None:
         base = _base_config(spec, path, overrides)
@@ -238,6 +249,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
     # each trial) sees the values that really run.
     base = with_values(base, {k: v for k, v in params.items() if not isinstance(v, Domain)},
                        where)
+    _check_searches(spec, params, where)
     _check_search_alg(spec, params, where)
     if isinstance(spec.scheduler, Pbt):
         params = _check_pbt(spec.scheduler, base, params, where)
@@ -336,6 +348,16 @@ def _check_values(base: Config, key: str, value: Domain | Any, where: str, field
         except InputError as err:
             raise InputError(where, field, f"value {v!r} is refused by the config: "
                              f"{err.message}") from None
+
+
+def _check_searches(spec: SpaceFile, params: dict[str, Any], where: str) -> None:
+    """A sweep searches something: with no domain in ``param_space`` every trial would run
+    the same config (with the same seed, the same result), a sweep in name only. PBT
+    searches through its own mutations (checked with them)."""
+    if isinstance(spec.scheduler, Pbt) or any(isinstance(v, Domain) for v in params.values()):
+        return
+    raise InputError(where, "param_space", "no hyperparameter to search: give at least one "
+                     "key a domain, e.g. optimizer.lr: {loguniform: [0.001, 0.1]}")
 
 
 def _check_search_alg(spec: SpaceFile, params: dict[str, Any], where: str) -> None:
@@ -496,12 +518,29 @@ def check_resources(spec: SpaceFile, base: Config, machine: dict[str, float],
             raise InputError(where, "num_samples", f"PBT with trials on Ray workers needs its "
                              f"whole population running at once: {spec.num_samples} trials, "
                              f"{fits} fit on this cluster")
-    for kind, field in (("CPU", "resources.cpus_per_worker"),
-                        ("GPU", "resources.gpus_per_worker")):
+    for kind in ("CPU", "GPU"):
         if need[kind] > machine.get(kind, 0.0) + 1e-9:
-            raise InputError(where, field, f"a trial needs {need[kind]:g} {kind}s "
+            raise InputError(where, _blamed(spec, base.distributed.workers, kind,
+                                            machine.get(kind, 0.0)),
+                             f"a trial needs {need[kind]:g} {kind}s "
                              f"({max(base.distributed.workers, 1)} worker(s)), the cluster has "
                              f"{machine.get(kind, 0.0):g}")
+
+
+def _blamed(spec: SpaceFile, workers: int, kind: str, have: float) -> str:
+    """The key to name when a trial needs more ``kind`` (CPU or GPU) than the cluster's
+    ``have``: a size per worker (or of the trial's own process) that alone does not fit, else
+    the number of workers, where it was written (``resources.workers``, or the base config's
+    ``distributed.workers``)."""
+    r = spec.resources
+    if kind == "GPU":
+        if r.gpus_per_worker > have + 1e-9:
+            return "resources.gpus_per_worker"
+    elif workers and r.driver_cpus > have + 1e-9:
+        return "resources.driver_cpus"
+    elif r.cpus_per_worker + (r.driver_cpus if workers else 0.0) > have + 1e-9:
+        return "resources.cpus_per_worker"
+    return "resources.workers" if r.workers is not None else "base.distributed.workers"
 
 
 def concurrency(spec: SpaceFile, base: Config, machine: dict[str, float]) -> int:

@@ -18,12 +18,13 @@ sweep's parent for all its restarts (its id is kept in ``<trial>/mlflow_run_id``
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from raybm.checkpoint import atomic_write_text, checkpoint_step, update_timings
-from raybm.config import with_values
+from raybm.config import get_dotted, with_values
 from raybm.run import evaluate_run, fit_run, open_run, plan_run
 from raybm.tuning.space import Sweep
 
@@ -67,6 +68,32 @@ def record_times(trial_dir: Path, times: dict[str, float]) -> None:
     update_timings(trial_dir, lambda record: record.setdefault("starts", []).append(times))
 
 
+def announce_exploit(trial_id: str, config, checkpoint: Path, run_id: str | None) -> None:
+    """One line on the terminal when a trial continues from another trial's checkpoint (a
+    PBT exploit): whose, at which update, and the hyperparameters it changed. (A trial that
+    continues from its own checkpoint, after a pause or a failure, says nothing.) Written to
+    stderr, which Ray forwards from the trial's process to the sweep's terminal."""
+    import json
+    import sys
+
+    from raybm.config import changed_keys, parse_config
+
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    if meta.get("mlflow_run_id") == run_id:
+        return
+    donor = parse_config(meta["config"], str(checkpoint))
+    name = donor.tracking.run_name or "another trial"
+    moves = [f"{key} {_short(get_dotted(donor, key))} -> {_short(get_dotted(config, key))}"
+             for key in changed_keys(donor, config) if not key.startswith("tracking.")]
+    sys.stderr.write(f"raybm: PBT exploit: trial {trial_id} continues from {name} at update "
+                     f"{meta['step']}" + (f": {', '.join(moves)}" if moves else "") + "\n")
+    sys.stderr.flush()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     import time
 
@@ -89,6 +116,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     quiet = {"train.progress": False, "tracking.run_name": f"{ctx.sweep.name}-{trial_id}"}
     if config.train.threads is None:
         quiet["train.threads"] = ctx.threads
+    elif config.train.threads == "auto":  # auto counts the CPUs this trial reserved
+        os.environ["OMP_NUM_THREADS"] = str(ctx.threads)
     config = with_values(config, quiet, str(ctx.sweep.path))
     handed = tune.get_checkpoint()
     restart_from = None if handed is None else Path(handed.path)
@@ -109,6 +138,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     if restart_from is not None:
         active.tracker.set_tags({"raybm.restored_from": str(restart_from),
                                  "raybm.restored_step": str(checkpoint_step(restart_from))})
+        announce_exploit(trial_id, config, restart_from, active.tracker.run_id)
     hp = hp_metrics(ctx.sweep, params)
     held: dict[str, float] = {}
     lap("open")

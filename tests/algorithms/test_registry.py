@@ -90,9 +90,10 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
     for phase in est.phases:
         out = est.estimate(gen, model, batch, walkers, phase)
         assert isinstance(out, Estimate) and out.loss.requires_grad
-        # The diagnostics it declares (what a sweep may search on) are the ones it reports.
-        assert set(est.info_names) <= set(out.info)
         walkers = out.walkers if out.walkers is not None else walkers
+        # The diagnostics it declares (what a sweep may search on) are the ones it reports,
+        # before the update (estimate) or of the state the update leaves (update_info).
+        assert set(est.info_names) <= set(out.info) | set(est.update_info(model, walkers))
     # Every sweep went through the kernel handed in, k at a time.
     assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(est.phases)
 

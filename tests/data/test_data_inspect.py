@@ -122,6 +122,49 @@ def test_continuous_files_are_detected_and_summarised(tmp_path, capsys):
     np.savez(tmp_path / "f.npz", x=np.full((5, 2), 0.5, dtype=np.float32))
     assert main(["data", "inspect", str(tmp_path / "f.npz"), "--format", "floats"]) == 0
     assert "5 samples of shape (2,)" in capsys.readouterr().out
-    # Without --format a .npz is an integer state matrix: the float values are refused.
-    assert main(["data", "inspect", str(tmp_path / "f.npz")]) == 2
+    # Read as an integer state matrix (--format matrix), the float values are refused.
+    assert main(["data", "inspect", str(tmp_path / "f.npz"), "--format", "matrix"]) == 2
     assert "non-integer value" in capsys.readouterr().err
+
+
+def test_an_npz_of_float_images_with_labels_is_detected_as_floats(tmp_path, capsys):
+    """No --format: an .npz whose x holds fractions reads as floats (as an .npy does), its
+    labels counted; one of whole-number floats stays integer states."""
+    from raybm.cli import main
+
+    x = np.random.default_rng(0).random((6, 28, 28), dtype=np.float32)
+    np.savez(tmp_path / "img.npz", x=x, labels=np.array([3, 1, 3, 3, 1, 7]))
+    assert detect_format(tmp_path / "img.npz") == "floats"
+    assert main(["data", "inspect", str(tmp_path / "img.npz")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:4] == ["format       npz",
+                        "shape        6 samples of shape (28, 28) (float32)",
+                        "dtype        float32 in the file, read as floats (float32)"]
+    assert "labels       3 classes: 1 2, 3 3, 7 1" in out
+    assert load_any(tmp_path / "img.npz").x.numpy().tobytes() == x.tobytes()
+
+    np.savez(tmp_path / "bin.npz", x=np.eye(3, dtype=np.float32))
+    assert detect_format(tmp_path / "bin.npz") == "matrix"
+    text = " ".join(inspect(tmp_path / "bin.npz").split())
+    assert ("dtype float32 in the file, read as binary states (0/1) by an rbm, as floats "
+            "(float32) by a continuous model") in text
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint8"])
+def test_integer_numpy_files_show_their_own_dtype_and_the_reading(tmp_path, capsys, dtype):
+    """Integers 1..254: an .npy says its dtype and that it is read as floats; the same array in
+    an .npz is Potts states (255 of them) for an rbm."""
+    from raybm.cli import main
+
+    x = np.arange(1, 255, dtype=dtype).reshape(127, 2)
+    np.save(tmp_path / "a.npy", x)
+    assert main(["data", "inspect", str(tmp_path / "a.npy")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (f"shape 127 samples of shape (2,) (float32) dtype {dtype} in the file, read as "
+            "floats (float32), never as states (save it as .npz for an rbm) values min 1, "
+            "max 254") in text
+    np.savez(tmp_path / "a.npz", x=x)
+    assert main(["data", "inspect", str(tmp_path / "a.npz")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (f"dtype {dtype} in the file, read as Potts states (255 states) by an rbm, as "
+            "floats (float32) by a continuous model n_states 255") in text

@@ -12,21 +12,23 @@ from raybm.cli import main
 from raybm.errors import InputError
 from raybm.tuning.explore import CoupledExplore
 from raybm.tuning.space import Domain, concurrency, load_sweep, parse_domain
+from tests.conftest import shared_data_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "tune_spaces").glob("*.yaml"))
 SMALL = {"base": {"model": {"n_hidden": 8}, "train": {"n_updates": 20}}}
 
 
-MNIST = ROOT.parent / "shared" / "data" / "mnist"
-DATA = {"ff_vs_pcd_mnist.yaml": [f"data.path={MNIST / 't10k-images-idx3-ubyte.gz'}",
-                                 f"data.labels_path={MNIST / 't10k-labels-idx1-ubyte.gz'}"]}
+# Spaces whose base config reads a real data set: (key, file of ../shared/data).
+DATA = {"ff_vs_pcd_mnist.yaml": [("data.path", "mnist/t10k-images-idx3-ubyte.gz"),
+                                 ("data.labels_path", "mnist/t10k-labels-idx1-ubyte.gz")]}
 
 
 @pytest.mark.parametrize("path", SPACES, ids=[p.name for p in SPACES])
 def test_every_shipped_space_file_validates(path):
     machine = {"CPU": 64.0, "GPU": 0.0}  # ff_vs_pcd_mnist is sized for a cluster
-    sweep = load_sweep(path, DATA.get(path.name, []), machine=machine)
+    data = [f"{key}={shared_data_file(file)}" for key, file in DATA.get(path.name, [])]
+    sweep = load_sweep(path, data, machine=machine)
     assert sweep.searched, "a space file searches something"
     assert sweep.spec.metric in sweep.reported
     text = path.read_text()
@@ -115,6 +117,39 @@ BAD = {
         scheduler={"name": "pbt", "perturbation_interval": 1000,
                    "hyperparam_mutations": {"optimizer.lr": [0.01, 0.1]}}),
         "num_samples", "whole population running at once: 4 trials, 2 fit"),
+    # Too many workers (each of a size that fits): the key the user wrote, not cpus_per_worker.
+    "too many workers": (space(resources={"workers": 1000}), "resources.workers",
+                         "1000 worker(s)), the cluster has"),
+    "too many workers in the base": (space(base={**SMALL["base"],
+                                                 "distributed": {"workers": 1000}}),
+                                     "base.distributed.workers", "the cluster has"),
+    "a driver larger than the cluster": (space(resources={"workers": 1, "driver_cpus": 100}),
+                                         "resources.driver_cpus", "the cluster has"),
+    "empty param_space": (space(param_space={}), "param_space", "no hyperparameter to search"),
+    "only constants in param_space": (space(param_space={"train.n_updates": 10}),
+                                      "param_space", "no hyperparameter to search"),
+    "infinite domain bound": (space(param_space={"optimizer.lr": {"uniform": [0.001,
+                                                                             float("inf")]}}),
+                              "param_space.optimizer.lr", "uniform: must be finite, got inf"),
+    "NaN domain bound": (space(param_space={"optimizer.lr": {"loguniform": [float("nan"), 0.1]}}),
+                         "param_space.optimizer.lr", "loguniform: not a number"),
+    "infinite choice": (space(param_space={"optimizer.lr": {"choice": [0.1, float("-inf")]}}),
+                        "param_space.optimizer.lr",
+                        "value -inf is refused by the config: must be finite, got -inf"),
+    "NaN constant": (space(param_space={"optimizer.lr": {"choice": [0.1, 0.2]},
+                                        "optimizer.momentum": float("nan")}),
+                     "param_space.optimizer.momentum", "refused by the config: not a number"),
+    "NaN CPUs": (space(resources={"workers": 0, "cpus_per_worker": float("nan")}),
+                 "resources.cpus_per_worker", "not a number"),
+    "infinite reduction factor": (space(scheduler={"name": "asha",
+                                                   "reduction_factor": float("inf")}),
+                                  "scheduler.reduction_factor", "must be finite, got inf"),
+    "NaN PBT factor": (space(scheduler={"name": "pbt", "perturbation_interval": 10,
+                                        "perturbation_factors": [1.2, float("nan")],
+                                        "hyperparam_mutations": {"optimizer.lr": [0.01, 0.1]}}),
+                       "scheduler.perturbation_factors.1", "not a number"),
+    "PBT without its interval": (space(scheduler={"name": "pbt"}),
+                                 "scheduler.perturbation_interval", "Field required"),
 }
 
 
@@ -257,3 +292,36 @@ def test_nested_keys_and_relative_data_paths_in_the_space(tmp_path, monkeypatch)
                                  metric="loss_generation", mode="min",
                                  param_space={"data.synthetic.seed": {"randint": [0, 3]}}))
     assert load_sweep(path, machine={"CPU": 2.0}).searched == ["data.synthetic.seed"]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# a sweep, some day\n"],
+                         ids=["no bytes", "a blank line", "comments"])
+def test_an_empty_space_file_is_one_line_naming_it(text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value) == f"{path}: the space file is empty"  # not "metric: Field required"
+    code = main(["tune", str(path), "--out", str(tmp_path / "sweep")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"raybm: error: {path}: the space file is empty"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_an_empty_base_file_is_named_as_the_config_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("")
+    path = write(tmp_path, space(base="base.yaml"))
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value) == f"{tmp_path / 'base.yaml'}: the config file is empty"
+
+
+def test_pbt_searches_with_its_mutations_alone(tmp_path):
+    """An empty param_space is no search, except under PBT: the mutated keys start from their
+    mutation domains."""
+    path = write(tmp_path, space(param_space={}, scheduler={
+        "name": "pbt", "perturbation_interval": 1000,
+        "hyperparam_mutations": {"optimizer.lr": {"loguniform": [0.01, 0.1]}}}))
+    assert load_sweep(path, machine={"CPU": 2.0}).searched == ["optimizer.lr"]
