@@ -47,7 +47,8 @@ from raybm.config import Config, load_config
 from raybm.errors import RaybmError
 from raybm.evaluate import evaluate
 from raybm.metrics.classify import accuracy_sampled
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.data.load import load_data
+from raybm.train import make_trainer, run_updates
 
 # ----------------------------------------------------------------------------- set-up
 # Files under --data-root per dataset (the layout of ../shared/data, see its README).

@@ -53,7 +53,10 @@ def measure(case: str, threads: int) -> dict:
     import torch
 
     from raybm.config import load_config
-    from raybm.train import auto_threads, load_data, make_trainer, update_work
+    from raybm.data.load import load_data
+    from raybm.models.build import energy_work
+    from raybm.threads import auto_threads
+    from raybm.train import make_trainer
 
     path, overrides, updates = CASES[case]
     config = load_config(ROOT / path if path else None, overrides + [
@@ -68,7 +71,7 @@ def measure(case: str, threads: int) -> dict:
     seconds = (time.perf_counter() - t0) / updates
     cores = os.cpu_count() or 1
     return {"seconds": seconds, "auto": auto_threads(config, train, cores),
-            "work": update_work(config, train)}
+            "work": energy_work(config, train)}
 
 
 def _spin() -> None:  # pragma: no cover - a background load

@@ -34,7 +34,11 @@ def time_updates(updates: int, warmup: int, algorithm: str, precision: str) -> d
 
     import raybm
     from raybm.config import parse_config
-    from raybm.train import load_data, make_trainer
+    try:
+        from raybm.data.load import load_data
+    except ImportError:  # a tree from before the loaders left raybm.train
+        from raybm.train import load_data
+    from raybm.train import make_trainer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     config = parse_config({

@@ -3,8 +3,10 @@
 A checkpoint is a directory::
 
     meta.json         step, model spec, config, RNG bookkeeping, tracking run id (JSON)
-    state.pt          parameters, optimizer state, centring offsets, generator state
-                      (tensors and plain containers only: read with ``weights_only=True``)
+    state.pt          the energy's parameters; per trained module its optimizer state, the
+                      parameters of the modules beside the energy, the schedules'
+                      positions; estimator and kernel state, centring offsets, generator
+                      state (tensors and plain containers only: ``weights_only=True``)
     walkers.parquet   one row per walker: ``x`` (its state's raw native bytes, fixed-size
                       binary), ``log_weight``, ``label`` (absent column when the model has no
                       label unit); the schema metadata records the state's dtype
@@ -52,9 +54,11 @@ from raybm.walkers import (
     shard_slice,
 )
 
-FORMAT_VERSION = 2
-# Version 1 stored only uint8 (n, width) walker states, without the dtype/shape metadata.
-READABLE_VERSIONS = (1, FORMAT_VERSION)
+FORMAT_VERSION = 3
+# Version 1 stored only uint8 (n, width) walker states, without the dtype/shape metadata;
+# versions 1 and 2 kept one optimizer (state.pt's "optimizer") where 3 keeps one per trained
+# module ("optimizers", with "modules" and "schedules"): the trainer reads both layouts.
+READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 X_DTYPE_KEY = b"raybm.x_dtype"
 X_SHAPE_KEY = b"raybm.x_shape"
 
@@ -384,15 +388,19 @@ def tensor_digest(*tensors: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
-def state_digest(model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+def state_digest(model_state: dict[str, torch.Tensor],
+                 optimizer_states: dict[str, dict[str, Any]],
                  estimator_state: dict[str, Any], walkers: WalkerState | None,
                  generator: torch.Tensor | None) -> dict[str, str]:
     """SHA-256 of each part of one shard's training state, for bit-for-bit comparisons (a PBT
-    exploit must continue from exactly the donor's checkpoint). The optimizer's
-    hyperparameters are left out: an exploit changes them on purpose."""
-    opt = optimizer_state.get("state", {})
-    opt_tensors = [v for i in sorted(opt) for _, v in sorted(opt[i].items())
-                   if isinstance(v, torch.Tensor)]
+    exploit must continue from exactly the donor's checkpoint): ``model_state`` every trained
+    module's parameters, ``optimizer_states`` each module's optimizer state by name. The
+    optimizers' hyperparameters are left out: an exploit changes them on purpose."""
+    opt_tensors = []
+    for name in sorted(optimizer_states):
+        opt = optimizer_states[name].get("state", {})
+        opt_tensors += [v for i in sorted(opt) for _, v in sorted(opt[i].items())
+                        if isinstance(v, torch.Tensor)]
     return {
         "parameters": tensor_digest(*(model_state[k] for k in sorted(model_state))),
         "optimizer": tensor_digest(*opt_tensors),
@@ -409,5 +417,9 @@ def checkpoint_digest(path: str | Path, rank: int = 0, world_size: int = 1) -> d
     walkers, generator, _ = ckpt.shard(rank, world_size)
     if generator is None:
         generator = ckpt.state["generator"]
-    return state_digest(ckpt.model.state_dict(), ckpt.state["optimizer"],
-                        ckpt.state.get("estimator") or {}, walkers, generator)
+    params = {f"energy.{k}": v for k, v in ckpt.model.state_dict().items()}
+    for name, module in (ckpt.state.get("modules") or {}).items():
+        params.update({f"{name}.{k}": v for k, v in module.items()})
+    optimizers = ckpt.state.get("optimizers") or {"energy": ckpt.state["optimizer"]}
+    return state_digest(params, optimizers, ckpt.state.get("estimator") or {}, walkers,
+                        generator)

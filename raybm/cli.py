@@ -277,7 +277,7 @@ def _continuous_picture(tmp: Path, x, model, config) -> None:
 
     if model.event_shape == (2,):
         from raybm.metrics.continuous import grid_extent, grid_log_density
-        from raybm.train import load_data
+        from raybm.data.load import load_data
 
         train, _ = load_data(config)
         extent = grid_extent(train)
@@ -319,7 +319,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from raybm.evaluate import evaluate
     from raybm.models.rbm import RBM
     from raybm.run import load_run
-    from raybm.train import load_data
+    from raybm.data.load import load_data
 
     config, ckpt = load_run(args.run)
     if args.overrides:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal, Union
 
 import pydantic
 import yaml
@@ -21,6 +21,14 @@ from raybm.errors import InputError
 
 # Seeds stay below 2^31: streams are derived from them in int64 arithmetic.
 SEED_MAX = 2**31 - 1
+
+# Declared on each field (``json_schema_extra``): what a continued run may change.
+# RESUME: ``--resume --set`` applies it from the next update (moved data, the workers);
+# TUNE: that, and a PBT exploit may mutate it while a trial trains (learning rates, k, ...).
+# A field without a mark describes how the run was built (model, data, seed, population) and
+# cannot change (``is_resumable``, ``is_mutable``).
+RESUME = {"resumable": True}
+TUNE = {"resumable": True, "mutable": True}
 
 
 class _Section(BaseModel):
@@ -102,11 +110,11 @@ BUILT_IN_FORMATS = ("digits", "bimodal", "gaussian_mixture", "toy2d")
 
 
 class DataConfig(_Section):
-    path: str | None = None  # None: scikit-learn's digits (the embedded default)
+    path: str | None = Field(None, json_schema_extra=RESUME)  # None: scikit-learn's digits (the embedded default)
     format: Literal["auto", "idx", "hapt", "fasta", "csv", "matrix", "digits", "bimodal",
                     "gaussian_mixture", "toy2d", "floats", "mnist"] = "auto"
-    labels_path: str | None = None
-    panel_path: str | None = None
+    labels_path: str | None = Field(None, json_schema_extra=RESUME)
+    panel_path: str | None = Field(None, json_schema_extra=RESUME)
     label: str | None = None  # hapt: panel column (super_pop | pop); csv: label column
     threshold: float = Field(0.5, gt=0, lt=1)
     alphabet: str = "auto"  # alignments: protein | rna | dna | auto | explicit letters
@@ -133,7 +141,15 @@ class DataConfig(_Section):
         return self
 
 
-class RBMModelConfig(_Section):
+class _ModelSection(_Section):
+    @property
+    def start_kick(self) -> float:
+        """The std of a fresh run's last change to an exactly-sampled initial model
+        (``Estimator.start``: Jarzynski's kick); 0: none."""
+        return 0.0
+
+
+class RBMModelConfig(_ModelSection):
     """An RBM (Bernoulli or Potts visibles, from the data) with an optional label unit."""
 
     kind: Literal["rbm"] = "rbm"
@@ -141,8 +157,14 @@ class RBMModelConfig(_Section):
     labels: bool = True  # use a label unit when the data has labels
     weight_std: float = Field(0.01, ge=0)
 
+    @property
+    def start_kick(self) -> float:
+        # Zero couplings with data-fitted biases are a stationary point: Jarzynski's walkers
+        # start exactly there and the couplings are kicked by weight_std.
+        return self.weight_std
 
-class GaussianMixtureModelConfig(_Section):
+
+class GaussianMixtureModelConfig(_ModelSection):
     """Isotropic Gaussian components of fixed ``std`` with trainable means and log-weights
     (the Jarzynski research's mode-weight student); log Z in closed form."""
 
@@ -164,7 +186,7 @@ class GaussianMixtureModelConfig(_Section):
         return self
 
 
-class _NeuralModelConfig(_Section):
+class _NeuralModelConfig(_ModelSection):
     activation: Literal["silu", "swish", "softplus", "elu"] = "silu"
     # E(x) = net(x) + base_scale |x|^2 / 2: keeps exp(-E) normalisable, and with the read-out
     # at zero makes the model exactly N(0, I / base_scale) (Jarzynski's exact start).
@@ -197,11 +219,11 @@ class GibbsSamplerConfig(_Section):
     """Block Gibbs for RBMs: ``fp32`` (exact reference) or ``bf16`` (fast path)."""
 
     name: Literal["gibbs"] = "gibbs"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=TUNE)
 
 
 class _LangevinSamplerConfig(_Section):
-    step_size: float = Field(0.01, gt=0, le=1e6)
+    step_size: float = Field(0.01, gt=0, le=1e6, json_schema_extra=TUNE)
     # (low, high): proposals are reflected into the box (samplers.langevin), e.g. [-1, 1]
     box: tuple[float, float] | None = None
 
@@ -226,8 +248,8 @@ class MALASamplerConfig(_LangevinSamplerConfig):
     # Adapt step_size after every update towards this acceptance (0.574 is optimal for MALA
     # in high dimension, Roberts & Rosenthal 1998): log h += adapt_rate * (acceptance -
     # target). None: a fixed step size.
-    target_acceptance: float | None = Field(None, gt=0, lt=1)
-    adapt_rate: float = Field(0.05, gt=0, le=1)
+    target_acceptance: float | None = Field(None, gt=0, lt=1, json_schema_extra=TUNE)
+    adapt_rate: float = Field(0.05, gt=0, le=1, json_schema_extra=TUNE)
 
 
 SAMPLER_CONFIGS: dict[str, type[_Section]] = {
@@ -240,17 +262,17 @@ class _AlgorithmOptions(_Section):
     """Options every algorithm has (k, the population, the centred gradient of RBMs)."""
 
     name: str  # each algorithm narrows it to its own name (the union's tag)
-    k: int = Field(10, gt=0)  # kernel steps per update (Gibbs sweeps, Langevin steps)
+    k: int = Field(10, gt=0, json_schema_extra=TUNE)  # kernel steps per update (Gibbs sweeps, Langevin steps)
     n_walkers: int | None = Field(None, gt=0)  # persistent walkers (default: batch size)
     centered: bool | None = None  # None: the centred gradient where the model offers it (RBMs)
-    hidden_offset_momentum: float = Field(0.01, gt=0, le=1)
+    hidden_offset_momentum: float = Field(0.01, gt=0, le=1, json_schema_extra=TUNE)
 
 
 class KStepConfig(_AlgorithmOptions):
     """F&F out-of-equilibrium k-step training."""
 
     name: Literal["kstep"] = "kstep"
-    classification: bool = True  # also apply the label-sampling (classification) update
+    classification: bool = Field(True, json_schema_extra=TUNE)  # also apply the label-sampling (classification) update
 
 
 class PCDConfig(_AlgorithmOptions):
@@ -266,8 +288,8 @@ class CDConfig(_AlgorithmOptions):
 
 class JarzynskiConfig(_AlgorithmOptions):
     name: Literal["jarzynski"] = "jarzynski"
-    ess_threshold: float = Field(0.5, gt=0, le=1)  # resample when ESS / n is below
-    resampling: Literal["systematic", "multinomial"] = "systematic"
+    ess_threshold: float = Field(0.5, gt=0, le=1, json_schema_extra=TUNE)  # resample when ESS / n is below
+    resampling: Literal["systematic", "multinomial"] = Field("systematic", json_schema_extra=TUNE)
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
@@ -276,9 +298,22 @@ ALGORITHM_CONFIGS: dict[str, type[_AlgorithmOptions]] = {
     c.model_fields["name"].default: c
     for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig)
 }
-ALGORITHM_NAMES = tuple(ALGORITHM_CONFIGS)
+ALGORITHM_NAMES = tuple(ALGORITHM_CONFIGS)  # the built-in ones (plugins add to the dict)
 AlgorithmConfig = Annotated[
     KStepConfig | PCDConfig | CDConfig | JarzynskiConfig, Field(discriminator="name")]
+
+
+def register_algorithm_config(section: type[_AlgorithmOptions]) -> None:
+    """Add an algorithm's config section to the ``algorithm:`` union (an estimator
+    registered by a plugin: ``algorithms.registry.register``); configs validated from now on
+    accept its ``name`` and keys."""
+    from pydantic.fields import FieldInfo
+
+    ALGORITHM_CONFIGS[section.model_fields["name"].default] = section
+    union = Annotated[Union[tuple(ALGORITHM_CONFIGS.values())], Field(discriminator="name")]
+    Config.model_fields["algorithm"] = FieldInfo.merge_field_infos(
+        Config.model_fields["algorithm"], annotation=union)
+    Config.model_rebuild(force=True)
 
 
 def _tagged_section(section: str, raw: Any, tag: str, default: str,
@@ -356,33 +391,50 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "algorithm": algorithm, "sampler": sampler}
 
 
+class ScheduleConfig(_Section):
+    """A learning-rate schedule: factors of ``lr`` over the updates (``raybm.optim``)."""
+
+    name: Literal["constant", "linear", "cosine"] = Field("constant", json_schema_extra=TUNE)
+    warmup: int = Field(0, ge=0, json_schema_extra=TUNE)  # updates of linear warm-up from lr / warmup to lr
+    start: float = Field(0.0, ge=0, lt=1, json_schema_extra=TUNE)  # where the decay begins, a fraction of the horizon
+    final: float = Field(0.0, ge=0, le=1, json_schema_extra=TUNE)  # the factor at the horizon's end
+    updates: int | None = Field(None, gt=0, json_schema_extra=TUNE)  # the horizon; None: train.n_updates
+
+
 class OptimizerConfig(_Section):
     name: Literal["sgd", "adam"] = "sgd"
     # Upper bounds far above any working value: a step of 1e39 overflows float32 in the
     # optimizer itself (a traceback, not a divergence).
-    lr: float = Field(0.01, gt=0, le=1e4)
+    lr: float = Field(0.01, gt=0, le=1e4, json_schema_extra=TUNE)
     # Learning rates of named parameters that differ from lr, e.g. {log_weights: 0.0125} for a
     # mixture's weights (the Jarzynski research's GMM: means 0.0025, weights 0.0125).
+    # (Fixed for the run: it decides the optimizer's parameter groups, which its state follows.)
     param_lr: dict[str, Annotated[float, Field(gt=0, le=1e4)]] = Field(default_factory=dict)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=1e4)
+    momentum: float = Field(0.0, ge=0, lt=1, json_schema_extra=TUNE)
+    weight_decay: float = Field(0.0, ge=0, le=1e4, json_schema_extra=TUNE)
+    # Adam's moment decays (the Jarzynski research's MNIST runs use (0, 0.999))
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), json_schema_extra=TUNE)
+    clip_norm: float | None = Field(None, gt=0, json_schema_extra=TUNE)  # scale the summed gradient to this norm at most
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # its fields declare
 
 
 class TrainConfig(_Section):
-    n_updates: int = Field(3000, gt=0)
-    batch_size: int = Field(100, gt=0)
+    n_updates: int = Field(3000, gt=0, json_schema_extra=TUNE)
+    batch_size: int = Field(100, gt=0, json_schema_extra=TUNE)
     seed: int = Field(0, ge=0, le=SEED_MAX)  # generators derive streams from it in int64
-    log_every: int = Field(50, gt=0)
-    checkpoint_every: int = Field(1000, gt=0)
-    eval_t: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1, 10, 100, 1000])
-    eval_samples: int = Field(1000, ge=2)  # the generation scores compare >= 2 samples
-    eval_k_long: int = Field(1000, gt=0)  # label-sampling steps for the "many steps" accuracy
-    ais_betas: int = Field(0, ge=0)  # >= 2: AIS log Z (this many temperatures), large models
-    ais_chains: int = Field(200, gt=0)
+    log_every: int = Field(50, gt=0, json_schema_extra=TUNE)
+    checkpoint_every: int = Field(1000, gt=0, json_schema_extra=TUNE)
+    eval_t: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1, 10, 100, 1000],
+                                                      json_schema_extra=TUNE)
+    eval_samples: int = Field(1000, ge=2, json_schema_extra=TUNE)  # the generation scores compare >= 2 samples
+    eval_k_long: int = Field(1000, gt=0, json_schema_extra=TUNE)  # label-sampling steps for the "many steps" accuracy
+    ais_betas: int = Field(0, ge=0, json_schema_extra=TUNE)  # >= 2: AIS log Z (this many temperatures), large models
+    ais_chains: int = Field(200, gt=0, json_schema_extra=TUNE)
     # torch intra-op threads: a count, or auto (one for small per-update work, every CPU the
     # process holds for large: train.auto_threads); None: torch's default (older configs)
-    threads: Annotated[int, Field(gt=0)] | Literal["auto"] | None = "auto"
-    progress: bool = True
+    threads: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field("auto", json_schema_extra=TUNE)
+    progress: bool = Field(True, json_schema_extra=TUNE)
 
     @pydantic.field_validator("ais_betas")
     @classmethod
@@ -408,19 +460,19 @@ class TrackingConfig(_Section):
 
 
 class DistributedConfig(_Section):
-    workers: int = Field(0, ge=0)  # 0: in-process, no Ray; N: N Ray Train workers (shards)
-    use_gpu: bool = False
-    max_failures: int = Field(2, ge=0)  # worker-group restarts from the last checkpoint
-    keep_checkpoints: int = Field(2, ge=1)  # Ray keeps this many under <run>/ray
+    workers: int = Field(0, ge=0, json_schema_extra=RESUME)  # 0: in-process, no Ray; N: N Ray Train workers (shards)
+    use_gpu: bool = Field(False, json_schema_extra=RESUME)
+    max_failures: int = Field(2, ge=0, json_schema_extra=RESUME)  # worker-group restarts from the last checkpoint
+    keep_checkpoints: int = Field(2, ge=1, json_schema_extra=RESUME)  # Ray keeps this many under <run>/ray
     # Ray's placement strategies for the workers' bundles: pack fills a node first (shard
     # exchange stays on one host), spread puts shards on different nodes (one per GPU node).
-    placement: Literal["pack", "spread"] = "pack"
+    placement: Literal["pack", "spread"] = Field("pack", json_schema_extra=RESUME)
     # CPUs each worker reserves (and its torch threads); None: the cluster's CPUs shared
     # among the workers, at most one node's worth (a bundle never spans nodes).
-    cpus_per_worker: int | None = Field(None, ge=1)
+    cpus_per_worker: int | None = Field(None, ge=1, json_schema_extra=RESUME)
     # How long a worker group may wait for its resources (a lost node's replacement, an
     # autoscaler's new node) before that start counts as a failure.
-    start_timeout_s: float = Field(600.0, gt=0)
+    start_timeout_s: float = Field(600.0, gt=0, json_schema_extra=RESUME)
 
 
 # Keys of the centred gradient, which only RBMs offer (Config.model_dump leaves them out of
@@ -446,11 +498,17 @@ class Config(_Section):
                                                        members)}
         return raw
 
+    # Modules imported before the rest is validated, which register estimators (and their
+    # config sections) beyond the built-in ones: a new method as files plus a registration.
+    plugins: list[str] = Field(default_factory=list)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=RBMModelConfig)
     algorithm: AlgorithmConfig = Field(default_factory=KStepConfig)
     sampler: SamplerConfig = Field(default_factory=GibbsSamplerConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    # The optimizers of trained modules an estimator declares beside the energy, by name
+    # (e.g. optimizers.flow); a module left out gets the section's defaults.
+    optimizers: dict[str, OptimizerConfig] = Field(default_factory=dict)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
@@ -509,6 +567,11 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
     if not isinstance(raw, dict):
         raise InputError(source, "", "a config must be a mapping of sections")
     try:
+        # Plugins before the schema is used: the algorithms they register must be members
+        # of the union this validation runs with.
+        from raybm.plugins import load_plugins
+
+        load_plugins(raw.get("plugins"))
         return Config.model_validate(raw)
     except InputError as err:  # raised by a section hook, without the source
         raise InputError(source, err.field, err.message) from None
@@ -655,48 +718,53 @@ def with_values(config: Config, values: dict[str, Any], source: str = "--set") -
     return parse_config(raw, source)
 
 
-def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
-    """``config`` with every file path made absolute against ``base`` (the working directory).
 
-    Resolved on the driver, before anything else runs: Ray workers and Tune trials run in
-    other working directories (and on other nodes), where a relative path means something
-    else or nothing. The run's ``config.yaml`` records the resolved paths.
-    """
-    base = Path.cwd() if base is None else Path(base)
-    values: dict[str, Any] = {}
-    for key in PATH_KEYS:
-        value = get_dotted(config, key)
-        if value is not None:
-            values[key] = str((base / Path(value).expanduser()).resolve())
-    from raybm.tracking import resolve_uri
+def _marks(key: str) -> dict[str, Any]:
+    """The marks (:data:`RESUME`, :data:`TUNE`) declared on the config field a dotted key
+    names: walked through sections, the members of tagged unions and dict-valued sections
+    (``optimizers.<module>.lr``); an entry of a dict or list field shares its field's."""
+    import typing
 
-    values["tracking.uri"] = resolve_uri(config.tracking.uri, base)
-    a = config.algorithm
-    if a.n_walkers is None and a.name in PERSISTENT_ALGORITHMS:
-        # Recorded explicitly: a later change of train.batch_size must not seem to resize the
-        # population that the checkpoints hold.
-        values["algorithm.n_walkers"] = config.train.batch_size
-    return with_values(config, values, "<resolved>")
+    def models(annotation: Any) -> tuple[list[type[BaseModel]], bool]:
+        """The sections an annotation holds, and whether they sit under dict keys."""
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation], False
+        if typing.get_origin(annotation) is dict:
+            found, _ = models(typing.get_args(annotation)[1])
+            return found, True
+        found: list[type[BaseModel]] = []
+        keyed = False
+        for arg in typing.get_args(annotation):
+            more, k = models(arg)
+            found += more
+            keyed = keyed or k
+        return found, keyed
+
+    parts = key.split(".")
+    sections: list[type[BaseModel]] = [Config]
+    i = 0
+    while i < len(parts):
+        info = next((c.model_fields[parts[i]] for c in sections
+                     if parts[i] in c.model_fields), None)
+        if info is None:
+            return {}
+        inner, keyed = models(info.annotation)
+        if i == len(parts) - 1 or not inner:
+            return dict(info.json_schema_extra or {})
+        sections = inner
+        i += 2 if keyed else 1  # under a dict, the next part is the entry's key
+    return {}
 
 
-PERSISTENT_ALGORITHMS = ("pcd", "jarzynski")
+def is_resumable(key: str) -> bool:
+    """A continued run can apply a change of ``key`` (declared :data:`RESUME` or
+    :data:`TUNE` on its field)."""
+    return bool(_marks(key).get("resumable"))
 
-# Keys a continued run applies from its next update (``--resume --set``, and the values a
-# PBT exploit mutates): everything that acts through the config while training. Any other
-# key describes how the run was built (model, data, seed, population) and cannot change.
-RESUMABLE_KEYS = frozenset({
-    "data.path", "data.labels_path", "data.panel_path",  # moved data (same contents)
-    "algorithm.k", "sampler.precision", "sampler.step_size", "algorithm.classification",
-    "sampler.target_acceptance", "sampler.adapt_rate",
-    "algorithm.ess_threshold", "algorithm.resampling", "algorithm.hidden_offset_momentum",
-    "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
-    "train.n_updates", "train.batch_size", "train.log_every", "train.checkpoint_every",
-    "train.eval_t", "train.eval_samples", "train.eval_k_long", "train.ais_betas",
-    "train.ais_chains", "train.threads", "train.progress",
-    "distributed.workers", "distributed.use_gpu", "distributed.max_failures",
-    "distributed.keep_checkpoints", "distributed.placement", "distributed.cpus_per_worker",
-    "distributed.start_timeout_s",
-})
+
+def is_mutable(key: str) -> bool:
+    """A PBT exploit may mutate ``key`` while a trial trains (declared :data:`TUNE`)."""
+    return bool(_marks(key).get("mutable"))
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -708,6 +776,6 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 def check_resumable(old: Config, new: Config, source: str = "--set") -> None:
     """Refuse a continued run's change that training could not apply (one line, the key)."""
     for key in changed_keys(old, new):
-        if key not in RESUMABLE_KEYS:
+        if not is_resumable(key):
             raise InputError(source, key, f"cannot change when resuming (the run was built "
                                           f"with {get_dotted(old, key)!r})")

@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from raybm.checkpoint import (
     Checkpoint,
@@ -34,14 +34,17 @@ from raybm.checkpoint import (
     load_checkpoint,
     ray_checkpoints,
 )
-from raybm.config import (Config, check_resumable, config_from, data_paths, dump_config,
-                          read_config_file, resolve_paths)
+from raybm.algorithms.registry import estimator_class
+from raybm.config import (PATH_KEYS, Config, check_resumable, config_from, data_paths,
+                          dump_config, get_dotted, parse_config, read_config_file,
+                          with_values)
 from raybm.data.dataset import Dataset
 from raybm.distributed.cluster import check_shared_paths, node_tags, requested_address, this_node
 from raybm.errors import InputError, Interrupted
 from raybm.samplers.gibbs import cpu_has_bf16
-from raybm.train import (check_model_fits, load_data, make_trainer, record_restore,
-                         run_updates)
+from raybm.data.load import load_data
+from raybm.models.build import check_fits
+from raybm.train import make_trainer, record_restore, run_updates
 
 # ``on_report(step, metrics, checkpoint)``: what a run hands to its caller every
 # ``train.log_every`` updates and at every checkpoint (a Tune trial reports it to Tune).
@@ -86,6 +89,30 @@ def data_digest(train: Dataset, test: Dataset) -> str:
 
     return tensor_digest(train.x, train.labels, train.weights, test.x, test.labels,
                          test.weights)
+
+
+def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
+    """``config`` with every file path made absolute against ``base`` (the working directory).
+
+    Resolved on the driver, before anything else runs: Ray workers and Tune trials run in
+    other working directories (and on other nodes), where a relative path means something
+    else or nothing. The run's ``config.yaml`` records the resolved paths.
+    """
+    base = Path.cwd() if base is None else Path(base)
+    values: dict[str, Any] = {}
+    for key in PATH_KEYS:
+        value = get_dotted(config, key)
+        if value is not None:
+            values[key] = str((base / Path(value).expanduser()).resolve())
+    from raybm.tracking import resolve_uri
+
+    values["tracking.uri"] = resolve_uri(config.tracking.uri, base)
+    a = config.algorithm
+    if a.n_walkers is None and estimator_class(a.name).persistent:
+        # Recorded explicitly: a later change of train.batch_size must not seem to resize the
+        # population that the checkpoints hold.
+        values["algorithm.n_walkers"] = config.train.batch_size
+    return with_values(config, values, "<resolved>")
 
 
 def default_run_name(config: Config) -> str:
@@ -212,7 +239,7 @@ def plan_run(config: Config | None = None, out: str | Path | None = None,
         check_out_dir(run_dir)
     # Data and model errors surface before anything is created on disk or in MLflow.
     train_set, test_set = load_data(config)
-    check_model_fits(config, train_set)
+    check_fits(config, train_set)
     plan = RunPlan(config, run_dir, run_name, train_set, test_set, resume_from=restart_from)
     if restart_from is not None:
         check_data_fits(restart_from, train_set, "data.path", plan.data_digest)
@@ -504,4 +531,4 @@ def _jarzynski_plot(tracker, directory: Path) -> None:
 def load_run(run: str | Path) -> tuple[Config, Checkpoint]:
     """The config and latest checkpoint of a run (for ``raybm eval`` / ``raybm sample``)."""
     ckpt = load_checkpoint(run)
-    return Config.model_validate(ckpt.meta["config"]), ckpt
+    return parse_config(ckpt.meta["config"], str(find_checkpoint(run))), ckpt

@@ -135,14 +135,13 @@ def _chains(gen: torch.Generator, model: EnergyModel, kernel: Kernel, n: int, k:
 def run_kernel(config, checkpoint) -> Kernel:
     """The kernel a run trained with, in the state its checkpoint left it (an adapted MALA
     step size goes on)."""
-    from dataclasses import replace
-
     from raybm.samplers.registry import build_kernel
 
     kernel = build_kernel(config.sampler)
-    if "step_size" in checkpoint.state:  # written only by a kernel that adapts its step
-        kernel = replace(kernel, step_size=float(checkpoint.state["step_size"]))
-    return kernel
+    state = checkpoint.state.get("kernel")
+    if state is None and "step_size" in checkpoint.state:  # format 2: MALA's adapted step
+        state = {"step_size": float(checkpoint.state["step_size"])}
+    return kernel.with_state(state) if state else kernel
 
 
 def default_chain_length(config) -> int:

@@ -20,6 +20,7 @@ import torch
 
 STREAMS: dict[str, str] = {
     "init": "initial parameters and data-independent set-up, the same on every rank",
+    "modules": "initial parameters of the trained modules an estimator declares, every rank's same",
     "walkers": "rank r's own draws while training (Gibbs sweeps, walker initialisation)",
     "resplit": "rank r's draws after a resume onto a different number of shards, at step s",
     "minibatch": "the permutation of the training set at epoch e, the same on every rank",

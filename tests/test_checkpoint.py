@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from raybm.checkpoint import (
+    FORMAT_VERSION,
     TIMINGS,
     find_checkpoint,
     load,
@@ -261,7 +262,7 @@ def test_checkpoint_round_trips_any_dtype_and_shape(tmp_path, state, labelled):
     w = make_walkers(state, labelled)
     path = save_checkpoint(tmp_path / "c", step=1, model=BernoulliRBM(4, 2), state={},
                            walkers=w, meta={})
-    assert json.loads((path / "meta.json").read_text())["format_version"] == 2
+    assert json.loads((path / "meta.json").read_text())["format_version"] == FORMAT_VERSION
     assert_same_walkers(load_checkpoint(path).walkers, w)
 
 
@@ -322,7 +323,7 @@ def test_version_1_checkpoint_still_loads_as_uint8_rows(tmp_path):
 @pytest.mark.parametrize("version", [99, 0, "2", True, None])
 def test_unknown_format_version_is_a_one_line_error(tmp_path, version):
     _version_1_checkpoint(tmp_path / "new", version=version)
-    with pytest.raises(InputError, match=r"meta.json: format_version: expected one of 1, 2") as e:
+    with pytest.raises(InputError, match=r"meta.json: format_version: expected one of 1, 2, 3") as e:
         load_checkpoint(tmp_path / "new")
     assert "\n" not in str(e.value)
 

@@ -123,7 +123,7 @@ def test_bad_override_is_named_as_set_not_as_the_file_it_overrode():
 
 
 def test_paths_are_resolved_against_the_working_directory(tmp_path, monkeypatch):
-    from raybm.config import resolve_paths
+    from raybm.run import resolve_paths
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -140,14 +140,14 @@ def test_paths_are_resolved_against_the_working_directory(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("uri", ["foo", "sqlite://rel.db", "file:///tmp/mlruns", "/abs/db"])
 def test_a_uri_mlflow_cannot_track_to_is_refused(uri):
-    from raybm.config import resolve_paths
+    from raybm.run import resolve_paths
 
     with pytest.raises(InputError, match="tracking.uri"):
         resolve_paths(load_config(None, [f"tracking.uri={uri}"]))
 
 
 def test_resume_refuses_what_training_cannot_apply():
-    from raybm.config import RESUMABLE_KEYS, check_resumable
+    from raybm.config import check_resumable, is_mutable, is_resumable
 
     old = load_config(None, [])
     check_resumable(old, load_config(None, ["optimizer.lr=0.5", "algorithm.k=3",
@@ -158,7 +158,14 @@ def test_resume_refuses_what_training_cannot_apply():
             check_resumable(old, load_config(None, [change]))
         assert err.value.field == change.partition("=")[0]
         assert "cannot change when resuming" in err.value.message
-    assert "model.n_hidden" not in RESUMABLE_KEYS and "optimizer.lr" in RESUMABLE_KEYS
+    # Declared on the fields: walked through sections, unions and module sections.
+    assert not is_resumable("model.n_hidden") and is_resumable("optimizer.lr")
+    assert is_resumable("optimizers.flow.lr") and is_resumable("optimizer.schedule.final")
+    assert is_resumable("algorithm.ess_threshold") and is_resumable("sampler.step_size")
+    assert not is_resumable("optimizer.param_lr.means") and not is_resumable("train.seed")
+    assert is_resumable("distributed.workers") and not is_mutable("distributed.workers")
+    assert is_mutable("optimizer.lr") and is_mutable("algorithm.k")
+    assert not is_mutable("data.path") and is_resumable("data.path")
 
 
 # ---------------------------------------------------------------------- refused input

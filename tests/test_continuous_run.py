@@ -15,7 +15,8 @@ from raybm.config import dump_config, load_config, parse_config
 from raybm.errors import InputError
 from raybm.evaluate import live_metrics
 from raybm.run import train_run
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.data.load import load_data
+from raybm.train import make_trainer, run_updates
 
 MIXTURE = ["data.format=gaussian_mixture", "data.mixture.dim=6",
            "data.mixture.centers=[[-4.0], [3.0]]", "data.mixture.n_samples=1200",
@@ -200,5 +201,5 @@ def test_mala_step_size_adapts_to_the_target_acceptance_and_resumes_exactly(tmp_
     assert abs(sum(late) / len(late) - 0.574) < 0.05
     assert trainer.estimator.kernel.step_size < 1.0
     a, b = straight_and_resumed(tmp_path, common, 60, 30)
-    assert a.state["step_size"] == b.state["step_size"] != 4.0
+    assert a.state["kernel"]["step_size"] == b.state["kernel"]["step_size"] != 4.0
     assert torch.equal(a.walkers.x, b.walkers.x)

@@ -19,7 +19,8 @@ from raybm.errors import InputError
 from raybm.algorithms.resample import log_mean_weight
 from raybm.metrics.continuous import grid_extent, grid_log_density, mean_log_likelihood
 from raybm.run import train_run
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.data.load import load_data
+from raybm.train import make_trainer, run_updates
 from tests.conftest import SHARED_DATA
 from tests.test_continuous_run import straight_and_resumed
 

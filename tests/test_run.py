@@ -11,7 +11,8 @@ from raybm.checkpoint import find_checkpoint, load_checkpoint
 from raybm.config import load_config
 from raybm.errors import DivergenceError, InputError
 from raybm.run import train_run
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.data.load import load_data
+from raybm.train import make_trainer, run_updates
 
 SMALL = ["model.n_hidden=16", "train.batch_size=50", "train.progress=false",
          "train.log_every=5", "data.max_samples=400", "tracking.enabled=false"]

@@ -16,7 +16,12 @@ single-process loss and summing their gradients across workers gives exactly its
 
 Some algorithms apply several updates per minibatch (F&F with labels: a generation update then
 a classification update); ``phases`` names them and ``estimate`` is called once per phase, each
-call seeing the parameters after the previous phase's update.
+call seeing the parameters after the previous phase's update. A phase declares which trained
+modules it steps (:class:`Phase`; the energy by default): an estimator that trains a module
+beside the energy (a flow, a control variate) declares it in ``modules``, builds it in
+``build_modules``, and steps it in phases of its own ("two flow steps per energy step" is
+three phases). An estimate may hand the trainer gradients per module instead of (or beside) a
+surrogate loss; the trainer sums either over the ranks.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
 from raybm.algorithms.population import LOCAL, Population
-from raybm.models.rbm import RBM
+from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.walkers import WalkerState
 
 if TYPE_CHECKING:
     from raybm.config import AlgorithmConfig
+    from raybm.data.dataset import Dataset
 
 
 @dataclass
@@ -52,13 +59,31 @@ class Batch:
         return self.x.shape[0]
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One optimizer step of an update: its name (``loss_<name>`` in the logs, the argument
+    of ``estimate``) and the trained modules it steps; a module it does not name is not
+    touched by its optimizer."""
+
+    name: str
+    modules: tuple[str, ...] = ("energy",)
+
+
+def as_phase(phase: Phase | str) -> Phase:
+    """A declared phase; a bare name steps the energy."""
+    return phase if isinstance(phase, Phase) else Phase(phase)
+
+
 @dataclass
 class Estimate:
-    """One phase's result: the surrogate loss, the walkers to keep, and diagnostics."""
+    """One phase's result: the surrogate loss (None when it hands over gradients only), the
+    walkers to keep, diagnostics, and gradients per module (``{module: {parameter name:
+    gradient}}``, this shard's share of the global gradient, added to the loss's)."""
 
-    loss: torch.Tensor
+    loss: torch.Tensor | None
     walkers: WalkerState | None
     info: dict[str, float] = field(default_factory=dict)
+    grads: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class Estimator(ABC):
@@ -66,9 +91,12 @@ class Estimator(ABC):
 
     The trainer calls, in this order, and nothing else (no probing for optional methods):
 
-    - fresh run: ``init_walkers(gen, model, n)`` (this shard's persistent walkers, or None),
-      then ``start(shared_gen, model, walkers, weight_std)`` (a last change to the initial
-      model with its walkers: Jarzynski's kick; identity by default);
+    - when built: ``build_modules(shared_gen, model, data)``, the trained modules it declares
+      in ``modules`` (none by default), the same on every rank; a resumed run loads their
+      parameters over them;
+    - fresh run: ``init_walkers(gen, model, n, data)`` (this shard's persistent walkers, or
+      None), then ``start(shared_gen, model, walkers, weight_std)`` (a last change to the
+      initial model with its walkers: Jarzynski's kick; identity by default);
     - each update, each of ``phases``: ``estimate(gen, model, batch, walkers, phase)``, then
       around the optimizer step ``token = before_update(model, walkers)`` and
       ``walkers = after_update(model, walkers, token)`` (Jarzynski charges the work of the
@@ -96,7 +124,10 @@ class Estimator(ABC):
     # The model is trained to generate in k kernel steps from the kernel's start (F&F): its
     # samples are drawn that way by default (``raybm.sampling``).
     generates_in_k: ClassVar[bool] = False
-    phases: tuple[str, ...]
+    # Trained modules beside the energy (built by build_modules, optimized by the trainer
+    # under optimizers.<name>, checkpointed and summed over ranks like the energy).
+    modules: ClassVar[tuple[str, ...]] = ()
+    phases: tuple[Phase | str, ...]
     kernel: Kernel
     population: Population
 
@@ -106,31 +137,38 @@ class Estimator(ABC):
                     population: Population = LOCAL) -> "Estimator":
         """The estimator an ``algorithm:`` config section describes."""
 
-    def init_walkers(self, gen: torch.Generator, model: RBM,
-                     n_walkers: int) -> WalkerState | None:
-        """This shard's persistent walkers (None for algorithms that restart their chains)."""
+    def build_modules(self, gen: torch.Generator, model: EnergyModel,
+                      data: Dataset) -> dict[str, nn.Module]:
+        """The trained modules of :attr:`modules`, by name, drawn from ``gen`` (the shared
+        ``"modules"`` stream); the estimator keeps them to use in ``estimate``."""
+        return {}
+
+    def init_walkers(self, gen: torch.Generator, model: EnergyModel, n_walkers: int,
+                     data: Dataset | None = None) -> WalkerState | None:
+        """This shard's persistent walkers (None for algorithms that restart their chains);
+        ``data``: the training set, for walkers that start at the data."""
         return None
 
-    def start(self, gen: torch.Generator, model: RBM, walkers: WalkerState | None,
+    def start(self, gen: torch.Generator, model: EnergyModel, walkers: WalkerState | None,
               weight_std: float) -> WalkerState | None:
         """A fresh run's last step before training (``gen`` is the same on every rank)."""
         return walkers
 
     @abstractmethod
-    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         """One phase's surrogate loss, the walkers to keep, and diagnostics."""
 
-    def before_update(self, model: RBM, walkers: WalkerState | None) -> Any:
+    def before_update(self, model: EnergyModel, walkers: WalkerState | None) -> Any:
         """Called just before the optimizer step; its result goes to :meth:`after_update`."""
         return None
 
-    def after_update(self, model: RBM, walkers: WalkerState | None,
+    def after_update(self, model: EnergyModel, walkers: WalkerState | None,
                      token: Any) -> WalkerState | None:
         """Called just after the optimizer step (and the model's gauge fix)."""
         return walkers
 
-    def update_info(self, model: RBM, walkers: WalkerState | None) -> dict[str, float]:
+    def update_info(self, model: EnergyModel, walkers: WalkerState | None) -> dict[str, float]:
         """Diagnostics of the state an update leaves behind: the new parameters and the
         walkers after :meth:`after_update` (what a checkpoint of this step holds). ``estimate``
         reports what it saw *before* the update; a quantity paired with the model in the
@@ -146,7 +184,7 @@ class Estimator(ABC):
         """Restore :meth:`state_dict`."""
 
 
-def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
+def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent) over the
     whole minibatch (``batch.total_weight`` when this batch is a shard of it)."""
     f = model.energy(batch.x, label if label is not None else batch.label)
@@ -157,7 +195,7 @@ def data_term(model: RBM, batch: Batch, label: torch.Tensor | None = None) -> to
     return (f.sum() if w is None else (w * f).sum()) / total
 
 
-def walker_term(model: RBM, walkers: WalkerState, population: Population = LOCAL,
+def walker_term(model: EnergyModel, walkers: WalkerState, population: Population = LOCAL,
                 log_norm: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_i softmax(log_weight)_i F(x_i, l_i)``: the weighted model average, with the
     softmax normalised over the whole population (this shard's terms of the global sum).

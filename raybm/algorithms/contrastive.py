@@ -22,13 +22,14 @@ import torch
 
 from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
 from raybm.algorithms.population import LOCAL, Population
-from raybm.models.rbm import RBM
+from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.walkers import WalkerState, shard_sizes
 
 if TYPE_CHECKING:
     from raybm.config import AlgorithmConfig
+    from raybm.data.dataset import Dataset
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ContrastiveDivergence(Estimator):
                     population: Population = LOCAL) -> ContrastiveDivergence:
         return cls(k=algorithm.k, kernel=kernel, population=population)
 
-    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
         neg, moved = self.kernel.step(gen, start, model, self.k)
@@ -62,18 +63,31 @@ class PersistentContrastiveDivergence(Estimator):
     kernel: Kernel = field(default_factory=GibbsKernel)
     phases: tuple[str, ...] = ("joint",)
     population: Population = field(default=LOCAL, repr=False)
+    # Where the walkers start: the kernel's initial distribution, or training samples drawn
+    # with replacement (the Jarzynski research's GMM study starts PCD at the data).
+    walker_init: str = "kernel"
     name: ClassVar[str] = "pcd"
     persistent: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> PersistentContrastiveDivergence:
-        return cls(k=algorithm.k, kernel=kernel, population=population)
+        return cls(k=algorithm.k, kernel=kernel, population=population,
+                   walker_init=algorithm.walker_init)
 
-    def init_walkers(self, gen: torch.Generator, model: RBM, n_walkers: int) -> WalkerState:
-        return self.kernel.init(gen, model, n_walkers)
+    def init_walkers(self, gen: torch.Generator, model: EnergyModel, n_walkers: int,
+                     data: Dataset | None = None) -> WalkerState:
+        if self.walker_init != "data":
+            return self.kernel.init(gen, model, n_walkers)
+        if data is None:
+            raise ValueError("walkers that start at the data need the training set")
+        # Drawn with replacement by this rank's generator, with their labels when the model
+        # has a label unit.
+        rows = torch.randint(data.n_samples, (n_walkers,), generator=gen)
+        label = data.labels[rows] if model.n_labels > 0 else None
+        return WalkerState.unweighted(data.x[rows].clone(), label)
 
-    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         walkers, moved = self.kernel.step(gen, walkers, model, self.k)
         loss = data_term(model, batch) - walker_term(model, walkers, self.population)
@@ -109,7 +123,7 @@ class KStep(Estimator):
     def phases(self) -> tuple[str, ...]:
         return ("generation", "classification") if self.classification else ("generation",)
 
-    def estimate(self, gen: torch.Generator, model: RBM, batch: Batch,
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         if phase == "classification":
             if not model.n_labels:

@@ -46,6 +46,7 @@ from raybm.walkers import WalkerState
 
 if TYPE_CHECKING:
     from raybm.config import AlgorithmConfig
+    from raybm.data.dataset import Dataset
 
 
 @dataclass
@@ -82,8 +83,8 @@ class Jarzynski(Estimator):
                    resampling=algorithm.resampling, resample_seed=seed, kernel=kernel,
                    population=population)
 
-    def init_walkers(self, gen: torch.Generator, model: EnergyModel,
-                     n_walkers: int) -> WalkerState:
+    def init_walkers(self, gen: torch.Generator, model: EnergyModel, n_walkers: int,
+                     data: Dataset | None = None) -> WalkerState:
         walkers, self.log_z_base = exact_start(gen, model, n_walkers, self.kernel.box)
         return walkers
 

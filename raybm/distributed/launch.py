@@ -65,6 +65,18 @@ def skip_harmless_ray_lines() -> None:
         forwarder.skip_re = re.compile(pattern)
 
 
+def _plugin_env(plugins: list[str]) -> dict[str, Any] | None:
+    """The workers' runtime env for a config's plugins: their import roots on PYTHONPATH
+    (a worker validates the config, and so imports them, before it trains)."""
+    if not plugins:
+        return None
+    from raybm.plugins import plugin_roots
+
+    paths = plugin_roots(plugins) + [p for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+
+
 def start_ray(workers: int, use_gpu: bool) -> tuple[str | None, ClusterInfo | None]:
     """Join the cluster at ``RAY_ADDRESS`` (``--address``) or start a local Ray: (None, the
     cluster) when ``workers`` can run, else (why not, None).
@@ -179,7 +191,8 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=d.keep_checkpoints),
             # Ray Train's controller narrates every worker-group step at INFO on the driver's
             # terminal; raybm's own lines say what matters.
-            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env=_plugin_env(config.plugins)),
     )
     outcome: dict[str, Any] = {}
 

@@ -32,10 +32,11 @@ import torch
 
 from raybm.checkpoint import (atomic_write_text, checkpoint_step, complete_checkpoints,
                               find_checkpoint, write_common, write_shard)
-from raybm.config import Config
+from raybm.config import Config, parse_config
 from raybm.distributed.cluster import SHARED_STORAGE_HINT, record_node, this_node
 from raybm.errors import InputError, RaybmError, error_record
-from raybm.train import Trainer, load_data, make_trainer, record_restore, run_updates
+from raybm.data.load import load_data
+from raybm.train import Trainer, make_trainer, record_restore, run_updates
 
 def write_checkpoint(trainer: Trainer, meta: dict[str, Any],
                      mid_checkpoint: Callable[[int], None] | None = None) -> Path:
@@ -232,7 +233,7 @@ def train_worker(cfg: dict[str, Any]) -> None:
     # their source file (so only the root level reaches them): keep the terminal for raybm.
     for name in ("ray.train", "ray", None):
         logging.getLogger(name).setLevel(logging.WARNING)
-    config = Config.model_validate(cfg["config"])
+    config = parse_config(cfg["config"], "config")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cores = max(int(cfg.get("cpus_per_worker", 1)), 1)  # what this worker reserved

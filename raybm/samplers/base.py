@@ -46,13 +46,29 @@ class KernelInfo:
 
 
 class Kernel(Protocol):
-    """A Markov kernel on walkers (see the module docstring)."""
+    """A Markov kernel on walkers (see the module docstring).
+
+    A kernel that adapts itself while training (MALA's step size) declares the diagnostics it
+    adapts on (``adapts_on``); after every update the trainer hands ``adapted`` their values
+    averaged over the ranks and keeps the kernel it returns (with what it reports), and
+    checkpoints its ``state_dict`` (restored by ``with_state``). :class:`KernelBase` gives
+    the defaults of a kernel that does none of this."""
 
     name: ClassVar[str]
     invariant: ClassVar[bool]  # leaves the current model's distribution exactly invariant
     # The box (low, high) the kernel restricts the target to (images in [-1, 1]), or None:
     # an exact start must then draw the model restricted to it.
     box: tuple[float, float] | None
+    adapts_on: tuple[str, ...]
+
+    def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
+        ...
+
+    def state_dict(self) -> dict[str, float]:
+        ...
+
+    def with_state(self, state: dict[str, float]) -> "Kernel":
+        ...
 
     @property
     def start(self) -> str:
@@ -69,3 +85,19 @@ class Kernel(Protocol):
         labels with the other units, Gibbs, leaves them; one that never moves the condition
         ignores it)."""
         ...
+
+
+class KernelBase:
+    """Defaults of the :class:`Kernel` contract for a kernel that does not adapt itself and
+    keeps no state beyond its config."""
+
+    adapts_on: tuple[str, ...] = ()
+
+    def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
+        return self, {}
+
+    def state_dict(self) -> dict[str, float]:
+        return {}
+
+    def with_state(self, state: dict[str, float]) -> "Kernel":
+        return self

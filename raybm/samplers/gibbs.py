@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import bernoulli_field, categorical_field
-from raybm.samplers.base import KernelInfo
+from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
 from raybm.samplers.random_bits import (
     categorical_index,
@@ -288,7 +288,7 @@ def step(
 
 
 @dataclass(frozen=True)
-class GibbsKernel:
+class GibbsKernel(KernelBase):
     """Block Gibbs sampling of an RBM as a kernel value (``samplers.base.Kernel``).
 
     Exactly invariant for the current model, so it never changes log-weights. Beyond the

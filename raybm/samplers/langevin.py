@@ -47,13 +47,13 @@ accumulated in float64, as the weights are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
 
 from raybm.models.base import EnergyModel
-from raybm.samplers.base import KernelInfo
+from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.walkers import WalkerState
 
 
@@ -121,7 +121,7 @@ def _log_q(y: torch.Tensor, mean: torch.Tensor, h: float,
 
 
 @dataclass(frozen=True)
-class _Langevin:
+class _Langevin(KernelBase):
     step_size: float
     box: tuple[float, float] | None = None
 
@@ -212,10 +212,43 @@ class ULA(_Langevin):
 
 @dataclass(frozen=True)
 class MALA(_Langevin):
-    """Metropolis-adjusted Langevin: exactly invariant; reports the acceptance rate."""
+    """Metropolis-adjusted Langevin: exactly invariant; reports the acceptance rate.
 
+    With ``target_acceptance`` it adapts its step size after every update (:meth:`adapted`)
+    towards that acceptance (0.574 is optimal in high dimension, Roberts & Rosenthal 1998):
+
+        log h <- log h + adapt_rate (acceptance - target),
+
+    the acceptance averaged over the ranks so that every rank keeps the same kernel. Each
+    update's kernel is exact MALA for its own h (invariant for the current model), so
+    Jarzynski weights need nothing more and PCD walkers stay targeted; h is kernel state,
+    checkpointed, never a gradient statistic."""
+
+    target_acceptance: float | None = None
+    adapt_rate: float = 0.05
     name: ClassVar[str] = "mala"
     invariant: ClassVar[bool] = True
+
+    @property
+    def adapts_on(self) -> tuple[str, ...]:
+        return ("acceptance",) if self.target_acceptance is not None else ()
+
+    def adapted(self, means: dict[str, float]) -> tuple["MALA", dict[str, float]]:
+        if self.target_acceptance is None:
+            return self, {}
+        h = self.step_size * math.exp(self.adapt_rate
+                                      * (means["acceptance"] - self.target_acceptance))
+        return replace(self, step_size=h), {"step_size": h}
+
+    def state_dict(self) -> dict[str, float]:
+        # Only an adapted step size is state: a fixed one comes from the config (and a
+        # resumed run may change it there).
+        return {"step_size": self.step_size} if self.target_acceptance is not None else {}
+
+    def with_state(self, state: dict[str, float]) -> "MALA":
+        if self.target_acceptance is None or "step_size" not in state:
+            return self
+        return replace(self, step_size=float(state["step_size"]))
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,
              clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 KERNELS: dict[str, Callable[["SamplerConfig"], Kernel]] = {
     "gibbs": lambda c: GibbsKernel(c.precision),
     "ula": lambda c: ULA(c.step_size, None if c.box is None else tuple(c.box)),
-    "mala": lambda c: MALA(c.step_size, None if c.box is None else tuple(c.box)),
+    "mala": lambda c: MALA(c.step_size, None if c.box is None else tuple(c.box),
+                           target_acceptance=c.target_acceptance, adapt_rate=c.adapt_rate),
 }
 
 

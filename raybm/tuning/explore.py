@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from raybm.config import Config, with_values
+from raybm.config import Config, parse_config, with_values
 from raybm.errors import InputError
 
 
@@ -58,7 +58,7 @@ class CoupledExplore:
 
     def _valid(self, values: dict[str, Any]) -> bool:
         try:
-            with_values(Config.model_validate(self.base), values)
+            with_values(parse_config(self.base, "base"), values)
         except InputError:  # the config refuses this value
             return False
         return True

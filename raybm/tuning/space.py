@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from raybm.config import (ALGORITHM_CONFIGS, PATH_KEYS, RESUMABLE_KEYS, Config, config_from,
+from raybm.config import (ALGORITHM_CONFIGS, PATH_KEYS, Config, config_from, is_mutable,
                           get_dotted, non_finite_message, read_config_file, with_values)
 from raybm.errors import InputError
 
@@ -270,7 +270,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (),
 def _base_config(spec: SpaceFile, path: Path, overrides: list[str]) -> Config:
     """The base config, paths resolved (a base file's relative to the space file's folder;
     data paths inside it relative to the working directory, as for ``raybm train``)."""
-    from raybm.config import resolve_paths
+    from raybm.run import resolve_paths
 
     if spec.base is None:
         raw, source = {}, str(path)
@@ -425,7 +425,7 @@ def _check_pbt(pbt: Pbt, base: Config, params: dict[str, Any], where: str) -> di
 
 
 def _check_mutable(key: str, where: str, field: str) -> None:
-    if key not in RESUMABLE_KEYS or key.startswith(("distributed.", "data.")):
+    if not is_mutable(key):
         raise InputError(where, field, f"{key} cannot change while a trial trains, so PBT "
                          "cannot mutate it (search it in param_space instead)")
 
@@ -447,7 +447,7 @@ def _variants(base: Config, params: dict[str, Any]) -> list[Config]:
 def _reported(base: Config, params: dict[str, Any]) -> dict[str, str]:
     """The metrics every trial reports: live only where every trial reports it live."""
     from raybm.evaluate import reported_metrics
-    from raybm.train import load_data
+    from raybm.data.load import load_data
 
     train, test = load_data(base)
     out: dict[str, str] | None = None

@@ -15,7 +15,8 @@ from __future__ import annotations
 import pytest
 
 from raybm.config import load_config
-from raybm.train import load_data, make_trainer, run_updates
+from raybm.data.load import load_data
+from raybm.train import make_trainer, run_updates
 
 SHORT = ["data.format=gaussian_mixture", "data.mixture.dim=10", "data.mixture.n_samples=2000",
          "data.test_fraction=0.1", "model.kind=gaussian_mixture",

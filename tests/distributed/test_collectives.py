@@ -17,7 +17,8 @@ from raybm.distributed.exchange import plan_exchange
 from raybm.metrics.exact import as_float64, log_partition
 from raybm.models.gaussian import GaussianMixtureEnergy
 from raybm.models.neural import ConvEnergy
-from raybm.train import make_trainer, run_updates, sum_gradients
+from raybm.gradients import sum_gradients
+from raybm.train import make_trainer, run_updates
 from raybm.walkers import WalkerState, shard_slice, shard_sizes
 from tests.algorithms.test_jarzynski import teacher_problem
 from raybm.distributed.spawn import run_ranks
@@ -170,7 +171,7 @@ def mixture_config():
 
 
 def mixture_jarzynski_rank(rank: int, world: int):
-    from raybm.train import load_data
+    from raybm.data.load import load_data
 
     config = mixture_config()
     train, _ = load_data(config)

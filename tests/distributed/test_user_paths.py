@@ -148,7 +148,8 @@ def test_a_failed_resume_changes_nothing(tmp_path):
     from raybm.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "run")
-    assert ckpt.step == 7 and ckpt.state["optimizer"]["param_groups"][0]["lr"] == 0.123
+    assert ckpt.step == 7
+    assert ckpt.state["optimizers"]["energy"]["param_groups"][0]["lr"] == 0.123
     assert "lr: 0.123" in (tmp_path / "run" / "config.yaml").read_text()
 
 

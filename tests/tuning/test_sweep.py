@@ -191,7 +191,8 @@ def check_clone(sweep_dir: Path, uri: str) -> int:
             continue
         nxt = load_checkpoint(later[0])
         lr = nxt.meta["config"]["optimizer"]["lr"]
-        assert nxt.state["optimizer"]["param_groups"][0]["lr"] == lr  # applied, not only said
+        # applied, not only said
+        assert nxt.state["optimizers"]["energy"]["param_groups"][0]["lr"] == lr
         run_id = (trial_dir / "mlflow_run_id").read_text().strip()
         # Every value logged at each step: async PBT can run a step twice (a later exploit
         # from an older donor checkpoint logs it again with other values).
