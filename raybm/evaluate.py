@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from raybm.algorithms.registry import estimator_class
 from raybm.config import Config
 from raybm.data.dataset import Dataset, grey_image_side
 from raybm.metrics.exact import MAX_ENUMERATED
@@ -192,46 +191,34 @@ def live_metrics(model: RBM, test: Dataset, info: dict[str, float]) -> dict[str,
     return out
 
 
-def reported_metrics(config: Config, n_visible: int, n_states: int, n_labels: int,
-                     has_test: bool = True) -> dict[str, str]:
-    """The metrics a run of ``config`` reports on data of this shape: ``{name: "live"}`` for
-    those logged every ``train.log_every`` updates (what ASHA and PBT compare), ``"final"`` for
+def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> dict[str, str]:
+    """The metrics a run of ``config`` reports on ``train``: ``{name: "live"}`` for those
+    logged every ``train.log_every`` updates (what ASHA and PBT compare), ``"final"`` for
     those of the end-of-run evaluation only. (A search-space file's ``metric`` is checked
-    against this before a sweep starts.)"""
-    from raybm.models.rbm import build_rbm
+    against this before a sweep starts.) Read from declarations: the estimator's losses and
+    diagnostics (``Estimator.reported``), the kernel's (``info_names``), the trained modules'
+    learning rates, and what the model's family of metrics gives for its shapes."""
+    from raybm.algorithms.registry import build_estimator
+    from raybm.models.build import shaped
+    from raybm.samplers.registry import build_kernel
 
-    if config.model.kind != "rbm":
+    model = shaped(config, train)
+    estimator = build_estimator(config.algorithm, build_kernel(config.sampler),
+                                config.train.seed)
+    out = {"step": "live", "updates_per_s": "live"}
+    out |= dict.fromkeys(estimator.reported(model), "live")
+    out |= dict.fromkeys(estimator.kernel.info_names, "live")
+    out |= {f"lr/{name}": "live" for name in ("energy", *estimator.modules)}
+    log_z_live = "log_z" in out  # a running log Z: read as a test log-likelihood
+    if not isinstance(model, RBM):
         from raybm.metrics.continuous import continuous_reported
 
-        out = {"step": "live", "updates_per_s": "live", "loss_joint": "live"}
-        if config.algorithm.name == "kstep":
-            out = {"step": "live", "updates_per_s": "live", "loss_generation": "live"}
-        out |= dict.fromkeys(estimator_class(config.algorithm.name).info_names, "live")
-        if config.sampler.name == "mala":
-            out["acceptance"] = "live"
-            if config.sampler.target_acceptance is not None:
-                out["step_size"] = "live"
-        from raybm.config import GaussianMixtureModelConfig
-
-        components = (config.model.n_components
-                      if isinstance(config.model, GaussianMixtureModelConfig) else None)
-        grid = config.model.kind == "mlp" and n_visible == 2
-        return out | continuous_reported(components, config.algorithm.name == "jarzynski",
-                                         has_test, grid)
-    labels = bool(config.model.labels and n_labels)
-    model = build_rbm(n_visible, config.model.n_hidden, n_states, n_labels if labels else 0)
-    out = {"step": "live", "updates_per_s": "live"}
-    phases = ["joint"]
-    if config.algorithm.name == "kstep":
-        phases = ["generation"] + (["classification"] if labels and
-                                   config.algorithm.classification else [])
-    out |= {f"loss_{phase}": "live" for phase in phases}
-    out |= dict.fromkeys(estimator_class(config.algorithm.name).info_names, "live")
+        return out | continuous_reported(model, log_z_live, has_test)
     if has_test:
-        if labels:
+        if model.n_labels:
             out |= {"test_accuracy": "live", "test_accuracy_sampled": "final",
                     "test_accuracy_long": "final", "eval_k": "final", "eval_k_long": "final"}
-        if config.algorithm.name == "jarzynski":
+        if log_z_live:
             out["test_loglik_jarzynski"] = "live"
     from raybm.metrics.generation import SCORE_NAMES
 

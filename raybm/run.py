@@ -41,7 +41,6 @@ from raybm.config import (PATH_KEYS, Config, check_resumable, config_from, data_
 from raybm.data.dataset import Dataset
 from raybm.distributed.cluster import check_shared_paths, node_tags, requested_address, this_node
 from raybm.errors import InputError, Interrupted
-from raybm.samplers.gibbs import cpu_has_bf16
 from raybm.data.load import load_data
 from raybm.models.build import check_fits
 from raybm.train import make_trainer, record_restore, run_updates
@@ -291,12 +290,10 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     where it trains: on ``distributed.workers`` Ray workers, or in this process when Ray
     cannot start or lacks the resources (``say`` is told why)."""
     config = plan.config
-    sampler = config.sampler
-    if (sampler.name == "gibbs" and sampler.precision == "bf16"
-            and not config.distributed.use_gpu and cpu_has_bf16() is False):
-        say("sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
-            "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x measured); "
-            "set sampler.precision=fp32")
+    from raybm.samplers.registry import build_kernel
+
+    for note in build_kernel(config.sampler).notes(config.distributed.use_gpu):
+        say(note)  # e.g. bf16 emulated on this CPU
     # The cluster and the tracking store first: a cluster that cannot be joined, a node that
     # cannot see the data, a store that cannot be opened all leave nothing on disk.
     workers = config.distributed.workers
@@ -439,11 +436,12 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     metrics = evaluate(model, plan.train_set, plan.test_set, active.config)
     tracker.log_metrics(metrics, checkpoint_step(final))
     ckpt = load_checkpoint(final)
-    if active.config.algorithm.name == "jarzynski":
-        metrics |= _jarzynski_final(ckpt, model, plan.test_set)
+    estimator = _final_estimator(active.config, ckpt)
+    metrics |= _final_update_info(estimator, ckpt, model, plan.test_set, metrics)
     art = write_artifacts(model, plan.train_set, plan.test_set, active.config, metrics,
                           active.run_dir / "artifacts", ckpt)
-    _jarzynski_plot(tracker, art)
+    for filename, names in estimator.plots.items():
+        _curves_plot(tracker, art, list(names), filename, estimator.plot_events)
     from raybm.metrics.continuous import MAX_MODE_METRICS
 
     _curves_plot(tracker, art, [f"mode_weight_{k}" for k in range(MAX_MODE_METRICS)],
@@ -492,40 +490,48 @@ def train_run(
                       last_logged)
 
 
-JARZYNSKI_CURVES = ["ess", "log_z", "weight_entropy", "test_loglik_jarzynski"]
+def _final_estimator(config: Config, ckpt: Checkpoint):
+    """The run's estimator in the state its final checkpoint holds (one process: the whole
+    population)."""
+    from raybm.algorithms.registry import build_estimator
+    from raybm.sampling import run_kernel
+
+    estimator = build_estimator(config.algorithm, run_kernel(config, ckpt), config.train.seed)
+    estimator.load_state_dict(ckpt.state.get("estimator") or {})
+    return estimator
 
 
-def _jarzynski_final(ckpt: Checkpoint, model, test) -> dict[str, float]:
-    """The running log Z of the last checkpoint's weighted walkers, and the test
-    log-likelihood it gives (the live metrics, computed once more at the end)."""
-    from raybm.algorithms.resample import log_mean_weight
+def _final_update_info(estimator, ckpt: Checkpoint, model, test,
+                       evaluated: dict[str, float]) -> dict[str, float]:
+    """What the estimator reports of the final state (Jarzynski's running log Z of the last
+    checkpoint's weighted walkers), with the live metrics it gives (the test log-likelihood
+    it implies), computed once more at the end; the end-of-run evaluation's own keep their
+    values."""
     from raybm.evaluate import live_metrics
 
-    log_z = ckpt.state["estimator"]["log_z_base"] + log_mean_weight(ckpt.walkers.log_weight)
-    live = live_metrics(model, test, {"log_z": log_z})
-    return {k: v for k, v in live.items() if k in ("log_z", "test_loglik_jarzynski")}
+    info = estimator.update_info(model, ckpt.walkers)
+    if not info:
+        return {}
+    live = live_metrics(model, test, info)
+    return {k: v for k, v in live.items() if k not in evaluated}
 
 
-def _curves_plot(tracker, directory: Path, names: list[str], filename: str) -> None:
-    """The logged curves among ``names`` (mode weights of a mixture; a MALA kernel's
-    acceptance; running against exact log Z) over the run, when any was logged."""
+def _curves_plot(tracker, directory: Path, names: list[str], filename: str,
+                 events: str | None = None) -> None:
+    """The logged curves among ``names`` (an estimator's declared plots; mode weights of a
+    mixture; a MALA kernel's acceptance; running against exact log Z) over the run, when any
+    was logged; the increases of the cumulative count ``events`` marked (resamplings)."""
     history = {k: v for k, v in tracker.history(names).items() if v}
-    if history:
-        from raybm.metrics.plots import training_curves_plot
+    if not history:
+        return
+    marks = None
+    if events is not None:
+        counts = sorted(tracker.history([events])[events])
+        marks = [s for (_, before), (s, now) in zip([(0, 0.0)] + counts, counts)
+                 if now > before]
+    from raybm.metrics.plots import training_curves_plot
 
-        training_curves_plot(history, directory / filename)
-
-
-def _jarzynski_plot(tracker, directory: Path) -> None:
-    """ESS, running log Z, weight entropy and live test log-likelihood over the run, with the
-    resampling events, from what every process logged to the MLflow run."""
-    history = tracker.history(JARZYNSKI_CURVES + ["n_resamplings"])
-    counts = sorted(history.pop("n_resamplings"))  # cumulative: marks where it went up
-    events = [s for (_, before), (s, now) in zip([(0, 0.0)] + counts, counts) if now > before]
-    if any(history.values()):
-        from raybm.metrics.plots import training_curves_plot
-
-        training_curves_plot(history, directory / "jarzynski.png", events)
+    training_curves_plot(history, directory / filename, marks or ())
 
 
 def load_run(run: str | Path) -> tuple[Config, Checkpoint]:

@@ -166,9 +166,10 @@ def test_a_run_that_stopped_before_its_first_checkpoint_can_be_started_again(tmp
 def test_bf16_on_a_cpu_without_bf16_instructions_is_told(tmp_path, monkeypatch, has_bf16, told):
     """Emulated bf16 matmuls were ~54x slower than fp32 on an AVX2 CPU: the run says so once
     (and trains as asked); a CPU with bf16, or one that cannot be told, gets no line."""
-    import raybm.run
+    import raybm.samplers.gibbs
 
-    monkeypatch.setattr(raybm.run, "cpu_has_bf16", lambda: has_bf16)
+    # The Gibbs kernel says it (Kernel.notes), the run only passes it on.
+    monkeypatch.setattr(raybm.samplers.gibbs, "cpu_has_bf16", lambda: has_bf16)
     said: list[str] = []
     cfg = load_config(None, SMALL + ["sampler.precision=bf16", "train.n_updates=2"])
     train_run(cfg, out=tmp_path / "r", evaluate_at_end=False, say=said.append)

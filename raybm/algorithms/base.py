@@ -127,6 +127,10 @@ class Estimator(ABC):
     # Trained modules beside the energy (built by build_modules, optimized by the trainer
     # under optimizers.<name>, checkpointed and summed over ranks like the energy).
     modules: ClassVar[tuple[str, ...]] = ()
+    # Plots drawn at the end of a run from the curves it logged, {file name: metric names};
+    # the increases of ``plot_events`` (a cumulative count it logs) are marked on them.
+    plots: ClassVar[dict[str, tuple[str, ...]]] = {}
+    plot_events: ClassVar[str | None] = None
     phases: tuple[Phase | str, ...]
     kernel: Kernel
     population: Population
@@ -175,6 +179,11 @@ class Estimator(ABC):
         logs (Jarzynski's running log Z, read with the new parameters as a log-likelihood)
         must come from here. Asked for on log steps only: no cost on the other updates."""
         return {}
+
+    def reported(self, model: EnergyModel) -> list[str]:
+        """The metric names this estimator logs at every log step of a run of ``model``
+        (what a sweep may rank on): each phase's loss and its declared diagnostics."""
+        return [f"loss_{as_phase(p).name}" for p in self.phases] + list(self.info_names)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep beyond parameters and walkers."""

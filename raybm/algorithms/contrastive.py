@@ -123,6 +123,11 @@ class KStep(Estimator):
     def phases(self) -> tuple[str, ...]:
         return ("generation", "classification") if self.classification else ("generation",)
 
+    def reported(self, model: EnergyModel) -> list[str]:
+        # The classification phase has nothing to step without a label unit.
+        return ["loss_generation"] + (["loss_classification"]
+                                      if self.classification and model.n_labels else [])
+
     def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
         if phase == "classification":

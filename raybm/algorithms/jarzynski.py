@@ -72,6 +72,9 @@ class Jarzynski(Estimator):
     n_resamplings: int = 0
     info_names: ClassVar[tuple[str, ...]] = ("ess", "log_z", "weight_entropy",
                                               "n_resamplings", "resampled")
+    plots: ClassVar[dict[str, tuple[str, ...]]] = {
+        "jarzynski.png": ("ess", "log_z", "weight_entropy", "test_loglik_jarzynski")}
+    plot_events: ClassVar[str | None] = "n_resamplings"
     name: ClassVar[str] = "jarzynski"
     persistent: ClassVar[bool] = True
     starts_exact: ClassVar[bool] = True

@@ -119,22 +119,25 @@ def continuous_final_metrics(model: EnergyModel, train: Dataset,
     return out
 
 
-def continuous_reported(n_components: int | None, jarzynski: bool,
-                        has_test: bool, grid: bool = False) -> dict[str, str]:
-    """The metric names a continuous run reports (``evaluate.reported_metrics``); ``grid``: a
-    2-D energy without a closed-form log Z (quadrature at the end)."""
+def continuous_reported(model: EnergyModel, log_z_live: bool,
+                        has_test: bool) -> dict[str, str]:
+    """The metric names a continuous run of ``model`` (built on the meta device: shapes
+    only) reports (``evaluate.reported_metrics``); ``log_z_live``: the estimator reports a
+    running ``log_z`` (Jarzynski), read as a test log-likelihood."""
     out: dict[str, str] = {}
-    if grid:
+    if model.event_shape == (2,) and not model.closed_form_log_z:  # quadrature at the end
         out |= dict.fromkeys(["log_z_grid", "train_loglik_grid", "grid_border_mass"], "final")
         if has_test:
             out["test_loglik_grid"] = "final"
-    if n_components is not None:
+    if isinstance(model, GaussianMixtureEnergy):
+        n_components = model.means.shape[0]
         names = ([f"mode_weight_{k}" for k in range(n_components)]
                  if n_components <= MAX_MODE_METRICS else ["mode_weight_entropy"])
         out |= dict.fromkeys(names, "live")
+    if model.closed_form_log_z:
         out |= {"log_z_exact": "live", "train_loglik_exact": "final"}
         if has_test:
             out["test_loglik_exact"] = "live"
-    if jarzynski and has_test:
+    if log_z_live and has_test:
         out["test_loglik_jarzynski"] = "live"
     return out

@@ -39,6 +39,9 @@ class EnergyModel(nn.Module, ABC):
     """
 
     offers_centering: ClassVar[bool] = False
+    # log Z in closed form for every value of the parameters (a Gaussian, a mixture): the
+    # live and final log-likelihoods are exact; otherwise a 2-D energy gets quadrature.
+    closed_form_log_z: ClassVar[bool] = False
     event_shape: tuple[int, ...]
     n_labels: int = 0  # label values the model is conditioned on (0: unconditional)
 

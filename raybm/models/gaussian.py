@@ -10,6 +10,8 @@ means and weights are learned, where the weight of each mode is what CD and PCD 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 
 import torch
@@ -28,6 +30,8 @@ class GaussianEnergy(EnergyModel):
 
         log Z = sum_i [ log(2 pi) / 2 - log_precision_i / 2 ].
     """
+
+    closed_form_log_z: ClassVar[bool] = True
 
     def __init__(self, dim: int, mean: torch.Tensor | None = None,
                  log_precision: torch.Tensor | None = None) -> None:
@@ -70,6 +74,8 @@ class GaussianMixtureEnergy(EnergyModel):
         Z = (2 pi std^2)^(d/2) sum_k exp(log_weight_k),
         mode weights = softmax(log_weights).
     """
+
+    closed_form_log_z: ClassVar[bool] = True
 
     def __init__(self, means: torch.Tensor, log_weights: torch.Tensor | None = None,
                  std: float = 1.0) -> None:

@@ -60,8 +60,12 @@ class Kernel(Protocol):
     # an exact start must then draw the model restricted to it.
     box: tuple[float, float] | None
     adapts_on: tuple[str, ...]
+    info_names: tuple[str, ...]
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
+        ...
+
+    def notes(self, use_gpu: bool) -> list[str]:
         ...
 
     def state_dict(self) -> dict[str, float]:
@@ -92,9 +96,14 @@ class KernelBase:
     keeps no state beyond its config."""
 
     adapts_on: tuple[str, ...] = ()
+    info_names: tuple[str, ...] = ()  # the diagnostics its steps report (KernelInfo.metrics)
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
         return self, {}
+
+    def notes(self, use_gpu: bool) -> list[str]:
+        """Lines a run should say about this kernel on this machine before it trains."""
+        return []
 
     def state_dict(self) -> dict[str, float]:
         return {}

@@ -306,6 +306,13 @@ class GibbsKernel(KernelBase):
     def __post_init__(self) -> None:
         _check_precision(self.precision)
 
+    def notes(self, use_gpu: bool) -> list[str]:
+        if self.precision == "bf16" and not use_gpu and cpu_has_bf16() is False:
+            return ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
+                    "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x "
+                    "measured); set sampler.precision=fp32"]
+        return []
+
     def init(self, gen: torch.Generator, model: RBM, n: int,
              label: torch.Tensor | None = None) -> WalkerState:
         """Walkers from the uniform distribution (labels uniform too unless given)."""

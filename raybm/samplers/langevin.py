@@ -166,7 +166,8 @@ class _Langevin(KernelBase):
         x, cond = state.x, state.label
         shape = (-1, *[1] * (x.dim() - 1))
         increment = torch.zeros(x.shape[0], dtype=torch.float64)
-        kept = 0.0
+        # Summed on the device and read once per call: no host sync per step.
+        kept = torch.zeros((), dtype=torch.float64)
         if k:
             e_x, g_x = model.energy_and_grad(x, cond)
         for _ in range(k):
@@ -183,9 +184,9 @@ class _Langevin(KernelBase):
                 e_x = torch.where(keep, e_y, e_x)
                 g_x = torch.where(keep.view(shape), g_y, g_x)
                 log_ratio = torch.where(keep, log_ratio, torch.zeros_like(log_ratio))
-                kept += float(keep.double().mean())
+                kept += keep.double().mean()
             increment += log_ratio
-        return x.detach(), increment, (kept / k if k else None)
+        return x.detach(), increment, (float(kept) / k if k else None)
 
     def _log_ratio(self, x: torch.Tensor, y: torch.Tensor, e_x: torch.Tensor,
                    g_x: torch.Tensor, e_y: torch.Tensor, g_y: torch.Tensor) -> torch.Tensor:
@@ -232,6 +233,10 @@ class MALA(_Langevin):
     @property
     def adapts_on(self) -> tuple[str, ...]:
         return ("acceptance",) if self.target_acceptance is not None else ()
+
+    @property
+    def info_names(self) -> tuple[str, ...]:
+        return ("acceptance",) + (("step_size",) if self.target_acceptance is not None else ())
 
     def adapted(self, means: dict[str, float]) -> tuple["MALA", dict[str, float]]:
         if self.target_acceptance is None:

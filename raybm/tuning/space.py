@@ -452,9 +452,7 @@ def _reported(base: Config, params: dict[str, Any]) -> dict[str, str]:
     train, test = load_data(base)
     out: dict[str, str] | None = None
     for config in _variants(base, params):
-        got = reported_metrics(config, train.n_visible, train.n_states,
-                               train.n_labels if train.labels is not None else 0,
-                               test.n_samples > 0)
+        got = reported_metrics(config, train, test.n_samples > 0)
         if out is None:
             out = got
         else:

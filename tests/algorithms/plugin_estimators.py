@@ -51,6 +51,8 @@ class AffineFlowPCD(PersistentContrastiveDivergence):
     flow: AffineFlow | None = None
     name: ClassVar[str] = "pcd_affine_flow"
     modules: ClassVar[tuple[str, ...]] = ("flow",)
+    info_names: ClassVar[tuple[str, ...]] = ("flow_nll",)
+    plots: ClassVar[dict[str, tuple[str, ...]]] = {"flow.png": ("flow_nll", "lr/flow")}
     phases: tuple[Phase, ...] = (Phase("fit", ("flow",)), Phase("fit", ("flow",)),
                                  Phase("joint"))
 

@@ -189,3 +189,21 @@ def test_an_estimator_handing_over_gradients_trains_as_its_loss_twin():
     for key, value in params["pcd"].items():
         assert torch.allclose(params["pcd_analytic"][key], value, rtol=1e-4, atol=1e-5), key
     assert not torch.equal(params["pcd"]["weight"], torch.zeros_like(params["pcd"]["weight"]))
+
+
+def test_what_a_new_method_reports_and_plots_comes_from_its_declarations(tmp_path):
+    """Nothing names the method outside its file: a sweep may rank on what it declares, and
+    the end of a run draws the plots it declares."""
+    from raybm.evaluate import reported_metrics
+
+    config = load_config(None, FLOW)
+    train, _ = load_data(config)
+    reported = reported_metrics(config, train)
+    assert {k for k, v in reported.items() if v == "live"} >= {
+        "loss_fit", "loss_joint", "flow_nll", "lr/energy", "lr/flow", "mode_weight_0",
+        "test_loglik_exact"}
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = train_run(load_config(None, [s for s in FLOW if not s.startswith("tracking.")]
+                                + ["train.n_updates=10", f"tracking.uri={uri}"]),
+                    out=tmp_path / "run")
+    assert (run.run_dir / "artifacts" / "flow.png").stat().st_size > 5_000
