@@ -61,6 +61,8 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 X_DTYPE_KEY = b"raybm.x_dtype"
 X_SHAPE_KEY = b"raybm.x_shape"
+COND_DTYPE_KEY = b"raybm.cond_dtype"
+COND_SHAPE_KEY = b"raybm.cond_shape"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -96,45 +98,72 @@ def model_spec(model: EnergyModel) -> dict[str, Any]:
     return model.spec()
 
 
-def walkers_to_table(walkers: WalkerState) -> pa.Table:
-    """One row per walker; ``x`` as each row's raw bytes, its dtype and shape in the metadata."""
-    shape = tuple(walkers.x.shape[1:])
-    metadata = {X_DTYPE_KEY: dtype_name(walkers.x.dtype).encode(),
-                X_SHAPE_KEY: json.dumps(list(shape)).encode()}
-    raw = rows_to_bytes(walkers.x.detach().cpu())
+def _raw_column(t: torch.Tensor) -> pa.FixedSizeBinaryArray:
+    """Each row of ``t`` as its raw bytes (bit-exact whatever the dtype and shape)."""
+    raw = rows_to_bytes(t.detach().cpu())
     n, width = raw.shape
-    cols = {
-        "x": pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(width), n, [None, pa.py_buffer(raw.numpy().tobytes())]
-        ),
-        "log_weight": pa.array(walkers.log_weight.double().cpu().numpy()),
-    }
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n,
+                                                [None, pa.py_buffer(raw.numpy().tobytes())])
+
+
+def walkers_to_table(walkers: WalkerState) -> pa.Table:
+    """One row per walker; ``x`` (and a float condition ``cond``) as each row's raw bytes,
+    their dtypes and shapes in the metadata."""
+    metadata = {X_DTYPE_KEY: dtype_name(walkers.x.dtype).encode(),
+                X_SHAPE_KEY: json.dumps(list(walkers.x.shape[1:])).encode()}
+    cols = {"x": _raw_column(walkers.x),
+            "log_weight": pa.array(walkers.log_weight.double().cpu().numpy())}
     if walkers.label is not None:
         cols["label"] = pa.array(walkers.label.long().cpu().numpy())
+    if walkers.cond is not None:
+        cols["cond"] = _raw_column(walkers.cond)
+        metadata |= {COND_DTYPE_KEY: dtype_name(walkers.cond.dtype).encode(),
+                     COND_SHAPE_KEY: json.dumps(list(walkers.cond.shape[1:])).encode()}
     return pa.table(cols).replace_schema_metadata(metadata)
 
 
-def _x_layout(metadata: dict[bytes, bytes], where: str, format_version: int
+def _x_layout(metadata: dict[bytes, bytes], where: str, format_version: int,
+              keys: tuple[bytes, bytes] = (X_DTYPE_KEY, X_SHAPE_KEY)
               ) -> tuple[torch.dtype, tuple[int, ...] | None]:
-    """The walker states' dtype and per-walker shape a walker file records (shape None: one
-    flat row of the column's width, as format 1 stored every state)."""
+    """The walker states' (or, with the ``cond`` keys, their conditions') dtype and
+    per-walker shape a walker file records (shape None: one flat row of the column's width,
+    as format 1 stored every state)."""
     if format_version == 1:
         return torch.uint8, None
-    for key in (X_DTYPE_KEY, X_SHAPE_KEY):
+    dtype_key, shape_key = keys
+    for key in keys:
         if key not in metadata:
             raise InputError(where, key.decode(), "missing from the walker file's metadata")
-    name = metadata[X_DTYPE_KEY].decode(errors="replace")
+    name = metadata[dtype_key].decode(errors="replace")
     if name not in X_DTYPES:
-        raise InputError(where, X_DTYPE_KEY.decode(),
+        raise InputError(where, dtype_key.decode(),
                          f"unknown walker dtype {name!r} (one of {', '.join(X_DTYPES)})")
     try:
-        shape = json.loads(metadata[X_SHAPE_KEY])
+        shape = json.loads(metadata[shape_key])
     except (json.JSONDecodeError, UnicodeDecodeError):
         shape = None
     if not (isinstance(shape, list)
             and all(type(d) is int and d >= 0 for d in shape)):  # bool is an int: refused
-        raise InputError(where, X_SHAPE_KEY.decode(), "not a JSON list of non-negative sizes")
+        raise InputError(where, shape_key.decode(), "not a JSON list of non-negative sizes")
     return X_DTYPES[name], tuple(shape)
+
+
+def _raw_rows(table: pa.Table, column: str, dtype: torch.dtype,
+              shape: tuple[int, ...] | None, where: str, shape_key: bytes) -> torch.Tensor:
+    """The rows of a raw-bytes column (:func:`_raw_column`) as ``(n, *shape)`` of ``dtype``."""
+    col = table.column(column).combine_chunks()
+    if not pa.types.is_fixed_size_binary(col.type):
+        raise InputError(where, column, f"expected fixed-size binary, got {col.type}")
+    width = col.type.byte_width
+    shape = (width,) if shape is None else shape
+    if width != row_bytes(shape, dtype):
+        raise InputError(where, shape_key.decode(),
+                         f"{list(shape)} of {dtype_name(dtype)} is {row_bytes(shape, dtype)} "
+                         f"bytes a walker, but {column} holds {width}")
+    # The array may be a slice of its buffer: skip ``offset`` rows.
+    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)[
+        col.offset * width:(col.offset + len(col)) * width]
+    return rows_from_bytes(torch.from_numpy(raw.reshape(len(col), width).copy()), shape, dtype)
 
 
 def walkers_from_table(table: pa.Table, where: str,
@@ -143,25 +172,18 @@ def walkers_from_table(table: pa.Table, where: str,
     for col in ("x", "log_weight"):
         if col not in table.column_names:
             raise InputError(where, col, "missing column in walker file")
-    dtype, shape = _x_layout(table.schema.metadata or {}, where, format_version)
-    xcol = table.column("x").combine_chunks()
-    if not pa.types.is_fixed_size_binary(xcol.type):
-        raise InputError(where, "x", f"expected fixed-size binary, got {xcol.type}")
-    width = xcol.type.byte_width
-    shape = (width,) if shape is None else shape
-    if width != row_bytes(shape, dtype):
-        raise InputError(where, X_SHAPE_KEY.decode(),
-                         f"{list(shape)} of {dtype_name(dtype)} is {row_bytes(shape, dtype)} "
-                         f"bytes a walker, but x holds {width}")
-    # The array may be a slice of its buffer: skip ``offset`` rows.
-    raw = np.frombuffer(xcol.buffers()[1], dtype=np.uint8)[
-        xcol.offset * width:(xcol.offset + len(xcol)) * width]
-    x = rows_from_bytes(torch.from_numpy(raw.reshape(len(xcol), width).copy()), shape, dtype)
+    metadata = table.schema.metadata or {}
+    dtype, shape = _x_layout(metadata, where, format_version)
+    x = _raw_rows(table, "x", dtype, shape, where, X_SHAPE_KEY)
     logw = torch.from_numpy(table.column("log_weight").to_numpy().astype(np.float64))
-    label = None
+    label = cond = None
     if "label" in table.column_names:
         label = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
-    return WalkerState(x=x, log_weight=logw, label=label)
+    if "cond" in table.column_names:
+        keys = (COND_DTYPE_KEY, COND_SHAPE_KEY)
+        cond_dtype, cond_shape = _x_layout(metadata, where, format_version, keys)
+        cond = _raw_rows(table, "cond", cond_dtype, cond_shape, where, COND_SHAPE_KEY)
+    return WalkerState(x=x, log_weight=logw, label=label, cond=cond)
 
 
 GENERATOR_KEY = b"raybm.generator"
@@ -226,14 +248,21 @@ def save_checkpoint(
         pq.write_table(walkers_to_table(walkers), tmp / "walkers.parquet")
     full_meta = {"format_version": FORMAT_VERSION, "step": step, "model": model_spec(model), **meta}
     (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
-    if directory.exists():  # re-saving the same step: swap, never leave it missing
-        old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
+    replace_directory(tmp, directory)
+    return directory
+
+
+def replace_directory(tmp: Path, target: Path) -> None:
+    """Move the fully written directory ``tmp`` to ``target`` (same file system). An existing
+    ``target`` (the same step saved again) is swapped out first and removed after, so that
+    ``target`` is never missing and never half-written."""
+    if target.exists():
+        old = target.with_name(f"{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
         shutil.rmtree(old)
     else:
-        os.replace(tmp, directory)
-    return directory
+        os.replace(tmp, target)
 
 
 def write_shard(directory: Path, rank: int, world_size: int, walkers: WalkerState | None,

@@ -21,13 +21,13 @@ from raybm.algorithms.population import Population
 
 
 def sum_gradients(population: Population, parameters: nn.Module | Iterable[nn.Parameter],
-                  loss: torch.Tensor) -> float:
+                  loss: torch.Tensor) -> torch.Tensor:
     """Sum ``parameters``' ``.grad`` (a module's, or a list) and ``loss`` over the ranks in
-    place; the summed loss."""
+    place; the summed loss, a 0-d float64 tensor (read on the host only when logged)."""
     params = list(parameters.parameters() if isinstance(parameters, nn.Module)
                   else parameters)
     if population.world_size == 1:
-        return float(loss)
+        return loss.detach().double()
     parts, flags = [], []
     for p in params:
         present = p.grad is not None
@@ -48,7 +48,17 @@ def sum_gradients(population: Population, parameters: nn.Module | Iterable[nn.Pa
             p.grad = chunk.to(p.dtype).clone()
         else:
             p.grad.copy_(chunk)
-    return float(flat[-1])
+    return flat[-1]
+
+
+def finite(loss: torch.Tensor, parameters: Iterable[nn.Parameter]) -> torch.Tensor:
+    """A 0-d bool tensor: the loss and every present gradient are finite (the norms of the
+    gradients in one fused call; nothing is read on the host here)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    ok = torch.isfinite(loss)
+    if grads:
+        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+    return ok
 
 
 def add_gradients(module: nn.Module, grads: dict[str, torch.Tensor], where: str) -> None:

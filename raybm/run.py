@@ -380,7 +380,7 @@ def _tag_nodes(active: ActiveRun) -> None:
     that trains in its own process: the node it runs on)."""
     import json
 
-    from raybm.distributed.launch import NODES_FILE
+    from raybm.distributed.fitdir import NODES_FILE
 
     path = active.run_dir / NODES_FILE
     if path.is_file():

@@ -42,7 +42,7 @@ from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoin
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.errors import DivergenceError, InputError
-from raybm.gradients import add_gradients, sum_gradients
+from raybm.gradients import add_gradients, finite, sum_gradients
 from raybm.models.base import EnergyModel
 from raybm.models.build import build as build_model
 from raybm.optim import ModuleOptimizer
@@ -183,7 +183,14 @@ class Trainer:
             t0 = self._time("gradient", t0)
             stepped = [self.optimizers[name] for name in phase.modules]
             params = [p for o in stepped for p in o.parameters()]
-            info[f"loss_{phase.name}"] = sum_gradients(self.population, params, loss)
+            summed = sum_gradients(self.population, params, loss)
+            info[f"loss_{phase.name}"] = summed
+            # The one read on the host per phase: the summed loss and gradients are the same
+            # on every rank, so every rank stops at the same update, and a non-finite value
+            # never reaches the parameters. A parameter made non-finite by a step makes the
+            # next update's loss non-finite: divergence is caught within one update.
+            if not bool(finite(summed, params)):
+                raise DivergenceError(self._divergence(phase, summed, params))
             t0 = self._time("all_reduce", t0)
             if self.centering is not None and ENERGY in phase.modules:
                 self.centering.transform_(self.model)
@@ -202,8 +209,23 @@ class Trainer:
             info.update({f"lr/{name}": o.lr(self.step) for name, o in self.optimizers.items()})
         info.update(self._adapt_kernel(info))
         self.step += 1
-        self._check_finite(info)
+        if diagnostics:  # logged: read on the host now, and every diagnostic checked
+            info = {k: float(v) for k, v in info.items()}
+            self._check_finite(info)
         return info
+
+    def _divergence(self, phase: Phase, loss: torch.Tensor,
+                    params: list[nn.Parameter]) -> str:
+        """What went non-finite in this update's phase (read once it has)."""
+        names = {id(p): (f"{m}.{n}" if m != ENERGY else n)
+                 for m in phase.modules for n, p in self.modules[m].named_parameters()}
+        bad = [] if bool(torch.isfinite(loss)) else [f"loss_{phase.name}"]
+        bad += [f"gradient of {names[id(p)]}" for p in params
+                if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        bad += [f"parameter {names[id(p)]}" for p in params
+                if not bool(torch.isfinite(p).all())]
+        return (f"training diverged at update {self.step + 1}: non-finite {', '.join(bad)}; "
+                "lower optimizer.lr or algorithm.k, or resume from the last checkpoint")
 
     def _gradients(self, phase: Phase, est) -> torch.Tensor | None:
         """Fill ``.grad`` of the phase's modules from the estimate (its surrogate loss's
@@ -241,10 +263,9 @@ class Trainer:
         return reported
 
     def _check_finite(self, info: dict[str, float]) -> None:
+        """A logged diagnostic that is not finite (a running log Z, an ESS) ends the run as
+        a non-finite gradient does (the same values on every rank)."""
         bad = [k for k, v in info.items() if not math.isfinite(v)]
-        bad += [f"{name}.{n}" if name != ENERGY else n
-                for name, module in self.modules.items()
-                for n, p in module.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise DivergenceError(
                 f"training diverged at update {self.step}: non-finite {', '.join(bad)}; "

@@ -28,15 +28,25 @@ class WalkerState:
     log_weight: ``(n,)`` float64 log importance weights (zero for unweighted walkers). Kept in
                 float64 because Jarzynski work accumulates over thousands of updates.
     label:      ``(n,)`` int64 label of each walker, or None for RBMs without a label unit.
+    cond:       ``(n, *shape)`` float condition of each walker (a noise level, a time), or
+                None: what a noise-conditioned energy takes beside ``x``. Moved and
+                checkpointed bit-exactly like ``x``.
     """
 
     x: torch.Tensor
     log_weight: torch.Tensor
     label: torch.Tensor | None = None
+    cond: torch.Tensor | None = None
 
     @property
     def n_walkers(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def condition(self) -> torch.Tensor | None:
+        """What the energy of these walkers is conditioned on (``energy(x, cond)``): the
+        label when they have one, else the float condition."""
+        return self.label if self.label is not None else self.cond
 
     def replace(self, **changes) -> "WalkerState":
         return replace(self, **changes)
@@ -47,12 +57,14 @@ class WalkerState:
             x=self.x[index],
             log_weight=self.log_weight[index],
             label=None if self.label is None else self.label[index],
+            cond=None if self.cond is None else self.cond[index],
         )
 
     @staticmethod
-    def unweighted(x: torch.Tensor, label: torch.Tensor | None = None) -> "WalkerState":
+    def unweighted(x: torch.Tensor, label: torch.Tensor | None = None,
+                   cond: torch.Tensor | None = None) -> "WalkerState":
         return WalkerState(x=x, log_weight=torch.zeros(x.shape[0], dtype=torch.float64),
-                           label=label)
+                           label=label, cond=cond)
 
 
 def concat_walkers(parts: list[WalkerState]) -> WalkerState:
@@ -61,6 +73,7 @@ def concat_walkers(parts: list[WalkerState]) -> WalkerState:
         x=torch.cat([w.x for w in parts]),
         log_weight=torch.cat([w.log_weight for w in parts]),
         label=None if parts[0].label is None else torch.cat([w.label for w in parts]),
+        cond=None if parts[0].cond is None else torch.cat([w.cond for w in parts]),
     )
 
 

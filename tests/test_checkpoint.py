@@ -240,6 +240,11 @@ def assert_same_walkers(got: WalkerState, want: WalkerState) -> None:
     assert (got.label is None) == (want.label is None)
     if want.label is not None:
         assert got.label.dtype == torch.int64 and torch.equal(got.label, want.label)
+    assert (got.cond is None) == (want.cond is None)
+    if want.cond is not None:
+        assert got.cond.dtype == want.cond.dtype and got.cond.shape == want.cond.shape
+        assert torch.equal(got.cond.contiguous().view(torch.uint8),
+                           want.cond.contiguous().view(torch.uint8))
 
 
 walker_cases = pytest.mark.parametrize("state, labelled", [
@@ -255,6 +260,30 @@ def test_walker_table_round_trips_any_dtype_and_shape(state, labelled):
     assert json.loads(meta[b"raybm.x_shape"]) == list(w.x.shape[1:])
     assert_same_walkers(walkers_from_table(table, "t"), w)
     assert_same_walkers(walkers_from_table(table.slice(2, 5), "t"), w.take(torch.arange(2, 7)))
+
+
+@pytest.mark.parametrize("cond", [
+    torch.tensor([1e-300, 0.5, 2.0, 1e300, 7.0, 0.0, -0.0, 3.25, 1.0], dtype=torch.float64),
+    torch.arange(18, dtype=torch.float32).reshape(9, 2) / 7])
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_float_condition_round_trips_in_tables_and_checkpoints(tmp_path, cond, labelled):
+    """A noise level (or time, or a vector) per walker beside the label: kept bit for bit
+    with its dtype and shape, in a walker table, a checkpoint and a sharded checkpoint."""
+    from raybm.checkpoint import write_common, write_shard
+
+    w = make_walkers("image", labelled).replace(cond=cond)
+    assert_same_walkers(walkers_from_table(walkers_to_table(w), "t"), w)
+    path = save_checkpoint(tmp_path / "c", step=1, model=BernoulliRBM(4, 2), state={},
+                           walkers=w, meta={})
+    assert_same_walkers(load_checkpoint(path).walkers, w)
+    sharded = tmp_path / "s"
+    for rank in range(2):
+        write_shard(sharded, rank, 2, w.take(torch.arange(9)[rank::2]), torch.zeros(3,
+                    dtype=torch.uint8))
+    write_common(sharded, step=1, model=BernoulliRBM(4, 2), state={}, meta={}, world_size=2)
+    back = load_checkpoint(sharded)
+    assert_same_walkers(back.walkers, w.take(torch.cat([torch.arange(9)[0::2],
+                                                         torch.arange(9)[1::2]])))
 
 
 @walker_cases

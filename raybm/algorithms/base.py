@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Batch:
-    """A minibatch of data: ``x (B, N)`` uint8, optional labels and per-sample weights."""
+    """A minibatch of data: ``x (B, ...)``, optional labels, per-sample weights and a float
+    condition."""
 
     x: torch.Tensor
     label: torch.Tensor | None = None
@@ -53,10 +54,18 @@ class Batch:
     # The weight (or row count) of the whole minibatch when this is one worker's share of it;
     # None: this batch is the whole minibatch.
     total_weight: float | None = None
+    # A float condition per sample (a noise level an estimator draws for it), beside the label.
+    cond: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def condition(self) -> torch.Tensor | None:
+        """What the energy of these samples is conditioned on: the label when there is one,
+        else the float condition (as ``WalkerState.condition``)."""
+        return self.label if self.label is not None else self.cond
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,7 @@ class Estimator(ABC):
 def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent) over the
     whole minibatch (``batch.total_weight`` when this batch is a shard of it)."""
-    f = model.energy(batch.x, label if label is not None else batch.label)
+    f = model.energy(batch.x, label if label is not None else batch.condition)
     w = None if batch.weight is None else batch.weight.to(f.dtype)
     total = batch.total_weight
     if total is None:
@@ -210,7 +219,7 @@ def walker_term(model: EnergyModel, walkers: WalkerState, population: Population
     softmax normalised over the whole population (this shard's terms of the global sum).
     ``log_norm``: the population's ``logsumexp(log_weight)`` when the caller has it already
     (saves gathering the log-weights a second time)."""
-    f = model.energy(walkers.x, walkers.label)
+    f = model.energy(walkers.x, walkers.condition)
     if log_norm is None:
         log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
     w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)

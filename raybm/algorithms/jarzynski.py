@@ -167,7 +167,7 @@ class Jarzynski(Estimator):
 
     @torch.no_grad()
     def free_energy(self, model: EnergyModel, walkers: WalkerState) -> torch.Tensor:
-        return model.energy(walkers.x, walkers.label).double()
+        return model.energy(walkers.x, walkers.condition).double()
 
     @torch.no_grad()
     def reweight(self, model: EnergyModel, walkers: WalkerState, f_before: torch.Tensor) -> WalkerState:

@@ -67,8 +67,7 @@ class TorchComm:
                            device=self.device)
         dist.all_to_all_single(recv, send, plan.recv_counts, plan.send_counts)
         kept = walkers.take(plan.keep.to(walkers.x.device))
-        got = unpack_rows(recv.to(walkers.x.device), tuple(walkers.x.shape[1:]), walkers.x.dtype,
-                          walkers.label is not None)
+        got = unpack_rows(recv.to(walkers.x.device), walkers)
         out = concat_walkers([kept, got])
         self._account("exchange", t0, send.numel())
         return out

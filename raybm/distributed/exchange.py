@@ -85,22 +85,32 @@ def plan_exchange(ancestors: torch.Tensor, sizes: list[int], rank: int) -> Excha
 
 def pack_rows(walkers: WalkerState, index: torch.Tensor) -> torch.Tensor:
     """Rows ``index`` as one uint8 matrix: the state's raw bytes (any dtype and per-walker
-    shape), then the log-weight (8 bytes), then the label (8, if any). Raw bytes, so what a
-    peer unpacks is bit-for-bit what was sent, floats and images included."""
+    shape), then the log-weight (8 bytes), then the label (8, if any), then the float
+    condition's raw bytes (if any). Raw bytes, so what a peer unpacks is bit-for-bit what
+    was sent, floats and images included."""
     parts = [rows_to_bytes(walkers.x[index]), rows_to_bytes(walkers.log_weight[index].double())]
     if walkers.label is not None:
         parts.append(rows_to_bytes(walkers.label[index].long()))
+    if walkers.cond is not None:
+        parts.append(rows_to_bytes(walkers.cond[index]))
     return torch.cat(parts, 1)
 
 
-def unpack_rows(rows: torch.Tensor, x_shape: tuple[int, ...], x_dtype: torch.dtype,
-                has_label: bool) -> WalkerState:
-    """The walkers :func:`pack_rows` packed, given the state's per-walker shape and dtype
-    (the receiver's own: every shard of a population has the same)."""
-    width = row_bytes(tuple(x_shape), x_dtype)
+def unpack_rows(rows: torch.Tensor, like: WalkerState) -> WalkerState:
+    """The walkers :func:`pack_rows` packed, laid out as ``like`` (the receiver's own
+    walkers: every shard of a population has the same state shape and dtype, label and
+    condition)."""
+    x_shape, x_dtype = tuple(like.x.shape[1:]), like.x.dtype
+    width = row_bytes(x_shape, x_dtype)
     log_weight = rows_from_bytes(rows[:, width:width + 8], (), torch.float64)
-    label = None
-    if has_label:
-        label = rows_from_bytes(rows[:, width + 8:width + 16], (), torch.int64)
-    return WalkerState(x=rows_from_bytes(rows[:, :width], tuple(x_shape), x_dtype),
-                       log_weight=log_weight, label=label)
+    at = width + 8
+    label = cond = None
+    if like.label is not None:
+        label = rows_from_bytes(rows[:, at:at + 8], (), torch.int64)
+        at += 8
+    if like.cond is not None:
+        shape = tuple(like.cond.shape[1:])
+        cond = rows_from_bytes(rows[:, at:at + row_bytes(shape, like.cond.dtype)], shape,
+                               like.cond.dtype)
+    return WalkerState(x=rows_from_bytes(rows[:, :width], x_shape, x_dtype),
+                       log_weight=log_weight, label=label, cond=cond)

@@ -24,16 +24,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from raybm.checkpoint import (atomic_write_text, checkpoint_step, set_latest,
-                              update_timings)
+from raybm.checkpoint import (atomic_write_text, checkpoint_step, replace_directory,
+                              set_latest, update_timings)
 from raybm.config import Config
 from raybm.distributed.cluster import (ClusterInfo, alive_nodes, check_reachable,
                                        cluster_info, requested_address, worker_nodes)
-from raybm.errors import InputError, RaybmError, error_from_record, find_raybm_error
+from raybm.distributed.fitdir import (NODES_FILE, PLACEMENT_GROUP, TIMES, raise_worker_error,
+                                     write_worker_error)
+from raybm.errors import InputError, RaybmError, find_raybm_error
 from raybm.interrupts import sigterm_as_interrupt
 
-WORKER_ERROR = "worker-error.json"
-NODES_FILE = "nodes.json"  # <run>/nodes.json: rank -> node of the last fit's worker group
 
 # Ray 2.60's core worker logs this at ERROR from Train's controller at every worker-group start:
 # Train's own PreemptionCallback hands the workers' actor handles to a restartable watcher
@@ -259,9 +259,6 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
     return final
 
 
-PLACEMENT_GROUP = "placement_group"
-
-
 def release_placement_groups(root: Path) -> int:
     """Remove the worker placement groups recorded under ``root`` (a fit's folder, or a run
     directory for all its fits); the number removed.
@@ -302,7 +299,6 @@ def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) 
     """Append where one fit's time went to ``<run>/timings.json``: starting the worker group
     (until rank 0 had its data and trainer), training, and tearing the group down."""
 
-    from raybm.distributed.worker import TIMES
 
     try:
         times = json.loads((fit_dir / TIMES).read_text())
@@ -314,24 +310,6 @@ def record_fit_times(run_dir: Path, fit_dir: Path, called: float, ended: float) 
            "first_update_s": None if first is None else first - times["ready"],
            "train_s": times["done"] - times["ready"], "teardown_s": ended - times["done"]}
     update_timings(run_dir, lambda record: record.setdefault("fits", []).append(fit))
-
-
-def write_worker_error(fit_dir: Path, record: dict[str, Any]) -> None:
-    """Rank ``r``'s raybm error, for the driver to raise (the first one written wins)."""
-
-    fit_dir.mkdir(parents=True, exist_ok=True)
-    path = fit_dir / WORKER_ERROR
-    if not path.exists():
-        atomic_write_text(path, json.dumps(record))
-
-
-def raise_worker_error(fit_dir: Path) -> None:
-    """Raise the raybm error a worker recorded (a bad input, a divergence), if any: it ended
-    every rank at once, so Ray did not retry what would fail again."""
-
-    path = fit_dir / WORKER_ERROR
-    if path.exists():
-        raise error_from_record(json.loads(path.read_text()))
 
 
 def _cause(err: BaseException) -> str:
@@ -365,12 +343,6 @@ def copy_checkpoint(source: Path, run_dir: Path) -> Path:
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
-    if target.exists():  # the same step again (a restarted group): the newer copy wins
-        old = target.with_name(f"{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, target)
+    replace_directory(tmp, target)  # the same step again (a restarted group): the newer wins
     set_latest(run_dir, target)
     return target

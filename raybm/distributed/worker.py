@@ -34,6 +34,7 @@ from raybm.checkpoint import (atomic_write_text, checkpoint_step, complete_check
                               find_checkpoint, write_common, write_shard)
 from raybm.config import Config, parse_config
 from raybm.distributed.cluster import SHARED_STORAGE_HINT, record_node, this_node
+from raybm.distributed.fitdir import PLACEMENT_GROUP, TIMES, write_worker_error
 from raybm.errors import InputError, RaybmError, error_record
 from raybm.data.load import load_data
 from raybm.train import Trainer, make_trainer, record_restore, run_updates
@@ -67,7 +68,6 @@ def report(step: int, metrics: dict[str, float], checkpoint: Path | None) -> Non
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
-TIMES = "rank0-times.json"
 FAULT_MODES = ("kill", "nan", "checkpoint", "hold")
 _FAULT_WORDS = {"kill": "killed", "nan": "poisoned with NaN", "checkpoint": "killed mid-checkpoint",
                 "hold": "held"}
@@ -192,8 +192,6 @@ def record_placement_group(fit_dir: Path) -> None:
     removed when the trial that started it is stopped (``launch.release_placement_groups``)."""
     from ray.util import get_current_placement_group
 
-    from raybm.distributed.launch import PLACEMENT_GROUP
-
     pg = get_current_placement_group()
     if pg is not None:
         fit_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +223,6 @@ def train_worker(cfg: dict[str, Any]) -> None:
 
     from raybm.algorithms.population import LOCAL
     from raybm.distributed.comm import TorchComm
-    from raybm.distributed.launch import write_worker_error
     from raybm.evaluate import live_metrics
 
     entered = time.time()

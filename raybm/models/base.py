@@ -82,6 +82,56 @@ class EnergyModel(nn.Module, ABC):
         """``d energy / dx`` per walker."""
         return self.energy_and_grad(x, cond)[1]
 
+    # ---- derivatives a second-order method needs (score matching, diffusion CD) ----------
+    # Autograd by default; a model with a closed form overrides them. With ``create_graph``
+    # the result keeps its graph into the parameters (a loss that differentiates it again);
+    # without, it is detached.
+
+    def score(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+              create_graph: bool = False) -> torch.Tensor:
+        """``-d energy / dx`` per walker, shaped like ``x``."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(xg, cond).sum(), xg,
+                                          create_graph=create_graph)
+        return -grad if create_graph else -grad.detach()
+
+    def laplacian(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                  create_graph: bool = False) -> torch.Tensor:
+        """``sum_i d^2 energy / dx_i^2`` per walker, ``(n,)``, exactly: one more backward
+        pass per coordinate of a walker (``d`` passes; :meth:`hutchinson_laplacian` costs one
+        per probe). Walkers are independent, so the sums over walkers separate."""
+        n = x.shape[0]
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(xg, cond).sum(), xg, create_graph=True)
+            grad = grad.reshape(n, -1)
+            total = torch.zeros(n, dtype=grad.dtype, device=grad.device)
+            for i in range(grad.shape[1]):
+                (row,) = torch.autograd.grad(grad[:, i].sum(), xg, retain_graph=True,
+                                             create_graph=create_graph)
+                total = total + row.reshape(n, -1)[:, i]
+        return total if create_graph else total.detach()
+
+    def hutchinson_laplacian(self, gen: torch.Generator, x: torch.Tensor,
+                             cond: torch.Tensor | None = None, n_probes: int = 1,
+                             create_graph: bool = False) -> torch.Tensor:
+        """Unbiased estimate of :meth:`laplacian`: the mean over ``n_probes`` Rademacher
+        vectors ``v`` of ``v^T (Hessian of the energy) v`` (Hutchinson 1989), one
+        Hessian-vector product per probe; the probes are drawn from ``gen``."""
+        n = x.shape[0]
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(xg, cond).sum(), xg, create_graph=True)
+            total = torch.zeros(n, dtype=grad.dtype, device=grad.device)
+            for _ in range(n_probes):
+                v = (torch.randint(0, 2, x.shape, generator=gen) * 2 - 1).to(grad.dtype)
+                (hv,) = torch.autograd.grad((grad * v).sum(), xg, retain_graph=True,
+                                            create_graph=create_graph)
+                total = total + (hv * v).reshape(n, -1).sum(-1)
+        total = total / n_probes
+        return total if create_graph else total.detach()
+
     def post_update(self) -> None:
         """Called after every optimizer step (nothing by default)."""
 

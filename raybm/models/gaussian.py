@@ -61,6 +61,12 @@ class GaussianEnergy(EnergyModel):
         scaled = self.log_precision.exp() * (_flat(x) - self.mean)
         return 0.5 * (scaled * (_flat(x) - self.mean)).sum(-1), scaled.view_as(x)
 
+    def laplacian(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                  create_graph: bool = False) -> torch.Tensor:
+        """Closed form: ``sum_i exp(log_precision_i)``, the same for every walker."""
+        total = self.log_precision.exp().sum().to(x.dtype).expand(x.shape[0])
+        return total if create_graph else total.detach()
+
     @torch.no_grad()
     def log_partition(self) -> float:
         lp = self.log_precision.double()
@@ -119,6 +125,20 @@ class GaussianMixtureEnergy(EnergyModel):
         r = torch.softmax(terms, -1)
         grad = (_flat(x) - r @ self.means.to(x.dtype)) / self.std**2
         return -torch.logsumexp(terms, -1), grad.view_as(x)
+
+    def laplacian(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                  create_graph: bool = False) -> torch.Tensor:
+        """Closed form: with ``g_k = (x - mean_k) / std^2`` and the responsibilities ``r``,
+
+            laplacian E = d / std^2 - (sum_k r_k |g_k|^2 - |sum_k r_k g_k|^2),
+
+        the trace of ``I / std^2`` less that of the covariance of ``g`` under ``r``."""
+        r = torch.softmax(self.component_log_terms(x), -1)
+        g = (_flat(x).unsqueeze(1) - self.means.to(x.dtype)) / self.std**2  # (n, K, d)
+        mean_g = (r.unsqueeze(-1) * g).sum(1)
+        spread = (r * g.square().sum(-1)).sum(-1) - mean_g.square().sum(-1)
+        total = self.means.shape[1] / self.std**2 - spread
+        return total if create_graph else total.detach()
 
     @torch.no_grad()
     def log_partition(self) -> float:

@@ -163,7 +163,7 @@ class _Langevin(KernelBase):
         increment), and the mean fraction of proposals kept (None for k = 0).
         ``E`` and ``grad E`` at the proposal are the next step's at the walker, so each step
         costs one ``energy_and_grad``."""
-        x, cond = state.x, state.label
+        x, cond = state.x, state.condition
         shape = (-1, *[1] * (x.dim() - 1))
         increment = torch.zeros(x.shape[0], dtype=torch.float64)
         # Summed on the device and read once per call: no host sync per step.

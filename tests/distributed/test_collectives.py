@@ -73,7 +73,7 @@ def shard_gradient(rank: int, world: int, kind: str, n_labels: int):
     shard_walkers = walkers.take(torch.arange(N_WALKERS)[mine])
     loss = loss_of(model, shard_walkers, shard_batch, comm)
     loss.backward()
-    total = sum_gradients(comm, model, loss.detach())
+    total = float(sum_gradients(comm, model, loss.detach()))
     return total, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 

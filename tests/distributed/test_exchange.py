@@ -67,12 +67,28 @@ def test_rows_pack_and_unpack_bit_exactly():
                     log_weight=torch.randn(9, generator=g, dtype=torch.float64) * 1e3,
                     label=torch.randint(0, 10, (9,), generator=g))
     index = torch.tensor([3, 3, 0, 8])
-    back = unpack_rows(pack_rows(w, index), (13,), torch.uint8, True)
+    back = unpack_rows(pack_rows(w, index), w)
     assert torch.equal(back.x, w.x[index])
     assert torch.equal(back.log_weight, w.log_weight[index])
     assert torch.equal(back.label, w.label[index])
-    no_label = unpack_rows(pack_rows(w.replace(label=None), index), (13,), torch.uint8, False)
+    unlabelled = w.replace(label=None)
+    no_label = unpack_rows(pack_rows(unlabelled, index), unlabelled)
     assert no_label.label is None and torch.equal(no_label.x, w.x[index])
+
+
+def test_a_float_condition_travels_bit_exactly_with_its_walker():
+    """A noise level (or time) per walker, float64 or a float32 vector: packed after the
+    label, unpacked bit for bit, with or without a label."""
+    g = torch.Generator().manual_seed(3)
+    index = torch.tensor([4, 1, 1, 6])
+    for cond in (torch.rand(7, generator=g, dtype=torch.float64) * 1e-300,
+                 torch.randn(7, 3, generator=g)):
+        for label in (None, torch.arange(7)):
+            w = WalkerState(torch.randn(7, 2, 2, generator=g), torch.randn(7, generator=g,
+                            dtype=torch.float64), label, cond)
+            back = unpack_rows(pack_rows(w, index), w)
+            assert torch.equal(back.cond, cond[index]) and back.cond.dtype == cond.dtype
+            assert (back.label is None) == (label is None) and torch.equal(back.x, w.x[index])
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -85,10 +101,10 @@ def test_rows_of_any_dtype_and_shape_pack_and_unpack_bit_exactly(state, labelled
         rows = pack_rows(w, index)
         assert rows.dtype == torch.uint8
         assert rows.shape == (len(index), w.x[0].numel() * w.x.element_size() + 8 + 8 * labelled)
-        assert_same_walkers(unpack_rows(rows, shape, dtype, labelled), w.take(index))
+        assert_same_walkers(unpack_rows(rows, w), w.take(index))
         # A one-row slice of a wider matrix starts at an odd byte: still unpacked exactly.
         padded = torch.cat([torch.zeros(len(index), 1, dtype=torch.uint8), rows], 1)
-        assert_same_walkers(unpack_rows(padded[:, 1:], shape, dtype, labelled), w.take(index))
+        assert_same_walkers(unpack_rows(padded[:, 1:], w), w.take(index))
 
 
 GLOO_CASES = [("float32", True), ("float32", False), ("image", True), ("image", False),
