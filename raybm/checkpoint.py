@@ -452,3 +452,20 @@ def checkpoint_digest(path: str | Path, rank: int = 0, world_size: int = 1) -> d
     optimizers = ckpt.state.get("optimizers") or {"energy": ckpt.state["optimizer"]}
     return state_digest(params, optimizers, ckpt.state.get("estimator") or {}, walkers,
                         generator)
+
+
+def write_restore_record(run_dir: Path, source: Path, step: int, rank: int, world_size: int,
+                         digest: dict[str, str]) -> Path:
+    """Write what a (re)started shard continued from: the checkpoint and the digest of the
+    state it holds right after restoring (``<run>/restores/``, one file per rank and start).
+    A PBT exploit is checked against its donor's checkpoint with it, bit for bit."""
+    import time
+
+    folder = Path(run_dir) / "restores"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"step_{step:08d}-{stamp}-{os.getpid()}-rank{rank:03d}.json"
+    atomic_write_text(path, json.dumps({
+        "source": str(source), "step": step, "rank": rank, "world_size": world_size,
+        "digest": digest}, indent=2))
+    return path

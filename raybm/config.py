@@ -703,10 +703,17 @@ def data_paths(config: Config) -> dict[str, Path]:
     return {key: Path(value) for key, value in values.items() if value is not None}
 
 
-def get_dotted(config: Config, key: str) -> Any:
+def get_dotted(config: Config, key: str, default: Any = None) -> Any:
+    """The value of a dotted key, through sections and dict-valued sections
+    (``optimizers.flow.lr``); ``default`` where a dict has no such entry."""
     node: Any = config
     for part in key.split("."):
-        node = getattr(node, part)
+        if isinstance(node, dict):
+            if part not in node:
+                return default
+            node = node[part]
+        else:
+            node = getattr(node, part)
     return node
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from raybm.errors import InputError
 
 if TYPE_CHECKING:
-    from raybm.config import OptimizerConfig
+    from raybm.config import Config, OptimizerConfig
 
 
 def schedule_factor(schedule: Any, step: int, horizon: int) -> float:
@@ -136,3 +136,22 @@ class ModuleOptimizer:
 
     def step(self) -> None:
         self.optimizer.step()
+
+
+def build_optimizers(config: Config, modules: dict[str, nn.Module]
+                     ) -> dict[str, ModuleOptimizer]:
+    """One optimizer per trained module: ``optimizer:`` for the energy, ``optimizers.<name>``
+    for a declared module (the section's defaults when the config leaves it out)."""
+    from raybm.config import OptimizerConfig
+
+    unknown = sorted(set(config.optimizers) - set(modules))
+    if unknown:
+        raise InputError(f"optimizers.{unknown[0]}", "", "not a trained module of this run "
+                         f"(its modules: {', '.join(modules)})")
+    out = {}
+    for name, module in modules.items():
+        section = "optimizer" if name == "energy" else f"optimizers.{name}"
+        c = config.optimizer if name == "energy" else config.optimizers.get(name,
+                                                                           OptimizerConfig())
+        out[name] = ModuleOptimizer.build(name, module, c, config.train.n_updates, section)
+    return out

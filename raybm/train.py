@@ -24,7 +24,6 @@ estimators, kernels, optimizers); the trainer holds the loop and its state.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,40 +36,22 @@ from raybm.algorithms.base import Batch, Phase, as_phase
 from raybm.algorithms.centering import Centering
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.registry import build_estimator
-from raybm.checkpoint import (atomic_write_text, load_checkpoint, save_checkpoint, set_latest,
-                              state_digest)
+from raybm.checkpoint import (load_checkpoint, save_checkpoint, set_latest, state_digest,
+                              write_restore_record)
 from raybm.config import Config
 from raybm.data.dataset import Dataset
-from raybm.errors import DivergenceError, InputError
+from raybm.data.minibatch import Minibatches
+from raybm.errors import DivergenceError
 from raybm.gradients import add_gradients, finite, sum_gradients
 from raybm.models.base import EnergyModel
 from raybm.models.build import build as build_model
-from raybm.optim import ModuleOptimizer
+from raybm.optim import build_optimizers
 from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 from raybm.threads import apply_threads
-from raybm.walkers import shard_sizes, shard_slice
+from raybm.walkers import shard_sizes
 
 ENERGY = "energy"  # the trained module every run has: the model
-
-
-def build_optimizers(config: Config, modules: dict[str, nn.Module]
-                     ) -> dict[str, ModuleOptimizer]:
-    """One optimizer per trained module: ``optimizer:`` for the energy, ``optimizers.<name>``
-    for a declared module (the section's defaults when the config leaves it out)."""
-    from raybm.config import OptimizerConfig
-
-    unknown = sorted(set(config.optimizers) - set(modules))
-    if unknown:
-        raise InputError(f"optimizers.{unknown[0]}", "", "not a trained module of this run "
-                         f"(its modules: {', '.join(modules)})")
-    out = {}
-    for name, module in modules.items():
-        section = "optimizer" if name == ENERGY else f"optimizers.{name}"
-        c = config.optimizer if name == ENERGY else config.optimizers.get(name,
-                                                                           OptimizerConfig())
-        out[name] = ModuleOptimizer.build(name, module, c, config.train.n_updates, section)
-    return out
 
 
 @dataclass
@@ -117,42 +98,18 @@ class Trainer:
             # draw on every rank, since it changes the parameters.
             self.walkers = self.estimator.start(generator(c.train.seed, "kick"), self.model,
                                                 self.walkers, c.model.start_kick)
-        n = self.train_set.n_samples
-        self.batch_size = min(c.train.batch_size, n)
-        self.batches_per_epoch = max(n // self.batch_size, 1)
-        self._perm_epoch = -1
+        self.minibatches = Minibatches(self.train_set, c.train.batch_size, c.train.seed,
+                                       self.population.world_size, self.population.rank,
+                                       use_labels)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         """The energy's optimizer."""
         return self.optimizers[ENERGY].optimizer
 
-    # ------------------------------------------------------------------ minibatches
-    def batch_rows(self, step: int) -> torch.Tensor:
-        """The rows of update ``step``'s whole minibatch: epoch permutations from
-        ``(seed, epoch)``, the same on every rank."""
-        epoch, index = divmod(step, self.batches_per_epoch)
-        if epoch != self._perm_epoch:
-            g = generator(self.config.train.seed, "minibatch", epoch)
-            self._perm = torch.randperm(self.train_set.n_samples, generator=g)
-            self._perm_epoch = epoch
-        return self._perm[index * self.batch_size : (index + 1) * self.batch_size]
-
     def batch(self, step: int, shard: bool = True) -> Batch:
-        """Update ``step``'s minibatch, or with ``shard`` this rank's slice of its rows
-        (normalised by the whole minibatch's weight)."""
-        rows = self.batch_rows(step)
-        ds = self.train_set
-        total = float(len(rows)) if ds.weights is None else float(ds.weights[rows].double().sum())
-        if shard:
-            rows = rows[shard_slice(len(rows), self.population.world_size, self.population.rank)]
-        use_labels = self.model.n_labels > 0
-        return Batch(
-            x=ds.x[rows],
-            label=ds.labels[rows] if use_labels else None,
-            weight=None if ds.weights is None else ds.weights[rows],
-            total_weight=total,
-        )
+        """Update ``step``'s minibatch, or with ``shard`` this rank's slice of it."""
+        return self.minibatches.batch(step, shard)
 
     # ------------------------------------------------------------------ one update
     def _time(self, part: str, t0: float) -> float:
@@ -359,20 +316,11 @@ def make_trainer(config: Config, train: Dataset, resume: Path | None = None,
 
 
 def record_restore(run_dir: Path, trainer: Trainer, source: Path) -> Path:
-    """Write what a (re)started shard continued from: the checkpoint and the digest of the
-    state it holds right after restoring (``<run>/restores/``, one file per rank and start).
-    A PBT exploit is checked against its donor's checkpoint with it, bit for bit."""
-    import json
-
+    """What a (re)started shard continued from, with the digest of the state it holds right
+    after restoring (``checkpoint.write_restore_record``)."""
     pop = trainer.population
-    folder = Path(run_dir) / "restores"
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"step_{trainer.step:08d}-{stamp}-{os.getpid()}-rank{pop.rank:03d}.json"
-    atomic_write_text(path, json.dumps({
-        "source": str(source), "step": trainer.step, "rank": pop.rank,
-        "world_size": pop.world_size, "digest": trainer.digest()}, indent=2))
-    return path
+    return write_restore_record(run_dir, source, trainer.step, pop.rank, pop.world_size,
+                                trainer.digest())
 
 
 def run_updates(

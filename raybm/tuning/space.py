@@ -291,12 +291,17 @@ def _field(base: Config, key: str):
     its keys are those of the base config's algorithm."""
     node, info = base, None
     for part in key.split("."):
+        if isinstance(node, dict):  # a dict-valued section (optimizers.<module>)
+            if part not in node:
+                return None
+            node = node[part]
+            continue
         fields = type(node).model_fields if isinstance(node, BaseModel) else None
         if not fields or part not in fields:
             return None
         info = fields[part]
         node = getattr(node, part)
-    return None if isinstance(node, BaseModel) else info
+    return None if isinstance(node, (BaseModel, dict)) else info
 
 
 def _is_int(info) -> bool:

@@ -166,9 +166,12 @@ def exploits(sweep_dir: Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def check_clone(sweep_dir: Path, uri: str) -> int:
+def check_clone(sweep_dir: Path, uri: str, key: str = "optimizer.lr") -> int:
     """Every exploit restored exactly the donor's checkpoint, and the exploited trial logged
-    its new hyperparameters from the next step on; returns the number of exploits."""
+    its new hyperparameters from the next step on; returns the number of exploits. ``key``:
+    the mutated learning rate (``optimizer.lr``, the energy's, or ``optimizers.<m>.lr``)."""
+    parts = key.split(".")
+    module = "energy" if parts[0] == "optimizer" else parts[1]
     found = exploits(sweep_dir)
     for record, info in found:
         trial_dir = record.parent.parent
@@ -190,14 +193,16 @@ def check_clone(sweep_dir: Path, uri: str) -> int:
         if not later:
             continue
         nxt = load_checkpoint(later[0])
-        lr = nxt.meta["config"]["optimizer"]["lr"]
+        lr = nxt.meta["config"]
+        for part in parts:
+            lr = lr[part]
         # applied, not only said
-        assert nxt.state["optimizers"]["energy"]["param_groups"][0]["lr"] == lr
+        assert nxt.state["optimizers"][module]["param_groups"][0]["lr"] == lr
         run_id = (trial_dir / "mlflow_run_id").read_text().strip()
         # Every value logged at each step: async PBT can run a step twice (a later exploit
         # from an older donor checkpoint logs it again with other values).
         hp: dict[int, list[float]] = {}
-        for s, v in steps(uri, run_id, "hp/optimizer.lr"):
+        for s, v in steps(uri, run_id, f"hp/{key}"):
             hp.setdefault(s, []).append(v)
         after = [s for s in sorted(hp) if step < s <= nxt.step]
         assert after and all(any(v == pytest.approx(lr) for v in hp[s]) for s in after)
@@ -221,6 +226,42 @@ def test_pbt_exploit_clones_the_donor_bit_for_bit(tmp_path, ray_session, monkeyp
                         param_space={"optimizer.lr": {"grid_search": [0.0002, 0.1]}})
     summary = tune_sweep(space, out=tmp_path / "pbt")
     assert check_clone(tmp_path / "pbt", summary.tracking_uri) >= 1
+    kids = children(summary.tracking_uri, summary.parent_run_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_pbt_exploit_clones_both_trained_modules_of_a_plugin_method(tmp_path, ray_session,
+                                                                     monkeypatch):
+    """A method that exists only in the test files (``plugins:``), with a second trained
+    module (an affine flow) at its own rate: Tune's trials import the plugin, and an exploit
+    restores both modules' parameters and both optimizers' states bit for bit (the restore
+    digest covers every module), then trains at the mutated rates."""
+    from raybm.tuning.sweep import tune_sweep
+
+    monkeypatch.chdir(tmp_path)
+    base = {"plugins": ["tests.algorithms.plugin_estimators"],
+            "data": {"format": "gaussian_mixture",
+                     "mixture": {"dim": 3, "n_samples": 400, "centers": [[-2.0], [2.0]]}},
+            "model": {"kind": "gaussian_mixture", "n_components": 2},
+            "sampler": {"name": "ula", "step_size": 0.05},
+            "algorithm": {"name": "pcd_affine_flow", "k": 2, "n_walkers": 101},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "optimizers": {"flow": {"name": "adam", "lr": 0.05}},
+            "train": {"n_updates": 60, "batch_size": 50, "log_every": 10,
+                      "checkpoint_every": 20, "threads": 1},
+            "distributed": {"workers": 0}}
+    scheduler = {**PBT_CLONE, "hyperparam_mutations": {
+        "optimizers.flow.lr": {"loguniform": [0.001, 0.3]}}}
+    space = write_space(tmp_path / "space.yaml", base=base, scheduler=scheduler,
+                        metric="flow_nll", mode="min",
+                        param_space={"optimizers.flow.lr": {"grid_search": [0.0005, 0.1]}})
+    summary = tune_sweep(space, out=tmp_path / "pbt")
+    assert check_clone(tmp_path / "pbt", summary.tracking_uri, "optimizers.flow.lr") >= 1
+    for record, info in exploits(tmp_path / "pbt"):
+        ckpt = load_checkpoint(info["source"])
+        assert set(ckpt.state["optimizers"]) == {"energy", "flow"}
+        assert set(ckpt.state["modules"]) == {"flow"}
     kids = children(summary.tracking_uri, summary.parent_run_id)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
 
