@@ -303,16 +303,17 @@ AlgorithmConfig = Annotated[
     KStepConfig | PCDConfig | CDConfig | JarzynskiConfig, Field(discriminator="name")]
 
 
-def register_algorithm_config(section: type[_AlgorithmOptions]) -> None:
-    """Add an algorithm's config section to the ``algorithm:`` union (an estimator
-    registered by a plugin: ``algorithms.registry.register``); configs validated from now on
-    accept its ``name`` and keys."""
+def register_section(section: str, member: type[BaseModel]) -> None:
+    """Add a member to a tagged section's union (``algorithm``, ``model`` or ``sampler``: an
+    estimator, a model kind or a kernel a plugin registers); configs validated from now on
+    accept its tag and keys."""
     from pydantic.fields import FieldInfo
 
-    ALGORITHM_CONFIGS[section.model_fields["name"].default] = section
-    union = Annotated[Union[tuple(ALGORITHM_CONFIGS.values())], Field(discriminator="name")]
-    Config.model_fields["algorithm"] = FieldInfo.merge_field_infos(
-        Config.model_fields["algorithm"], annotation=union)
+    tag, _, members = TAGGED_SECTIONS[section]
+    members[member.model_fields[tag].default] = member
+    union = Annotated[Union[tuple(members.values())], Field(discriminator=tag)]
+    Config.model_fields[section] = FieldInfo.merge_field_infos(
+        Config.model_fields[section], annotation=union)
     Config.model_rebuild(force=True)
 
 

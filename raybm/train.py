@@ -80,6 +80,8 @@ class Trainer:
         extra = self.estimator.build_modules(generator(c.train.seed, "modules"), self.model,
                                              self.train_set)
         self.modules: dict[str, nn.Module] = {ENERGY: self.model, **extra}
+        # The kernel again, now that it can see the modules (a flow proposing its moves).
+        self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules)
         self.optimizers = build_optimizers(c, self.modules)
         self.phases: list[Phase] = [as_phase(p) for p in self.estimator.phases]
         use_labels = self.model.n_labels > 0

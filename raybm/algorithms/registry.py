@@ -29,14 +29,14 @@ def register(estimator: type[Estimator], section: type) -> None:
     """Register a new algorithm: its estimator under ``estimator.name`` and its ``algorithm:``
     config section (a subclass of the config's algorithm options whose ``name`` is that
     name). What a plugin module (``raybm.plugins``) calls; nothing else changes to add one."""
-    from raybm.config import register_algorithm_config
+    from raybm.config import register_section
 
     name = estimator.name
     if section.model_fields["name"].default != name:
         raise ValueError(f"the config section of {name!r} is named "
                          f"{section.model_fields['name'].default!r}")
     ESTIMATORS[name] = estimator
-    register_algorithm_config(section)
+    register_section("algorithm", section)
 
 
 def estimator_class(name: str) -> type[Estimator]:

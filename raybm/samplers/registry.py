@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from torch import nn
+
+from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.samplers.langevin import MALA, ULA
@@ -12,14 +15,31 @@ from raybm.samplers.langevin import MALA, ULA
 if TYPE_CHECKING:
     from raybm.config import SamplerConfig
 
-KERNELS: dict[str, Callable[["SamplerConfig"], Kernel]] = {
-    "gibbs": lambda c: GibbsKernel(c.precision),
-    "ula": lambda c: ULA(c.step_size, None if c.box is None else tuple(c.box)),
-    "mala": lambda c: MALA(c.step_size, None if c.box is None else tuple(c.box),
-                           target_acceptance=c.target_acceptance, adapt_rate=c.adapt_rate),
+KERNELS: dict[str, Callable[..., Kernel]] = {
+    "gibbs": lambda c, model, modules: GibbsKernel(c.precision),
+    "ula": lambda c, model, modules: ULA(c.step_size, None if c.box is None else tuple(c.box)),
+    "mala": lambda c, model, modules: MALA(c.step_size, None if c.box is None else tuple(c.box),
+                                           target_acceptance=c.target_acceptance,
+                                           adapt_rate=c.adapt_rate),
 }
 
 
-def build_kernel(sampler: SamplerConfig) -> Kernel:
-    """The kernel a ``sampler:`` config section describes."""
-    return KERNELS[sampler.name](sampler)
+def build_kernel(sampler: SamplerConfig, model: EnergyModel | None = None,
+                 modules: dict[str, nn.Module] | None = None) -> Kernel:
+    """The kernel a ``sampler:`` config section describes. A builder sees the run's model and
+    trained modules (a flow that proposes moves is one of them): the trainer builds the kernel
+    once more when the estimator has built its modules, so a builder must also accept none
+    (``{}``: before then, or where a kernel is built outside a run)."""
+    return KERNELS[sampler.name](sampler, model, modules or {})
+
+
+def register(name: str, section: type, builder: Callable[..., Kernel]) -> None:
+    """Register a new kernel: its ``sampler:`` config section (``name`` its tag) and its
+    builder ``(section, model, modules) -> Kernel``. What a plugin module calls."""
+    from raybm.config import register_section
+
+    if section.model_fields["name"].default != name:
+        raise ValueError(f"the config section of {name!r} is named "
+                         f"{section.model_fields['name'].default!r}")
+    KERNELS[name] = builder
+    register_section("sampler", section)

@@ -5,6 +5,8 @@ registration (``raybm.algorithms.registry.register``), named by a config's ``plu
   diagonal Gaussian ``N(mean, exp(2 log_scale))``) fitted by maximum likelihood to the
   walkers, in two phases of its own per energy phase ("two flow steps per energy step") at
   its own rate (``optimizers.flow``).
+- ``flow_ula`` (a kernel, ``sampler.name``): ULA whose walkers start as draws of the run's
+  ``flow`` module, which its builder is handed (``samplers.registry.register``).
 - ``pcd_analytic``: PCD for Bernoulli RBMs without labels whose estimate hands the trainer the
   gradient in closed form instead of a surrogate loss,
 
@@ -25,7 +27,9 @@ from torch import nn
 from raybm.algorithms.base import Batch, Estimate, Phase
 from raybm.algorithms.contrastive import PersistentContrastiveDivergence
 from raybm.algorithms.registry import ESTIMATORS, register
-from raybm.config import PCDConfig
+from raybm.config import PCDConfig, ULASamplerConfig
+from raybm.samplers import registry as kernels
+from raybm.samplers.langevin import ULA
 from raybm.walkers import WalkerState
 
 
@@ -116,7 +120,34 @@ class AnalyticPCD(PersistentContrastiveDivergence):
         return Estimate(None, walkers, moved.metrics(), grads={"energy": grads})
 
 
+class FlowULAConfig(ULASamplerConfig):
+    name: Literal["flow_ula"] = "flow_ula"
+
+
+@dataclass(frozen=True)
+class FlowStartULA(ULA):
+    """ULA whose walkers start as draws of the affine flow (a trained module of the run)."""
+
+    flow: AffineFlow | None = None
+    name: ClassVar[str] = "flow_ula"
+
+    @property
+    def start(self) -> str:
+        return "the run's flow"
+
+    @torch.no_grad()
+    def init(self, gen, model, n, label=None, shape=None) -> WalkerState:
+        z = torch.randn((n, self.flow.mean.numel()), generator=gen)
+        x = self.flow.mean + torch.exp(self.flow.log_scale) * z
+        return WalkerState.unweighted(x.reshape(n, *model.event_shape), label)
+
+
 for _estimator, _section in ((AffineFlowPCD, AffineFlowPCDConfig),
                              (AnalyticPCD, AnalyticPCDConfig)):
     if _estimator.name not in ESTIMATORS:
         register(_estimator, _section)
+if "flow_ula" not in kernels.KERNELS:
+    kernels.register("flow_ula", FlowULAConfig,
+                     # The flow where the run has built it (modules are {} before then).
+                     lambda c, model, modules: FlowStartULA(c.step_size,
+                                                            flow=modules.get("flow")))

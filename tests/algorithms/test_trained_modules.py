@@ -207,3 +207,16 @@ def test_what_a_new_method_reports_and_plots_comes_from_its_declarations(tmp_pat
                                 + ["train.n_updates=10", f"tracking.uri={uri}"]),
                     out=tmp_path / "run")
     assert (run.run_dir / "artifacts" / "flow.png").stat().st_size > 5_000
+
+
+def test_a_kernel_registered_by_a_plugin_is_built_with_the_runs_modules():
+    """A new kernel is a registration too, and its builder sees the trained modules: here
+    ULA whose walkers start as draws of the run's flow."""
+    config, trainer = flow_trainer(["sampler.name=flow_ula", "train.n_updates=6"])
+    kernel = trainer.estimator.kernel
+    assert kernel.name == "flow_ula" and kernel.flow is trainer.modules["flow"]
+    flow = trainer.modules["flow"]
+    x = trainer.walkers.x.double()  # the start: N(mean, diag(scale^2)) of the flow
+    assert torch.allclose(x.mean(0), flow.mean.double().detach(), atol=4 / 301**0.5)
+    run_updates(trainer, 6)
+    assert trainer.step == 6
