@@ -417,14 +417,31 @@ def tensor_digest(*tensors: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
+def optimizer_states(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each trained module's optimizer state of a checkpoint's ``state.pt`` (formats 1 and
+    2 kept the energy's alone, as ``optimizer``)."""
+    return state.get("optimizers") or {"energy": state["optimizer"]}
+
+
+def kernel_state(state: dict[str, Any]) -> dict[str, float]:
+    """The kernel's state of a checkpoint's ``state.pt`` (format 2 kept MALA's adapted step
+    size at the top level)."""
+    if "kernel" in state:
+        return state["kernel"]
+    return {"step_size": float(state["step_size"])} if "step_size" in state else {}
+
+
 def state_digest(model_state: dict[str, torch.Tensor],
                  optimizer_states: dict[str, dict[str, Any]],
                  estimator_state: dict[str, Any], walkers: WalkerState | None,
-                 generator: torch.Tensor | None) -> dict[str, str]:
+                 generator: torch.Tensor | None,
+                 kernel: dict[str, float] | None = None) -> dict[str, str]:
     """SHA-256 of each part of one shard's training state, for bit-for-bit comparisons (a PBT
     exploit must continue from exactly the donor's checkpoint): ``model_state`` every trained
-    module's parameters, ``optimizer_states`` each module's optimizer state by name. The
-    optimizers' hyperparameters are left out: an exploit changes them on purpose."""
+    module's parameters, ``optimizer_states`` each module's optimizer state by name, the
+    estimator's and the kernel's state, the walkers (state, label, condition), log-weights
+    and generator. The optimizers' hyperparameters are left out: an exploit changes them on
+    purpose."""
     opt_tensors = []
     for name in sorted(optimizer_states):
         opt = optimizer_states[name].get("state", {})
@@ -434,7 +451,9 @@ def state_digest(model_state: dict[str, torch.Tensor],
         "parameters": tensor_digest(*(model_state[k] for k in sorted(model_state))),
         "optimizer": tensor_digest(*opt_tensors),
         "estimator": json.dumps(estimator_state, sort_keys=True, default=str),
-        "walkers": tensor_digest(*([] if walkers is None else [walkers.x, walkers.label])),
+        "kernel": json.dumps(kernel or {}, sort_keys=True),
+        "walkers": tensor_digest(*([] if walkers is None
+                                   else [walkers.x, walkers.label, walkers.cond])),
         "log_weight": tensor_digest(*([] if walkers is None else [walkers.log_weight])),
         "generator": tensor_digest(generator),
     }
@@ -449,9 +468,8 @@ def checkpoint_digest(path: str | Path, rank: int = 0, world_size: int = 1) -> d
     params = {f"energy.{k}": v for k, v in ckpt.model.state_dict().items()}
     for name, module in (ckpt.state.get("modules") or {}).items():
         params.update({f"{name}.{k}": v for k, v in module.items()})
-    optimizers = ckpt.state.get("optimizers") or {"energy": ckpt.state["optimizer"]}
-    return state_digest(params, optimizers, ckpt.state.get("estimator") or {}, walkers,
-                        generator)
+    return state_digest(params, optimizer_states(ckpt.state), ckpt.state.get("estimator") or {},
+                        walkers, generator, kernel_state(ckpt.state))
 
 
 def write_restore_record(run_dir: Path, source: Path, step: int, rank: int, world_size: int,

@@ -211,8 +211,7 @@ def _print_summary(summary) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     from raybm.models.rbm import RBM
     from raybm.run import load_run
-    from raybm.sampling import draw, default_chain_length, run_kernel
-    from raybm.streams import generator
+    from raybm.sampling import draw_run
 
     _positive(args.n, "--n")
     _positive(args.k, "--k")
@@ -230,9 +229,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_output_file(out, "--out")
     if args.seed < 0 or args.seed > 2**31 - 1:
         raise InputError("--seed", "", f"must be in 0..{2**31 - 1}, got {args.seed}")
-    drawn = draw(generator(args.seed, "sample"), model, run_kernel(config, ckpt), args.n,
-                 source=args.source, walkers=ckpt.walkers, k=args.k,
-                 default_k=default_chain_length(config), label=args.label, step=ckpt.step)
+    drawn = draw_run(config, ckpt, args.n, source=args.source, k=args.k, label=args.label,
+                     seed=args.seed)
     x, label = drawn.x, drawn.label
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")

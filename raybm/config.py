@@ -304,9 +304,9 @@ AlgorithmConfig = Annotated[
 
 
 def register_section(section: str, member: type[BaseModel]) -> None:
-    """Add a member to a tagged section's union (``algorithm``, ``model`` or ``sampler``: an
-    estimator, a model kind or a kernel a plugin registers); configs validated from now on
-    accept its tag and keys."""
+    """Add a member to a tagged section's union (``algorithm`` or ``sampler``: the config of
+    an estimator or a kernel a plugin registers); configs validated from now on accept its
+    tag and keys."""
     from pydantic.fields import FieldInfo
 
     tag, _, members = TAGGED_SECTIONS[section]
@@ -424,8 +424,9 @@ class TrainConfig(_Section):
     n_updates: int = Field(3000, gt=0, json_schema_extra=TUNE)
     batch_size: int = Field(100, gt=0, json_schema_extra=TUNE)
     seed: int = Field(0, ge=0, le=SEED_MAX)  # generators derive streams from it in int64
-    log_every: int = Field(50, gt=0, json_schema_extra=TUNE)
-    checkpoint_every: int = Field(1000, gt=0, json_schema_extra=TUNE)
+    # (Resumable, never mutated by PBT: every trial reports and checkpoints at the same steps.)
+    log_every: int = Field(50, gt=0, json_schema_extra=RESUME)
+    checkpoint_every: int = Field(1000, gt=0, json_schema_extra=RESUME)
     eval_t: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1, 10, 100, 1000],
                                                       json_schema_extra=TUNE)
     eval_samples: int = Field(1000, ge=2, json_schema_extra=TUNE)  # the generation scores compare >= 2 samples

@@ -198,6 +198,7 @@ def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> d
     against this before a sweep starts.) Read from declarations: the estimator's losses and
     diagnostics (``Estimator.reported``), the kernel's (``info_names``), the trained modules'
     learning rates, and what the model's family of metrics gives for its shapes."""
+    from raybm.algorithms.base import ENERGY
     from raybm.algorithms.registry import build_estimator
     from raybm.models.build import shaped
     from raybm.samplers.registry import build_kernel
@@ -208,7 +209,7 @@ def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> d
     out = {"step": "live", "updates_per_s": "live"}
     out |= dict.fromkeys(estimator.reported(model), "live")
     out |= dict.fromkeys(estimator.kernel.info_names, "live")
-    out |= {f"lr/{name}": "live" for name in ("energy", *estimator.modules)}
+    out |= {f"lr/{name}": "live" for name in (ENERGY, *estimator.modules)}
     log_z_live = "log_z" in out  # a running log Z: read as a test log-likelihood
     if not isinstance(model, RBM):
         from raybm.metrics.continuous import continuous_reported

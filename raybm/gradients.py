@@ -23,19 +23,21 @@ from raybm.algorithms.population import Population
 def sum_gradients(population: Population, parameters: nn.Module | Iterable[nn.Parameter],
                   loss: torch.Tensor) -> torch.Tensor:
     """Sum ``parameters``' ``.grad`` (a module's, or a list) and ``loss`` over the ranks in
-    place; the summed loss, a 0-d float64 tensor (read on the host only when logged)."""
+    place; the summed loss, a 0-d float64 tensor (on several ranks the presence flags are
+    read on the host once per call)."""
     params = list(parameters.parameters() if isinstance(parameters, nn.Module)
                   else parameters)
     if population.world_size == 1:
         return loss.detach().double()
+    device = params[0].device if params else loss.device
     parts, flags = [], []
     for p in params:
         present = p.grad is not None
         parts.append(p.grad.reshape(-1).double() if present
                      else torch.zeros(p.numel(), dtype=torch.float64, device=p.device))
         flags.append(1.0 if present else 0.0)
-    flat = torch.cat(parts + [torch.tensor(flags, dtype=torch.float64, device=loss.device),
-                              loss.detach().double().reshape(1)])
+    flat = torch.cat(parts + [torch.tensor(flags, dtype=torch.float64, device=device),
+                              loss.detach().double().reshape(1).to(device)])
     population.all_reduce_(flat)
     offset = 0
     presence = flat[-1 - len(params):-1].tolist()

@@ -5,11 +5,12 @@ The energy's section is ``optimizer:``; a module an estimator declares (a flow, 
 variate) has its own under ``optimizers.<name>``. Every hyperparameter is set from the config
 before every step (:meth:`ModuleOptimizer.prepare`): a continued run (``--resume --set``, a
 PBT exploit) trains with the config's values, never with those a restored optimizer state
-carries, and a schedule is a pure function of the update index, so a resumed run continues
-it exactly.
+carries, and a schedule is a pure function of the update index and its horizon, so a resumed
+run continues it exactly (a run records a decaying schedule's horizon when it starts:
+``run.resolve_paths``).
 
 Schedules (``optimizer.schedule``), as factors of the base rate at update ``s`` (0-based) of a
-horizon ``T`` (``schedule.updates``, default ``train.n_updates``):
+horizon ``T`` (``schedule.updates``; a run's ``train.n_updates`` when it starts):
 
     warm-up:   (s + 1) / W                        for s < W  (W = ``warmup``)
     decay:     p = clamp((s - s0) / (T - s0), 0, 1),  s0 = ``start`` * T
@@ -111,7 +112,7 @@ class ModuleOptimizer:
         factor = schedule_factor(c.schedule, step, self.horizon)
         for group in self.optimizer.param_groups:
             base = c.param_lr.get(group.get("name"), c.lr)
-            group["lr"] = base if factor == 1.0 else base * factor
+            group["lr"] = base * factor  # exactly base when the factor is 1.0
             group["weight_decay"] = c.weight_decay
             if "momentum" in group:
                 group["momentum"] = c.momentum
@@ -142,6 +143,7 @@ def build_optimizers(config: Config, modules: dict[str, nn.Module]
                      ) -> dict[str, ModuleOptimizer]:
     """One optimizer per trained module: ``optimizer:`` for the energy, ``optimizers.<name>``
     for a declared module (the section's defaults when the config leaves it out)."""
+    from raybm.algorithms.base import ENERGY
     from raybm.config import OptimizerConfig
 
     unknown = sorted(set(config.optimizers) - set(modules))
@@ -150,8 +152,8 @@ def build_optimizers(config: Config, modules: dict[str, nn.Module]
                          f"(its modules: {', '.join(modules)})")
     out = {}
     for name, module in modules.items():
-        section = "optimizer" if name == "energy" else f"optimizers.{name}"
-        c = config.optimizer if name == "energy" else config.optimizers.get(name,
-                                                                           OptimizerConfig())
+        section = "optimizer" if name == ENERGY else f"optimizers.{name}"
+        c = config.optimizer if name == ENERGY else config.optimizers.get(name,
+                                                                         OptimizerConfig())
         out[name] = ModuleOptimizer.build(name, module, c, config.train.n_updates, section)
     return out

@@ -1,6 +1,7 @@
-"""Plugins: modules a config names (``plugins:``) that register estimators beyond the
-built-in ones (``raybm.algorithms.registry.register``), so that a new training method arrives
-as its own files plus a registration, without an edit to the trainer.
+"""Plugins: modules a config names (``plugins:``) that register estimators and kernels beyond
+the built-in ones (``raybm.algorithms.registry.register``, ``raybm.samplers.registry.register``),
+so that a new training method arrives as its own files plus a registration, without an edit
+to the trainer.
 
 A config is validated wherever it goes (the driver, each Ray worker, each Tune trial), and
 every validation imports its plugins first; a Ray worker group also gets their import roots

@@ -35,8 +35,8 @@ from raybm.checkpoint import (
     ray_checkpoints,
 )
 from raybm.algorithms.registry import estimator_class
-from raybm.config import (PATH_KEYS, Config, check_resumable, config_from, data_paths,
-                          dump_config, get_dotted, parse_config, read_config_file,
+from raybm.config import (PATH_KEYS, Config, OptimizerConfig, check_resumable, config_from,
+                          data_paths, dump_config, get_dotted, parse_config, read_config_file,
                           with_values)
 from raybm.data.dataset import Dataset
 from raybm.distributed.cluster import check_shared_paths, node_tags, requested_address, this_node
@@ -107,10 +107,24 @@ def resolve_paths(config: Config, base: str | Path | None = None) -> Config:
 
     values["tracking.uri"] = resolve_uri(config.tracking.uri, base)
     a = config.algorithm
-    if a.n_walkers is None and estimator_class(a.name).persistent:
+    estimator = estimator_class(a.name)
+    if a.n_walkers is None and estimator.persistent:
         # Recorded explicitly: a later change of train.batch_size must not seem to resize the
         # population that the checkpoints hold.
         values["algorithm.n_walkers"] = config.train.batch_size
+    # Every trained module's optimizer section written out (a resume may then set any of its
+    # keys), and each decaying schedule's horizon recorded: a resume that raises
+    # train.n_updates continues the schedule instead of stretching it.
+    sections = {"optimizer": config.optimizer}
+    for name in estimator.modules:
+        section = config.optimizers.get(name)
+        if section is None:
+            section = OptimizerConfig()
+            values[f"optimizers.{name}"] = section.model_dump()
+        sections[f"optimizers.{name}"] = section
+    for key, section in sections.items():
+        if section.schedule.name != "constant" and section.schedule.updates is None:
+            values[f"{key}.schedule.updates"] = config.train.n_updates
     return with_values(config, values, "<resolved>")
 
 
@@ -226,7 +240,8 @@ def plan_run(config: Config | None = None, out: str | Path | None = None,
             raise InputError("--set" if set_here else source, "train.n_updates",
                              f"{new.train.n_updates}: the run is at update {step} already, so "
                              "there is nothing to train; raise it, e.g. --set "
-                             f"train.n_updates={step + new.train.n_updates}")
+                             f"train.n_updates={step + new.train.n_updates} (raybm eval "
+                             "evaluates the run as it is)")
         return plan
     config = resolve_paths(config or Config())
     run_dir = (Path(out) if out is not None
@@ -343,16 +358,18 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
 def fit_run(active: ActiveRun, on_report: Reporter | None = None,
             extra_metrics: Callable[[], dict[str, float]] | None = None,
             cpus_per_worker: float | None = None,
-            gpus_per_worker: float | None = None) -> tuple[Path, object]:
+            gpus_per_worker: float | None = None,
+            cores: int | None = None) -> tuple[Path, object]:
     """Train to ``train.n_updates``; the final checkpoint and model.
 
     ``on_report`` gets the live metrics every ``log_every`` updates and the path of every
     checkpoint; ``extra_metrics`` adds values to every log (a Tune trial's ``hp/*``);
     ``cpus_per_worker`` / ``gpus_per_worker`` is what each Ray worker reserves (default: the
-    cluster's CPUs shared, one GPU with ``distributed.use_gpu``).
+    cluster's CPUs shared, one GPU with ``distributed.use_gpu``); ``cores``: the CPUs an
+    in-process fit holds (``train.threads: auto``; default: what this process may use).
     """
     if active.workers == 0:
-        return _fit_in_process(active, on_report, extra_metrics)
+        return _fit_in_process(active, on_report, extra_metrics, cores)
     from raybm.distributed.launch import fit
 
     relay = None
@@ -389,7 +406,8 @@ def _tag_nodes(active: ActiveRun) -> None:
 
 
 def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
-                    extra_metrics: Callable[[], dict[str, float]] | None):
+                    extra_metrics: Callable[[], dict[str, float]] | None,
+                    cores: int | None = None):
     """``distributed.workers: 0``: the whole population in this process, no Ray."""
     from raybm.evaluate import live_metrics
 
@@ -397,7 +415,8 @@ def _fit_in_process(active: ActiveRun, on_report: Reporter | None,
     node = this_node()
     if node is not None:  # a Tune trial training in its own process, on some node
         tracker.set_tags(node_tags({0: node}))
-    trainer = make_trainer(config, active.plan.train_set, resume=active.plan.resume_from)
+    trainer = make_trainer(config, active.plan.train_set, resume=active.plan.resume_from,
+                           cores=cores)
     if active.plan.resume_from is not None:
         record_restore(active.run_dir, trainer, active.plan.resume_from)
     logged: dict[int, dict[str, float]] = {}
@@ -512,8 +531,11 @@ def _final_update_info(estimator, ckpt: Checkpoint, model, test,
     info = estimator.update_info(model, ckpt.walkers)
     if not info:
         return {}
-    live = live_metrics(model, test, info)
-    return {k: v for k, v in live.items() if k not in evaluated}
+    # The reported values and what they give (a log Z gives a test log-likelihood): the keys
+    # the live metrics have with them and not without.
+    live, without = live_metrics(model, test, info), live_metrics(model, test, {})
+    return {k: v for k, v in live.items()
+            if (k in info or k not in without) and k not in evaluated}
 
 
 def _curves_plot(tracker, directory: Path, names: list[str], filename: str,

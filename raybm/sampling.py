@@ -94,12 +94,13 @@ def _walkers(gen: torch.Generator, walkers: WalkerState | None, n: int,
     at = "" if step is None else f" at update {step}"
     log_weight = walkers.log_weight.double()
     if bool((log_weight == log_weight[0]).all()):
-        # Unweighted (PCD): distinct walkers while there are enough, else with replacement.
+        # Equal weights (PCD's, or Jarzynski's right after a resampling): distinct walkers
+        # while there are enough, else with replacement.
         rows = (torch.randperm(total, generator=gen)[:n] if n <= total
                 else torch.randint(total, (n,), generator=gen))
         how = (f"{'distinct' if n <= total else 'with replacement from'} persistent walkers "
-               f"of the run's {total}{at} (unweighted: the model where their chains have "
-               "mixed)")
+               f"of the run's {total}{at} (equal weights: the model as far as the walkers "
+               "represent it)")
     else:
         # Independent draws from the weighted walkers: systematic resampling (training's
         # default) has less variance per draw, but its draws are not independent (with
@@ -132,15 +133,36 @@ def _chains(gen: torch.Generator, model: EnergyModel, kernel: Kernel, n: int, k:
     return Samples(state.x, labels, how, "chains")
 
 
-def run_kernel(config, checkpoint) -> Kernel:
-    """The kernel a run trained with, in the state its checkpoint left it (an adapted MALA
-    step size goes on)."""
+def run_modules(config, checkpoint) -> dict:
+    """The run's trained modules as its checkpoint holds them: the energy, and those its
+    estimator declares (rebuilt as the trainer builds them, then loaded)."""
+    from raybm.algorithms.registry import build_estimator, estimator_class
     from raybm.samplers.registry import build_kernel
 
-    kernel = build_kernel(config.sampler)
-    state = checkpoint.state.get("kernel")
-    if state is None and "step_size" in checkpoint.state:  # format 2: MALA's adapted step
-        state = {"step_size": float(checkpoint.state["step_size"])}
+    modules = {"energy": checkpoint.model}
+    if not estimator_class(config.algorithm.name).modules:
+        return modules
+    from raybm.data.load import load_data
+    from raybm.streams import generator
+
+    estimator = build_estimator(config.algorithm, build_kernel(config.sampler),
+                                config.train.seed)
+    train, _ = load_data(config)
+    extra = estimator.build_modules(generator(config.train.seed, "modules"), checkpoint.model,
+                                    train)
+    for name, module in extra.items():
+        module.load_state_dict(checkpoint.state["modules"][name])
+    return modules | extra
+
+
+def run_kernel(config, checkpoint) -> Kernel:
+    """The kernel a run trained with, built with its model and trained modules, in the state
+    its checkpoint left it (an adapted MALA step size goes on)."""
+    from raybm.checkpoint import kernel_state
+    from raybm.samplers.registry import build_kernel
+
+    kernel = build_kernel(config.sampler, checkpoint.model, run_modules(config, checkpoint))
+    state = kernel_state(checkpoint.state)
     return kernel.with_state(state) if state else kernel
 
 
@@ -155,14 +177,21 @@ def default_chain_length(config) -> int:
     return config.train.eval_k_long
 
 
-def sample_run(run, n: int, *, source: str = "auto", k: int | None = None,
-               label: int | None = None, seed: int = 0) -> Samples:
-    """``n`` samples of the run directory (or checkpoint) ``run``, drawn as
-    :func:`draw` says, with the run's own kernel and walkers."""
-    from raybm.run import load_run
+def draw_run(config, checkpoint, n: int, *, source: str = "auto", k: int | None = None,
+             label: int | None = None, seed: int = 0) -> Samples:
+    """``n`` samples of a run (its config and a checkpoint), drawn as :func:`draw` says,
+    with the run's own kernel, modules and walkers."""
     from raybm.streams import generator
 
+    return draw(generator(seed, "sample"), checkpoint.model, run_kernel(config, checkpoint), n,
+                source=source, walkers=checkpoint.walkers, k=k,
+                default_k=default_chain_length(config), label=label, step=checkpoint.step)
+
+
+def sample_run(run, n: int, *, source: str = "auto", k: int | None = None,
+               label: int | None = None, seed: int = 0) -> Samples:
+    """:func:`draw_run` of the run directory (or checkpoint) ``run``."""
+    from raybm.run import load_run
+
     config, ckpt = load_run(run)
-    return draw(generator(seed, "sample"), ckpt.model, run_kernel(config, ckpt), n,
-                source=source, walkers=ckpt.walkers, k=k, default_k=default_chain_length(config),
-                label=label, step=ckpt.step)
+    return draw_run(config, ckpt, n, source=source, k=k, label=label, seed=seed)

@@ -47,8 +47,8 @@ def apply_threads(config: Config, train: Dataset, cores: int | None = None) -> i
     threads = config.train.threads
     if threads == "auto":
         threads = auto_threads(config, train, cores or available_cores())
-    elif threads is None:  # torch's default (configs written before "auto")
-        threads = cores
+    elif threads is None:  # configs written before "auto": torch's default in-process, the
+        threads = cores    # reserved CPUs on a Ray worker (as before)
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()

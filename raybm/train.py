@@ -32,12 +32,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from raybm.algorithms.base import Batch, Phase, as_phase
+from raybm.algorithms.base import ENERGY, Batch, Phase, as_phase
 from raybm.algorithms.centering import Centering
 from raybm.algorithms.population import LOCAL, Population
 from raybm.algorithms.registry import build_estimator
-from raybm.checkpoint import (load_checkpoint, save_checkpoint, set_latest, state_digest,
-                              write_restore_record)
+from raybm.checkpoint import (kernel_state, load_checkpoint, optimizer_states, save_checkpoint,
+                              set_latest, state_digest, write_restore_record)
 from raybm.config import Config
 from raybm.data.dataset import Dataset
 from raybm.data.minibatch import Minibatches
@@ -50,8 +50,6 @@ from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 from raybm.threads import apply_threads
 from raybm.walkers import shard_sizes
-
-ENERGY = "energy"  # the trained module every run has: the model
 
 
 @dataclass
@@ -120,9 +118,10 @@ class Trainer:
         return now
 
     def update(self, diagnostics: bool = True) -> dict[str, float]:
-        """One update (every phase of the estimator); its info. ``diagnostics``: add what
-        the estimator reports of the state the update leaves (``update_info``) and the
-        learning rates, on the updates whose info is logged."""
+        """One update (every phase of the estimator). With ``diagnostics`` (the updates
+        whose info is logged) its info, read on the host, with what the estimator reports
+        of the state the update leaves (``update_info``) and the learning rates; without,
+        ``{}`` (nothing is read on the host)."""
         batch = self.batch(self.step)
         info: dict[str, float] = {}
         if self.centering is not None:  # once per minibatch, whatever the number of phases
@@ -168,10 +167,23 @@ class Trainer:
             info.update({f"lr/{name}": o.lr(self.step) for name, o in self.optimizers.items()})
         info.update(self._adapt_kernel(info))
         self.step += 1
-        if diagnostics:  # logged: read on the host now, and every diagnostic checked
-            info = {k: float(v) for k, v in info.items()}
-            self._check_finite(info)
+        if not diagnostics:
+            return {}
+        info = {k: float(v) for k, v in info.items()}  # logged: read now, and checked
+        self._check_finite(info)
         return info
+
+    def check_parameters(self) -> None:
+        """Every trained parameter is finite (one fused read): before a checkpoint is
+        written, so that a step that overflowed is never saved as the state to resume."""
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())):
+            return
+        bad = [f"{m}.{n}" if m != ENERGY else n for m, module in self.modules.items()
+               for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+        raise DivergenceError(f"training diverged at update {self.step}: non-finite "
+                              f"{', '.join(bad)}; lower the learning rates, or resume from "
+                              "the last checkpoint")
 
     def _divergence(self, phase: Phase, loss: torch.Tensor,
                     params: list[nn.Parameter]) -> str:
@@ -183,8 +195,10 @@ class Trainer:
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
         bad += [f"parameter {names[id(p)]}" for p in params
                 if not bool(torch.isfinite(p).all())]
+        rates = " or ".join("optimizer.lr" if m == ENERGY else f"optimizers.{m}.lr"
+                            for m in phase.modules)
         return (f"training diverged at update {self.step + 1}: non-finite {', '.join(bad)}; "
-                "lower optimizer.lr or algorithm.k, or resume from the last checkpoint")
+                f"lower {rates} or algorithm.k, or resume from the last checkpoint")
 
     def _gradients(self, phase: Phase, est) -> torch.Tensor | None:
         """Fill ``.grad`` of the phase's modules from the estimate (its surrogate loss's
@@ -203,8 +217,9 @@ class Trainer:
                                  f"{name!r} in phase {phase.name!r}, which steps "
                                  f"{', '.join(phase.modules)}")
             add_gradients(self.modules[name], grads, f"gradients of {name}")
-        if est.loss is None:
-            return torch.zeros((), dtype=torch.float64)
+        if est.loss is None:  # gradients only: nothing to report but a zero, where they are
+            device = next(self.modules[phase.modules[0]].parameters()).device
+            return torch.zeros((), dtype=torch.float64, device=device)
         return est.loss.detach()
 
     def _adapt_kernel(self, info: dict[str, float]) -> dict[str, float]:
@@ -251,17 +266,17 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state` (and the layouts of earlier checkpoint formats: one
         ``optimizer``, MALA's adapted ``step_size`` at the top level)."""
-        optimizers = state.get("optimizers") or {ENERGY: state["optimizer"]}
+        optimizers, modules = optimizer_states(state), state.get("modules") or {}
+        missing = [n for n in self.optimizers if n not in optimizers] + [
+            n for n in self.modules if n != ENERGY and n not in modules]
+        if missing:  # a module the run trains that the checkpoint does not hold
+            raise ValueError(f"the checkpoint holds no state of {', '.join(missing)}")
         for name, o in self.optimizers.items():
-            if name in optimizers:
-                o.optimizer.load_state_dict(optimizers[name])
-        for name, params in (state.get("modules") or {}).items():
-            if name in self.modules:
-                self.modules[name].load_state_dict(params)
+            o.optimizer.load_state_dict(optimizers[name])
+        for name, params in modules.items():
+            self.modules[name].load_state_dict(params)
         self.estimator.load_state_dict(state["estimator"])
-        kernel = state.get("kernel")
-        if kernel is None and "step_size" in state:
-            kernel = {"step_size": float(state["step_size"])}
+        kernel = kernel_state(state)
         if kernel:
             self.estimator.kernel = self.estimator.kernel.with_state(kernel)
         if self.centering is not None and state.get("centering") is not None:
@@ -274,7 +289,8 @@ class Trainer:
                   for k, v in m.state_dict().items()}
         return state_digest(params, {n: o.optimizer.state_dict()
                                      for n, o in self.optimizers.items()},
-                            self.state()["estimator"], self.walkers, self.gen.get_state())
+                            self.estimator.state_dict(), self.walkers, self.gen.get_state(),
+                            self.estimator.kernel.state_dict())
 
     def save(self, run_dir: Path, meta: dict[str, Any]) -> Path:
         path = save_checkpoint(
@@ -366,6 +382,8 @@ def run_updates(
                     shown.log(trainer.step, info if logged is None else logged)
             saved = None
             checkpoints = trainer.step % cfg.checkpoint_every == 0
+            if checkpoints or trainer.step == n_updates:  # a state about to be saved
+                trainer.check_parameters()
             if on_checkpoint is not None and checkpoints:
                 saved = on_checkpoint(trainer.step)
             if on_report is not None and (logs or checkpoints):

@@ -118,3 +118,19 @@ def test_bad_optimizer_settings_are_one_line(override, key):
     with pytest.raises(InputError) as err:
         load_config(None, [override])
     assert err.value.field == key and "\n" not in str(err.value)
+
+
+def test_a_run_records_its_schedules_horizon_so_a_longer_resume_continues_it(tmp_path):
+    """A linear decay over the run's train.n_updates (10) is recorded as its horizon: raised
+    to 16 on resume, the rate stays at final past update 10 instead of jumping back up."""
+    import yaml
+
+    common = [s for s in SMALL if not s.startswith("optimizer.schedule")] + [
+        "optimizer.schedule={name: linear, final: 0.1}", "train.log_every=2"]
+    run = train_run(load_config(None, common + ["train.n_updates=10"]), out=tmp_path / "r",
+                    evaluate_at_end=False)
+    recorded = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert recorded["optimizer"]["schedule"]["updates"] == 10
+    train_run(resume=run.run_dir, overrides=["train.n_updates=16"], evaluate_at_end=False)
+    ckpt = load_checkpoint(run.run_dir)
+    assert ckpt.state["schedules"]["energy"]["lr"] == pytest.approx(0.05 * 0.1)

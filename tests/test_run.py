@@ -234,7 +234,8 @@ def test_resume_with_nothing_to_train_says_so(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--set", "train.n_updates=5"]) == 2
     assert capsys.readouterr().err.strip() == (
         "raybm: error: --set: train.n_updates: 5: the run is at update 6 already, so there "
-        "is nothing to train; raise it, e.g. --set train.n_updates=11")
+        "is nothing to train; raise it, e.g. --set train.n_updates=11 (raybm eval evaluates "
+        "the run as it is)")
     assert main(["train", "--resume", str(run)]) == 2
     assert "train.n_updates: 6: the run is at update 6 already" in capsys.readouterr().err
     assert load_checkpoint(run).step == 6

@@ -68,6 +68,9 @@ class Batch:
         return self.label if self.label is not None else self.cond
 
 
+ENERGY = "energy"  # the trained module every run has: the model
+
+
 @dataclass(frozen=True)
 class Phase:
     """One optimizer step of an update: its name (``loss_<name>`` in the logs, the argument
@@ -75,7 +78,7 @@ class Phase:
     touched by its optimizer."""
 
     name: str
-    modules: tuple[str, ...] = ("energy",)
+    modules: tuple[str, ...] = (ENERGY,)
 
 
 def as_phase(phase: Phase | str) -> Phase:

@@ -55,14 +55,17 @@ def skip_harmless_ray_lines() -> None:
     stay in Ray's own logs (``/tmp/ray/session_latest/logs``)."""
     import re
 
-    from ray._private import ray_logging
-
     pattern = os.environ.get("RAY_DEDUP_LOGS_SKIP_REGEX") or ""
     if HARMLESS_RAY_LINES not in pattern:  # not yet joined (by an earlier call, or a parent)
         pattern = f"(?:{pattern})|(?:{HARMLESS_RAY_LINES})" if pattern else HARMLESS_RAY_LINES
     os.environ["RAY_DEDUP_LOGS_SKIP_REGEX"] = pattern
-    for forwarder in (ray_logging.stdout_deduplicator, ray_logging.stderr_deduplicator):
-        forwarder.skip_re = re.compile(pattern)
+    try:  # Ray's private forwarders (2.60): another Ray version keeps the variable only
+        from ray._private import ray_logging
+
+        for forwarder in (ray_logging.stdout_deduplicator, ray_logging.stderr_deduplicator):
+            forwarder.skip_re = re.compile(pattern)
+    except (ImportError, AttributeError):
+        pass
 
 
 def _plugin_env(plugins: list[str]) -> dict[str, Any] | None:

@@ -136,6 +136,13 @@ def check_fits(config: Config, train: Dataset) -> None:
         elif m.n_components > train.n_samples:
             raise InputError("model.n_components", "", f"{m.n_components} components for "
                              f"{train.n_samples} training samples (means start at samples)")
+    from raybm.algorithms.registry import estimator_class
+
+    modules = estimator_class(config.algorithm.name).modules
+    unknown = sorted(set(config.optimizers) - set(modules))
+    if unknown:
+        raise InputError(f"optimizers.{unknown[0]}", "", "not a trained module of this run "
+                         f"(its modules: {', '.join(('energy', *modules))})")
     model = shaped(config, train)
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMETERS:

@@ -18,7 +18,6 @@ sweep's parent for all its restarts (its id is kept in ``<trial>/mlflow_run_id``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,8 +115,6 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     quiet = {"train.progress": False, "tracking.run_name": f"{ctx.sweep.name}-{trial_id}"}
     if config.train.threads is None:
         quiet["train.threads"] = ctx.threads
-    elif config.train.threads == "auto":  # auto counts the CPUs this trial reserved
-        os.environ["OMP_NUM_THREADS"] = str(ctx.threads)
     config = with_values(config, quiet, str(ctx.sweep.path))
     handed = tune.get_checkpoint()
     restart_from = None if handed is None else Path(handed.path)
@@ -159,7 +156,8 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         resources = ctx.sweep.spec.resources
         final, model = fit_run(active, on_report, extra_metrics=lambda: hp,
                                cpus_per_worker=resources.cpus_per_worker,
-                               gpus_per_worker=resources.gpus_per_worker or None)
+                               gpus_per_worker=resources.gpus_per_worker or None,
+                               cores=ctx.threads)  # train.threads: auto counts these
         lap("fit")
         metrics = evaluate_run(active, final, model)
         active.tracker.log_artifact(final, "checkpoint")
