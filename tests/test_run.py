@@ -239,3 +239,25 @@ def test_resume_with_nothing_to_train_says_so(tmp_path, capsys):
     assert main(["train", "--resume", str(run)]) == 2
     assert "train.n_updates: 6: the run is at update 6 already" in capsys.readouterr().err
     assert load_checkpoint(run).step == 6
+
+
+def test_a_step_that_overflows_the_parameters_is_never_checkpointed(tmp_path, monkeypatch):
+    """A step that leaves a non-finite parameter on a checkpoint step (here the gauge fix of
+    update 4 is made to) ends the run before that state is written: the last checkpoint
+    stays the good one of update 2."""
+    cfg = load_config(None, SMALL + ["train.n_updates=6", "train.checkpoint_every=2",
+                                     "algorithm.name=pcd"])  # one phase: nothing after it
+    train, _ = load_data(cfg)
+    trainer = make_trainer(cfg, train)
+    post_update = trainer.model.post_update
+
+    def overflow() -> None:
+        post_update()
+        if trainer.step == 3:  # the 4th update (step counts the ones done before it)
+            with torch.no_grad():
+                trainer.model.hbias[0] = float("inf")
+
+    monkeypatch.setattr(trainer.model, "post_update", overflow)
+    with pytest.raises(DivergenceError, match="diverged at update 4: non-finite hbias"):
+        run_updates(trainer, 6, on_checkpoint=lambda step: trainer.save(tmp_path, {}))
+    assert load_checkpoint(tmp_path).step == 2

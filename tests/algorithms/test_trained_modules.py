@@ -220,3 +220,14 @@ def test_a_kernel_registered_by_a_plugin_is_built_with_the_runs_modules():
     assert torch.allclose(x.mean(0), flow.mean.double().detach(), atol=4 / 301**0.5)
     run_updates(trainer, 6)
     assert trainer.step == 6
+
+
+def test_sampling_a_run_builds_its_kernel_with_the_runs_modules(tmp_path, capsys):
+    from raybm.cli import main
+
+    run = train_run(load_config(None, FLOW + ["sampler.name=flow_ula", "train.n_updates=4"]),
+                    out=tmp_path / "run", evaluate_at_end=False)
+    capsys.readouterr()
+    assert main(["sample", str(run.run_dir), "--k", "2", "--n", "5", "--out",
+                 str(tmp_path / "s.npz")]) == 0
+    assert "2 flow_ula steps from the run's flow per sample" in capsys.readouterr().out
