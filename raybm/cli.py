@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a trained run on its data")
     e.add_argument("run", help="run directory or checkpoint")
+    e.add_argument("--out", help="where the pictures of a continuous run go (images: "
+                   "samples.png, chains.png, data.png; 2-D: density.png); default RUN/eval")
     _add_set(e, "override a config key for evaluation, e.g. data.path=...")
 
     d = sub.add_parser("data", help="data set tools")
@@ -313,6 +315,7 @@ def _write_samples(out: Path, tmp: Path, x, label, model) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from raybm.checkpoint import find_checkpoint
     from raybm.config import config_from
     from raybm.evaluate import evaluate
     from raybm.models.rbm import RBM
@@ -331,8 +334,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if isinstance(m, RBM) and train.n_states != m.n_states:
         raise InputError(config.data.path or "data", "data.path", f"has {train.n_states} "
                          f"states per unit; the model has {m.n_states}")
+    # A continuous run's pictures (images, 2-D energies), checked before any work: to --out,
+    # or beside the run (RUN/eval) when that can be written.
+    from raybm.evaluate import continuous_artifacts, has_pictures
+    from raybm.run import check_parents, run_dir_of
+
+    drawn = train.continuous and has_pictures(m)
+    pictures = None
+    if args.out is not None:
+        if not drawn:
+            raise InputError("--out", args.out, "this run has no pictures to write (they are "
+                             "drawn for images and 2-D energies)")
+        pictures = Path(args.out)
+        check_parents(pictures.resolve(), "--out")
+    elif drawn:
+        pictures = run_dir_of(find_checkpoint(args.run)) / "eval"
+        try:
+            check_parents(pictures, "--out")
+        except InputError:
+            print(f"raybm: not writing pictures: {pictures.parent} cannot be written (pass "
+                  "--out DIR)", file=sys.stderr)
+            pictures = None
     metrics = evaluate(m, train, test, config)
     print(json.dumps({"step": ckpt.step, **metrics}, indent=2))
+    if pictures is not None:
+        written = continuous_artifacts(m, train, config, pictures, ckpt)
+        print(f"wrote {', '.join(sorted(p.name for p in written))} to {pictures}")
     return 0
 
 

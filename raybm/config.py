@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Union
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Union
 
 import pydantic
 import yaml
@@ -191,6 +191,9 @@ class _NeuralModelConfig(_ModelSection):
     # E(x) = net(x) + base_scale |x|^2 / 2: keeps exp(-E) normalisable, and with the read-out
     # at zero makes the model exactly N(0, I / base_scale) (Jarzynski's exact start).
     base_scale: float = Field(1.0, ge=0, le=1e6)
+    # E(x) = net(x) / temperature + base: a small temperature lets an exact Langevin kernel
+    # take the large gradient steps of short-run image samplers (models/neural.py)
+    temperature: float = Field(1.0, gt=0, le=1e6)
 
 
 class MLPModelConfig(_NeuralModelConfig):
@@ -215,16 +218,23 @@ ModelConfig = Annotated[RBMModelConfig | GaussianMixtureModelConfig | MLPModelCo
                         | ConvModelConfig, Field(discriminator="kind")]
 
 
-class GibbsSamplerConfig(_Section):
+class SamplerSection(_Section):
+    """What every ``sampler:`` section declares (a plugin kernel's section derives from it)."""
+
+    # Jarzynski can weight the kernel's moves exactly (samplers.base.Kernel.exact_weights)
+    exact_weights: ClassVar[bool] = True
+
+
+class GibbsSamplerConfig(SamplerSection):
     """Block Gibbs for RBMs: ``fp32`` (exact reference) or ``bf16`` (fast path)."""
 
     name: Literal["gibbs"] = "gibbs"
     precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=TUNE)
 
 
-class _LangevinSamplerConfig(_Section):
-    step_size: float = Field(0.01, gt=0, le=1e6, json_schema_extra=TUNE)
-    # (low, high): proposals are reflected into the box (samplers.langevin), e.g. [-1, 1]
+class _BoxedSamplerConfig(SamplerSection):
+    """A continuous kernel's section: its walkers may be kept in a box (images in [-1, 1])."""
+
     box: tuple[float, float] | None = None
 
     @pydantic.field_validator("box")
@@ -233,6 +243,26 @@ class _LangevinSamplerConfig(_Section):
         if value is not None and not value[0] < value[1]:
             raise ValueError("(low, high) with low < high")
         return value
+
+
+class _LangevinSamplerConfig(_BoxedSamplerConfig):
+    step_size: float = Field(0.01, gt=0, le=1e6, json_schema_extra=TUNE)
+    # The proposal noise's standard deviation; None: sqrt(2 step_size), the Langevin
+    # diffusion of exp(-E). Another value keeps the moves exactly weighted (ULA) or
+    # corrected (MALA) for exp(-E), with a proposal that targets another temperature.
+    noise_std: float | None = Field(None, gt=0, le=1e6, json_schema_extra=TUNE)
+    # (low, high) in box: the target restricted to the box, e.g. [-1, 1]
+    # How a proposal is kept in the box: reflected at its faces, or each coordinate that
+    # leaves it reverted to its old value (the Jarzynski research's MNIST code); both with
+    # their exact densities (samplers.langevin)
+    box_rule: Literal["reflect", "revert"] = "reflect"
+
+    @pydantic.model_validator(mode="after")
+    def _rule_needs_box(self) -> "_LangevinSamplerConfig":
+        if self.box_rule != "reflect" and self.box is None:
+            raise InputError("", "sampler.box_rule", f"{self.box_rule} applies to a box: set "
+                             "sampler.box")
+        return self
 
 
 class ULASamplerConfig(_LangevinSamplerConfig):
@@ -252,10 +282,25 @@ class MALASamplerConfig(_LangevinSamplerConfig):
     adapt_rate: float = Field(0.05, gt=0, le=1, json_schema_extra=TUNE)
 
 
-SAMPLER_CONFIGS: dict[str, type[_Section]] = {
-    "gibbs": GibbsSamplerConfig, "ula": ULASamplerConfig, "mala": MALASamplerConfig}
-SamplerConfig = Annotated[GibbsSamplerConfig | ULASamplerConfig | MALASamplerConfig,
-                          Field(discriminator="name")]
+class ShortRunSamplerConfig(_BoxedSamplerConfig):
+    """Short-run Langevin (samplers.short_run): ``x += noise_std xi``, then ``x -= step_size
+    clamp(grad E, +-grad_clamp)``, clamped to the box. Biased, with no Jarzynski weights: for
+    PCD with a persistent buffer (configs/mnist236_conv_buffer.yaml)."""
+
+    name: Literal["short_run"] = "short_run"
+    exact_weights: ClassVar[bool] = False  # Jarzynski cannot weight its moves
+    step_size: float = Field(10.0, gt=0, le=1e6, json_schema_extra=TUNE)
+    noise_std: float = Field(0.005, ge=0, le=1e6, json_schema_extra=TUNE)
+    # per-coordinate bound on the gradient a step follows; None: unclamped
+    grad_clamp: float | None = Field(0.03, gt=0, json_schema_extra=TUNE)
+    # (box: the walkers are clamped to it, e.g. [-1, 1])
+
+
+SAMPLER_CONFIGS: dict[str, type[SamplerSection]] = {
+    "gibbs": GibbsSamplerConfig, "ula": ULASamplerConfig, "mala": MALASamplerConfig,
+    "short_run": ShortRunSamplerConfig}
+SamplerConfig = Annotated[GibbsSamplerConfig | ULASamplerConfig | MALASamplerConfig
+                          | ShortRunSamplerConfig, Field(discriminator="name")]
 
 
 class _AlgorithmOptions(_Section):
@@ -266,6 +311,14 @@ class _AlgorithmOptions(_Section):
     n_walkers: int | None = Field(None, gt=0)  # persistent walkers (default: batch size)
     centered: bool | None = None  # None: the centred gradient where the model offers it (RBMs)
     hidden_offset_momentum: float = Field(0.01, gt=0, le=1, json_schema_extra=TUNE)
+    # alpha of the energy penalty alpha (<E^2>_data + <E^2>_walkers) added to the surrogate
+    # loss (Du & Mordatch 2019): keeps an image energy from running away
+    energy_penalty: float = Field(0.0, ge=0, le=1e6, json_schema_extra=TUNE)
+    # std of Gaussian noise added to each minibatch (the data jitter of image EBMs)
+    data_noise: float = Field(0.0, ge=0, le=1e6, json_schema_extra=TUNE)
+    # Declared by an algorithm whose walkers carry Jarzynski weights: its kernel's moves
+    # must be weighted exactly (sampler sections declare exact_weights).
+    needs_exact_weights: ClassVar[bool] = False
 
 
 class KStepConfig(_AlgorithmOptions):
@@ -280,6 +333,12 @@ class PCDConfig(_AlgorithmOptions):
     # Where the persistent walkers start: the kernel's initial distribution (uniform bits,
     # N(0, I)) or random training samples (the research's GMM study starts PCD at the data).
     walker_init: Literal["kernel", "data"] = "kernel"
+    # A persistent buffer: n_walkers walkers are kept, and each update moves this many of
+    # them, drawn at random (None: all of them, classic PCD)
+    walkers_per_update: int | None = Field(None, gt=0, json_schema_extra=TUNE)
+    # the fraction of the walkers an update moves that first start afresh from the kernel's
+    # start distribution (each with this probability; 0.05 in buffer recipes)
+    reinit_fraction: float = Field(0.0, ge=0, le=1, json_schema_extra=TUNE)
 
 
 class CDConfig(_AlgorithmOptions):
@@ -290,6 +349,10 @@ class JarzynskiConfig(_AlgorithmOptions):
     name: Literal["jarzynski"] = "jarzynski"
     ess_threshold: float = Field(0.5, gt=0, le=1, json_schema_extra=TUNE)  # resample when ESS / n is below
     resampling: Literal["systematic", "multinomial"] = Field("systematic", json_schema_extra=TUNE)
+    # no resampling before this update (the Jarzynski research's MNIST runs wait)
+    # (Fixed for the run: the estimator counts updates towards it only when it is set.)
+    resample_after: int = Field(0, ge=0)
+    needs_exact_weights: ClassVar[bool] = True
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
@@ -343,10 +406,10 @@ def _tagged_section(section: str, raw: Any, tag: str, default: str,
 
 
 def _check_sampler_fits(kind: str, sampler: str) -> None:
-    """RBMs are sampled with Gibbs, continuous models with Langevin (ULA or MALA)."""
+    """RBMs are sampled with Gibbs, continuous models with Langevin (ULA, MALA, short-run)."""
     rbm = kind == "rbm"
     if rbm != (sampler == "gibbs"):
-        want = "gibbs" if rbm else "ula or mala"
+        want = "gibbs" if rbm else "ula, mala or short_run"
         raise InputError("", "sampler.name", f"model.kind {kind} is sampled with {want}, "
                          f"not {sampler}")
 
@@ -528,6 +591,30 @@ class Config(_Section):
             raise InputError("", "algorithm.hidden_offset_momentum", "the hidden offset is "
                              f"the centred gradient's, defined for RBMs, not model.kind "
                              f"{self.model.kind}")
+        if (type(self.algorithm).needs_exact_weights
+                and not type(self.sampler).exact_weights):
+            raise InputError("", "sampler.name", f"{self.sampler.name} moves walkers with no "
+                             f"known transition density, so {self.algorithm.name} cannot "
+                             "weight them: use ula or mala")
+        a = self.algorithm
+        if isinstance(a, PCDConfig) and a.walkers_per_update is not None:
+            # The buffer's size must not follow train.batch_size (a resume may change that),
+            # and every worker moves at least one of its walkers.
+            if a.n_walkers is None:
+                raise InputError("", "algorithm.walkers_per_update", "a buffer needs its size:"
+                                 " set algorithm.n_walkers")
+            if a.walkers_per_update > a.n_walkers:
+                raise InputError("", "algorithm.walkers_per_update", f"{a.walkers_per_update} "
+                                 f"is more than the {a.n_walkers} walkers kept "
+                                 "(algorithm.n_walkers)")
+            if a.walkers_per_update < self.distributed.workers:
+                raise InputError("", "algorithm.walkers_per_update", f"{a.walkers_per_update} "
+                                 f"for {self.distributed.workers} workers: each moves at "
+                                 "least one of its walkers")
+        if rbm and a.data_noise:
+            raise InputError("", "algorithm.data_noise", "jitters continuous data, not the "
+                             "states of model.kind rbm")
+
         f = self.data.format
         if f != "auto" and rbm == (f in CONTINUOUS_FORMATS):
             raise InputError("", "data.format", f"{f} data does not fit "

@@ -118,21 +118,29 @@ def write_artifacts(model: RBM, train: Dataset, test: Dataset, config: Config,
     return directory
 
 
+def has_pictures(model: EnergyModel) -> bool:
+    """A continuous model :func:`continuous_artifacts` draws: a 2-D energy or grey images."""
+    shape = tuple(model.event_shape)
+    return shape == (2,) or grey_image_side(shape) is not None
+
+
 @torch.no_grad()
 def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
-                         directory: Path, checkpoint=None) -> None:
+                         directory: Path, checkpoint=None) -> list[Path]:
     """For a 2-D energy its density and log-density on a grid with the data and model samples
     overlaid (``density.png``); for images a grid of samples and one of data
-    (``samples.png``, ``data.png``). Samples as ``raybm sample`` draws them by default
-    (``raybm.sampling``: exact draws, the run's weighted walkers, or long chains)."""
+    (``samples.png``, ``data.png``), and, when the samples are the run's persistent walkers
+    (a buffer), one of fresh chains from the kernel's start (``chains.png``). Samples as
+    ``raybm sample`` draws them by default (``raybm.sampling``: exact draws, the run's
+    weighted walkers, or long chains). Returns the files written."""
     from raybm.metrics.continuous import grid_extent, grid_log_density
     from raybm.metrics.plots import density_plot, sample_grid
     from raybm.sampling import default_chain_length, draw, run_kernel
 
     shape = model.event_shape
     side = grey_image_side(shape)
-    if shape != (2,) and side is None:
-        return
+    if not has_pictures(model):
+        return []
     kernel = (run_kernel(config, checkpoint) if checkpoint is not None
               else build_kernel(config.sampler))
     samples = draw(generator(config.train.seed, "artifacts"), model, kernel,
@@ -144,12 +152,22 @@ def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
         log_density, _, _ = grid_log_density(model, extent)
         density_plot(log_density.numpy(), extent, train.x.numpy(), directory / "density.png",
                      samples.x.numpy())
-    else:
-        value_range = (float(train.x.min()), float(train.x.max()))
-        sample_grid(samples.x.reshape(100, -1), (side, side), directory / "samples.png",
+        return [directory / "density.png"]
+    value_range = (float(train.x.min()), float(train.x.max()))
+    written = [directory / "samples.png", directory / "data.png"]
+    sample_grid(samples.x.reshape(100, -1), (side, side), written[0], value_range=value_range)
+    if samples.source == "walkers":
+        # Beside the run's walkers (a buffer holds the class proportions it learned), fresh
+        # chains from the kernel's start with the final model: the two differ where the
+        # chains do not mix (raybm sample --from chains draws the same way).
+        chains = draw(generator(config.train.seed, "chains"), model, kernel, 100,
+                      source="chains", k=default_chain_length(config))
+        written.append(directory / "chains.png")
+        sample_grid(chains.x.reshape(100, -1), (side, side), written[-1],
                     value_range=value_range)
-        sample_grid(train.x[:100].reshape(min(100, train.n_samples), -1), (side, side),
-                    directory / "data.png", value_range=value_range)
+    sample_grid(train.x[:100].reshape(min(100, train.n_samples), -1), (side, side),
+                directory / "data.png", value_range=value_range)
+    return written
 
 
 # Models whose exact log Z costs at most this many enumerated states are scored exactly at

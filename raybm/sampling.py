@@ -125,7 +125,9 @@ def _chains(gen: torch.Generator, model: EnergyModel, kernel: Kernel, n: int, k:
                   else torch.randint(0, model.n_labels, (n,), generator=gen))
     state = kernel.init(gen, model, n, label=labels)
     state, _ = kernel.step(gen, state, model, k, clamp_label=labels is not None)
-    bias = "" if kernel.invariant else f"; {kernel.name} is biased by its step size"
+    bias = "" if kernel.invariant else (
+        f"; {kernel.name} is biased by its step size" if kernel.exact_weights
+        else f"; {kernel.name} samples no known distribution")
     how = (f"{k} {kernel.name} steps from {kernel.start} per sample, unweighted (the model "
            f"only where {k} steps mix{bias})")
     if labels is not None:
@@ -168,11 +170,14 @@ def run_kernel(config, checkpoint) -> Kernel:
 
 def default_chain_length(config) -> int:
     """Steps per chain when none is asked for: the run's k for a model trained to generate in
-    k steps (F&F), else ``train.eval_k_long`` (long chains: a model trained with persistent
-    or data-started chains was never asked to generate in k steps from noise)."""
+    k steps (F&F) or moved by a kernel that targets no known distribution (short-run
+    Langevin: its k-step runs are what training shaped, and longer ones converge to nothing
+    the model defines), else ``train.eval_k_long`` (long chains: a model trained with
+    persistent or data-started chains was never asked to generate in k steps from noise)."""
     from raybm.algorithms.registry import estimator_class
 
-    if estimator_class(config.algorithm.name).generates_in_k:
+    if (estimator_class(config.algorithm.name).generates_in_k
+            or not type(config.sampler).exact_weights):
         return config.algorithm.k
     return config.train.eval_k_long
 

@@ -31,6 +31,7 @@ STREAMS: dict[str, str] = {
     "subsample": "data.max_samples: which rows of a large data set are kept",
     "evaluate": "end-of-run metrics (sampled accuracy, generation scores, AIS)",
     "artifacts": "sample grids and plots written at the end of a run",
+    "chains": "the grid of fresh chains beside a run's persistent walkers (chains.png)",
     "sample": "raybm sample",
 }
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,6 +123,10 @@ class Trainer:
         of the state the update leaves (``update_info``) and the learning rates; without,
         ``{}`` (nothing is read on the host)."""
         batch = self.batch(self.step)
+        noise = self.config.algorithm.data_noise
+        if noise:  # the data jitter of image EBMs, drawn for this rank's rows
+            jitter = torch.randn(batch.x.shape, generator=self.gen, dtype=batch.x.dtype)
+            batch = replace(batch, x=batch.x + noise * jitter)
         info: dict[str, float] = {}
         if self.centering is not None:  # once per minibatch, whatever the number of phases
             # The offsets must be the same on every rank: computed from the whole minibatch.

@@ -60,6 +60,19 @@ class WalkerState:
             cond=None if self.cond is None else self.cond[index],
         )
 
+    def put(self, rows: torch.Tensor, other: "WalkerState") -> "WalkerState":
+        """These walkers with rows ``rows`` replaced by ``other``'s, in order (every part of
+        their state: the point, weight, label and condition); a copy, ``self`` unchanged."""
+        def put(mine: torch.Tensor | None, theirs: torch.Tensor | None) -> torch.Tensor | None:
+            if mine is None:
+                return None
+            out = mine.clone()
+            out[rows] = theirs
+            return out
+
+        return WalkerState(x=put(self.x, other.x), log_weight=put(self.log_weight, other.log_weight),
+                           label=put(self.label, other.label), cond=put(self.cond, other.cond))
+
     @staticmethod
     def unweighted(x: torch.Tensor, label: torch.Tensor | None = None,
                    cond: torch.Tensor | None = None) -> "WalkerState":

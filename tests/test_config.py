@@ -111,7 +111,8 @@ def test_algorithm_options_belong_to_their_algorithm():
     config = parse_config({"algorithm": legacy}, "old-run/config.yaml")
     assert config.algorithm.name == "pcd" and config.algorithm.k == 5
     assert set(config.model_dump()["algorithm"]) == {
-        "name", "k", "n_walkers", "centered", "hidden_offset_momentum", "walker_init"}
+        "name", "k", "n_walkers", "centered", "hidden_offset_momentum", "walker_init",
+        "energy_penalty", "data_noise", "walkers_per_update", "reinit_fraction"}
     assert parse_config({"algorithm": {"k": 3}}).algorithm.name == "kstep"  # the default
     switched = with_values(parse_config({}), {"algorithm.name": "jarzynski"})
     assert switched.algorithm.ess_threshold == 0.5
@@ -269,7 +270,8 @@ def test_infinity_in_a_config_file_through_the_cli_is_one_line(tmp_path, capsys,
 def test_the_wrong_sampler_for_the_model_blames_the_sampler_name_not_its_keys():
     """A continuous model's config with a Langevin sampler section, switched to gibbs: the
     error is the sampler (step_size is a Langevin key only because the name is wrong)."""
-    expected = "--set: sampler.name: model.kind mlp is sampled with ula or mala, not gibbs"
+    expected = ("--set: sampler.name: model.kind mlp is sampled with ula, mala or short_run, "
+                "not gibbs")
     with pytest.raises(InputError) as err:
         config_from(MLP, "cfg.yaml", ["sampler.name=gibbs"])
     assert str(err.value) == expected
@@ -278,8 +280,8 @@ def test_the_wrong_sampler_for_the_model_blames_the_sampler_name_not_its_keys():
     assert str(err.value) == expected
     with pytest.raises(InputError) as err:  # no sampler section: gibbs by default
         parse_config({"model": {"kind": "mlp"}}, "cfg.yaml")
-    assert str(err.value) == "cfg.yaml: sampler.name: model.kind mlp is sampled with ula or " \
-                             "mala, not gibbs"
+    assert str(err.value) == "cfg.yaml: sampler.name: model.kind mlp is sampled with ula, " \
+                             "mala or short_run, not gibbs"
     with pytest.raises(InputError) as err:  # an RBM with a Langevin sampler
         parse_config({"sampler": {"name": "mala", "step_size": 0.1}}, "cfg.yaml")
     assert str(err.value) == "cfg.yaml: sampler.name: model.kind rbm is sampled with gibbs, " \

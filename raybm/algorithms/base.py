@@ -146,6 +146,9 @@ class Estimator(ABC):
     phases: tuple[Phase | str, ...]
     kernel: Kernel
     population: Population
+    # alpha of the energy penalty (``algorithm.energy_penalty``, :func:`walker_term`), set by
+    # ``build_estimator`` for every algorithm; an estimator passes it to its loss terms.
+    energy_penalty: float = 0.0
 
     @classmethod
     @abstractmethod
@@ -197,6 +200,14 @@ class Estimator(ABC):
         (what a sweep may rank on): each phase's loss and its declared diagnostics."""
         return [f"loss_{as_phase(p).name}" for p in self.phases] + list(self.info_names)
 
+    def loss(self, model: EnergyModel, batch: Batch, walkers: WalkerState,
+             log_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """The contrastive surrogate loss ``data_term - walker_term`` (weights normalised
+        over the population), with the run's energy penalty."""
+        return (data_term(model, batch, penalty=self.energy_penalty)
+                - walker_term(model, walkers, self.population, log_norm,
+                              penalty=self.energy_penalty))
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep beyond parameters and walkers."""
         return {}
@@ -205,10 +216,15 @@ class Estimator(ABC):
         """Restore :meth:`state_dict`."""
 
 
-def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = None) -> torch.Tensor:
+def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = None,
+              penalty: float = 0.0) -> torch.Tensor:
     """``sum_b w_b F(v_b, l_b)`` with the batch weights normalised (uniform when absent) over the
-    whole minibatch (``batch.total_weight`` when this batch is a shard of it)."""
+    whole minibatch (``batch.total_weight`` when this batch is a shard of it); with
+    ``penalty`` (alpha) plus the data half of the energy penalty, ``alpha sum_b w_b F^2``
+    (:func:`walker_term`)."""
     f = model.energy(batch.x, label if label is not None else batch.condition)
+    if penalty:
+        f = f + penalty * f * f
     w = None if batch.weight is None else batch.weight.to(f.dtype)
     total = batch.total_weight
     if total is None:
@@ -217,12 +233,26 @@ def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = Non
 
 
 def walker_term(model: EnergyModel, walkers: WalkerState, population: Population = LOCAL,
-                log_norm: torch.Tensor | None = None) -> torch.Tensor:
+                log_norm: torch.Tensor | None = None, penalty: float = 0.0) -> torch.Tensor:
     """``sum_i softmax(log_weight)_i F(x_i, l_i)``: the weighted model average, with the
     softmax normalised over the whole population (this shard's terms of the global sum).
     ``log_norm``: the population's ``logsumexp(log_weight)`` when the caller has it already
-    (saves gathering the log-weights a second time)."""
+    (saves gathering the log-weights a second time).
+
+    ``penalty`` (alpha): the walker half of the energy penalty of image EBMs (Du & Mordatch
+    2019, "Implicit generation and generalization in energy-based models", section 3.3; the
+    Jarzynski research's MNIST runs, arXiv 2305.19414, alpha = 0.01), which the surrogate loss
+    ``data_term - walker_term`` then carries whole:
+
+        L = <F>_data - <F>_walkers + alpha (<F^2>_data + <F^2>_walkers),
+        dL = <(1 + 2 alpha F) dF>_data - <(1 - 2 alpha F) dF>_walkers,
+
+    so this term is ``sum_i w_i (F_i - alpha F_i^2)``. The penalty pulls both energies towards
+    zero: without it a network that separates the data from the walkers more steeply lowers
+    the loss without bound (the run-away of an image energy)."""
     f = model.energy(walkers.x, walkers.condition)
+    if penalty:
+        f = f - penalty * f * f
     if log_norm is None:
         log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
     w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)

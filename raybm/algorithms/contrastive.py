@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from raybm.algorithms.base import Batch, Estimate, Estimator, data_term, walker_term
+from raybm.algorithms.base import Batch, Estimate, Estimator, data_term
 from raybm.algorithms.population import LOCAL, Population
 from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
@@ -51,13 +51,26 @@ class ContrastiveDivergence(Estimator):
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
         neg, moved = self.kernel.step(gen, start, model, self.k)
-        loss = data_term(model, batch) - walker_term(model, neg, self.population)
-        return Estimate(loss, None, moved.metrics())
+        return Estimate(self.loss(model, batch, neg), None, moved.metrics())
 
 
 @dataclass
 class PersistentContrastiveDivergence(Estimator):
-    """PCD-k: persistent walkers from the kernel's initial distribution, k steps per update."""
+    """PCD-k: persistent walkers from the kernel's initial distribution, k steps per update.
+
+    With ``walkers_per_update`` the population is a *persistent buffer* (the replay buffer
+    of image EBMs: Du & Mordatch 2019, "Implicit generation and generalization in
+    energy-based models"): ``n_walkers`` are kept, and each update draws
+    ``walkers_per_update`` of them at random without replacement (each shard its share, from
+    its own part of the buffer), restarts each with probability ``reinit_fraction`` from the
+    kernel's start distribution, moves them by ``k`` kernel steps, uses them for the negative
+    phase and writes them back; the rest wait. A walker's chain is then long on average
+    (``k n_walkers / walkers_per_update`` steps between restarts of a given slot, spread over
+    many parameter values) while an update costs only the walkers it moves. Nothing makes
+    the buffer a sample of the model: with a biased kernel (short-run Langevin) it holds what
+    the recipe trains towards, the data's look and, in the buffer recipe, its class
+    proportions (README, "Digits on 2 cores").
+    """
 
     k: int
     kernel: Kernel = field(default_factory=GibbsKernel)
@@ -66,6 +79,11 @@ class PersistentContrastiveDivergence(Estimator):
     # Where the walkers start: the kernel's initial distribution, or training samples drawn
     # with replacement (the Jarzynski research's GMM study starts PCD at the data).
     walker_init: str = "kernel"
+    # A persistent buffer (the class docstring): the walkers the whole population moves per
+    # update (None: all of them), and the probability that each of them first restarts from
+    # the kernel's start distribution.
+    walkers_per_update: int | None = None
+    reinit_fraction: float = 0.0
     name: ClassVar[str] = "pcd"
     persistent: ClassVar[bool] = True
 
@@ -73,7 +91,9 @@ class PersistentContrastiveDivergence(Estimator):
     def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> PersistentContrastiveDivergence:
         return cls(k=algorithm.k, kernel=kernel, population=population,
-                   walker_init=algorithm.walker_init)
+                   walker_init=algorithm.walker_init,
+                   walkers_per_update=algorithm.walkers_per_update,
+                   reinit_fraction=algorithm.reinit_fraction)
 
     def init_walkers(self, gen: torch.Generator, model: EnergyModel, n_walkers: int,
                      data: Dataset | None = None) -> WalkerState:
@@ -89,9 +109,43 @@ class PersistentContrastiveDivergence(Estimator):
 
     def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
                  walkers: WalkerState | None, phase: str) -> Estimate:
-        walkers, moved = self.kernel.step(gen, walkers, model, self.k)
-        loss = data_term(model, batch) - walker_term(model, walkers, self.population)
-        return Estimate(loss, walkers, moved.metrics())
+        if self.walkers_per_update is None and not self.reinit_fraction:
+            walkers, moved = self.kernel.step(gen, walkers, model, self.k)
+            return Estimate(self.loss(model, batch, walkers), walkers, moved.metrics())
+        # A buffer: this shard moves its share of walkers_per_update, drawn from its own
+        # walkers without replacement, a reinit_fraction of them restarted first.
+        n = walkers.n_walkers
+        if self.walkers_per_update is None:
+            rows = None
+            chosen = walkers
+        else:
+            m = shard_sizes(self.walkers_per_update, self.population.world_size)[
+                self.population.rank]
+            if not 0 < m <= n:  # the config refuses it first (walkers_per_update, workers)
+                raise ValueError(f"this shard holds {n} walkers and would move {m}")
+            rows = torch.randperm(n, generator=gen)[:m]
+            chosen = walkers.take(rows)
+        info: dict[str, float] = {}
+        if self.reinit_fraction:
+            # Restarted as the kernel starts a walker, labels included (a label unit's is
+            # drawn afresh, not kept from the walker it replaces).
+            fresh = self.kernel.init(gen, model, chosen.n_walkers)
+            restart = torch.rand(chosen.n_walkers, generator=gen) < self.reinit_fraction
+            where = restart.nonzero().squeeze(1)
+            chosen = chosen.put(where, fresh.take(where))
+            # The share over the whole population (the same on every rank).
+            counts = torch.tensor([float(where.numel()), float(chosen.n_walkers)],
+                                  dtype=torch.float64)
+            self.population.all_reduce_(counts)
+            info["reinitialised"] = counts[0] / counts[1]
+        moved_walkers, moved = self.kernel.step(gen, chosen, model, self.k)
+        loss = self.loss(model, batch, moved_walkers)
+        kept = moved_walkers if rows is None else walkers.put(rows, moved_walkers)
+        return Estimate(loss, kept, {**moved.metrics(), **info})
+
+    @property
+    def info_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("reinitialised",) if self.reinit_fraction else ()
 
 
 @dataclass
@@ -149,6 +203,5 @@ class KStep(Estimator):
             n = batch.size if self.n_chains is None else shard_sizes(
                 self.n_chains, self.population.world_size)[self.population.rank]
             neg, moved = self.kernel.step(gen, self.kernel.init(gen, model, n), model, self.k)
-            loss = data_term(model, batch) - walker_term(model, neg, self.population)
-            return Estimate(loss, None, moved.metrics())
-        return Estimate(data_term(model, batch) - walker_term(model, neg, self.population), None)
+            return Estimate(self.loss(model, batch, neg), None, moved.metrics())
+        return Estimate(self.loss(model, batch, neg), None)

@@ -51,5 +51,7 @@ def build_estimator(algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> Estimator:
     """The estimator of an ``algorithm:`` config section, moving its walkers with ``kernel``
     (``samplers.registry.build_kernel``), over the population it shards."""
-    return estimator_class(algorithm.name).from_config(algorithm, kernel=kernel, seed=seed,
-                                                       population=population)
+    estimator = estimator_class(algorithm.name).from_config(algorithm, kernel=kernel,
+                                                            seed=seed, population=population)
+    estimator.energy_penalty = algorithm.energy_penalty
+    return estimator

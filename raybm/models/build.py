@@ -75,7 +75,7 @@ def _mlp(m, train: Dataset, gen: torch.Generator | None, starts_exact: bool) -> 
 
     # Jarzynski walkers start as exact draws: the read-out at zero leaves N(0, I/base_scale).
     return MLPEnergy(train.event_shape[0], tuple(m.widths), m.activation, m.base_scale,
-                     zero_last=starts_exact, gen=gen)
+                     zero_last=starts_exact, gen=gen, temperature=m.temperature)
 
 
 @_builder("conv")
@@ -84,7 +84,7 @@ def _conv(m, train: Dataset, gen: torch.Generator | None, starts_exact: bool) ->
 
     channels, size, _ = train.event_shape
     return ConvEnergy(channels, size, m.activation, m.base_scale, zero_last=starts_exact,
-                      gen=gen)
+                      gen=gen, temperature=m.temperature)
 
 
 def _starts_exact(config: Config) -> bool:

@@ -62,12 +62,19 @@ class NeuralEnergy(EnergyModel):
 
     net: nn.Sequential
 
-    def __init__(self, base_scale: float, zero_last: bool) -> None:
+    def __init__(self, base_scale: float, zero_last: bool, temperature: float = 1.0) -> None:
         super().__init__()
         if not (math.isfinite(base_scale) and base_scale >= 0):
             raise ValueError(f"base_scale must be finite and >= 0, got {base_scale}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
         self.base_scale = float(base_scale)
         self.zero_last = bool(zero_last)
+        self.temperature = float(temperature)
+
+    def _spec_extra(self) -> dict[str, Any]:
+        # Recorded only when set, so the specs of other runs stay as they were.
+        return {} if self.temperature == 1.0 else {"temperature": self.temperature}
 
     def _init_parameters(self, gen: torch.Generator | None) -> None:
         if gen is not None:
@@ -88,10 +95,20 @@ class NeuralEnergy(EnergyModel):
         """``x`` in the shape ``net`` takes, or a ValueError naming the accepted shapes."""
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """``net(x) + base_scale |x|^2 / 2``, shape ``(n,)``; ``cond`` is ignored (the model is
-        unconditional)."""
+        """``net(x) / temperature + base_scale |x|^2 / 2``, shape ``(n,)``; ``cond`` is ignored
+        (the model is unconditional).
+
+        ``temperature`` T scales the network's part only: the model is ``exp(-net / T)``
+        times the Gaussian base. It is a parametrisation, not a new family: a Langevin step
+        of size h on this energy moves ``h / T`` along ``-grad net`` with noise ``sqrt(2 h)``,
+        so a small T lets an exact kernel (ULA with its weights, MALA) take the large
+        gradient steps and small noise of short-run image samplers while its Jarzynski
+        weights stay exact for the model (the comparison of
+        benchmarks/mnist_conv_buffer.py)."""
         x = self._batch(x)
         e = self.net(x).squeeze(-1)
+        if self.temperature != 1.0:
+            e = e / self.temperature
         if self.base_scale:
             e = e + 0.5 * self.base_scale * x.flatten(1).square().sum(-1)
         return e
@@ -119,8 +136,8 @@ class MLPEnergy(NeuralEnergy):
 
     def __init__(self, dim: int, widths: tuple[int, ...] = (128, 128), activation: str = "silu",
                  base_scale: float = 0.0, zero_last: bool = False,
-                 gen: torch.Generator | None = None) -> None:
-        super().__init__(base_scale, zero_last)
+                 gen: torch.Generator | None = None, temperature: float = 1.0) -> None:
+        super().__init__(base_scale, zero_last, temperature)
         if dim <= 0 or any(w <= 0 for w in widths):
             raise ValueError(f"dim and widths must be > 0, got dim={dim}, widths={widths}")
         self.event_shape = (dim,)
@@ -136,13 +153,15 @@ class MLPEnergy(NeuralEnergy):
     def spec(self) -> dict[str, Any]:
         return {"kind": type(self).__name__, "dim": self.event_shape[0],
                 "widths": list(self.widths), "activation": self.activation,
-                "base_scale": self.base_scale, "zero_last": self.zero_last}
+                "base_scale": self.base_scale, "zero_last": self.zero_last,
+                **self._spec_extra()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> MLPEnergy:
         return cls(int(spec["dim"]), widths=tuple(int(w) for w in spec["widths"]),
                    activation=str(spec["activation"]), base_scale=float(spec["base_scale"]),
-                   zero_last=bool(spec["zero_last"]))
+                   zero_last=bool(spec["zero_last"]),
+                   temperature=float(spec.get("temperature", 1.0)))
 
     def _batch(self, x: torch.Tensor) -> torch.Tensor:
         dim = self.event_shape[0]
@@ -175,8 +194,8 @@ class ConvEnergy(NeuralEnergy):
 
     def __init__(self, channels: int = 1, size: int = 28, activation: str = "silu",
                  base_scale: float = 0.0, zero_last: bool = False,
-                 gen: torch.Generator | None = None) -> None:
-        super().__init__(base_scale, zero_last)
+                 gen: torch.Generator | None = None, temperature: float = 1.0) -> None:
+        super().__init__(base_scale, zero_last, temperature)
         if channels <= 0 or size <= 0:
             raise ValueError(f"channels and size must be > 0, got {channels}, {size}")
         self.event_shape = (channels, size, size)
@@ -195,12 +214,13 @@ class ConvEnergy(NeuralEnergy):
         channels, size, _ = self.event_shape
         return {"kind": type(self).__name__, "channels": channels, "size": size,
                 "activation": self.activation, "base_scale": self.base_scale,
-                "zero_last": self.zero_last}
+                "zero_last": self.zero_last, **self._spec_extra()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ConvEnergy:
         return cls(int(spec["channels"]), int(spec["size"]), activation=str(spec["activation"]),
-                   base_scale=float(spec["base_scale"]), zero_last=bool(spec["zero_last"]))
+                   base_scale=float(spec["base_scale"]), zero_last=bool(spec["zero_last"]),
+                   temperature=float(spec.get("temperature", 1.0)))
 
     def _batch(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and tuple(x.shape[1:]) == self.event_shape:

@@ -56,6 +56,10 @@ class Kernel(Protocol):
 
     name: ClassVar[str]
     invariant: ClassVar[bool]  # leaves the current model's distribution exactly invariant
+    # Jarzynski can weight its moves exactly: invariant, or reporting the log-weight
+    # increment of a move whose transition density is known (ULA). A kernel with clamps
+    # and no known density (short-run Langevin) is not.
+    exact_weights: ClassVar[bool]
     # The box (low, high) the kernel restricts the target to (images in [-1, 1]), or None:
     # an exact start must then draw the model restricted to it.
     box: tuple[float, float] | None
@@ -97,6 +101,7 @@ class KernelBase:
 
     adapts_on: tuple[str, ...] = ()
     info_names: tuple[str, ...] = ()  # the diagnostics its steps report (KernelInfo.metrics)
+    exact_weights: ClassVar[bool] = True
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
         return self, {}

@@ -11,16 +11,21 @@ from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.samplers.langevin import MALA, ULA
+from raybm.samplers.short_run import ShortRunLangevin
 
 if TYPE_CHECKING:
     from raybm.config import SamplerConfig
 
 KERNELS: dict[str, Callable[..., Kernel]] = {
     "gibbs": lambda c, model, modules: GibbsKernel(c.precision),
-    "ula": lambda c, model, modules: ULA(c.step_size, None if c.box is None else tuple(c.box)),
+    "ula": lambda c, model, modules: ULA(c.step_size, None if c.box is None else tuple(c.box),
+                                         noise_std=c.noise_std, box_rule=c.box_rule),
     "mala": lambda c, model, modules: MALA(c.step_size, None if c.box is None else tuple(c.box),
+                                           noise_std=c.noise_std, box_rule=c.box_rule,
                                            target_acceptance=c.target_acceptance,
                                            adapt_rate=c.adapt_rate),
+    "short_run": lambda c, model, modules: ShortRunLangevin(
+        c.step_size, c.noise_std, c.grad_clamp, None if c.box is None else tuple(c.box)),
 }
 
 
@@ -36,8 +41,11 @@ def build_kernel(sampler: SamplerConfig, model: EnergyModel | None = None,
 def register(name: str, section: type, builder: Callable[..., Kernel]) -> None:
     """Register a new kernel: its ``sampler:`` config section (``name`` its tag) and its
     builder ``(section, model, modules) -> Kernel``. What a plugin module calls."""
-    from raybm.config import register_section
+    from raybm.config import SamplerSection, register_section
 
+    if not issubclass(section, SamplerSection):
+        raise TypeError(f"the config section of {name!r} must derive from "
+                        "raybm.config.SamplerSection")
     if section.model_fields["name"].default != name:
         raise ValueError(f"the config section of {name!r} is named "
                          f"{section.model_fields['name'].default!r}")

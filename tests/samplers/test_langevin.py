@@ -14,9 +14,10 @@ import math
 import pytest
 import torch
 
-from raybm.models.gaussian import GaussianEnergy
+from raybm.models.base import EnergyModel
+from raybm.models.gaussian import GaussianEnergy, GaussianMixtureEnergy
 from raybm.samplers.base import KernelInfo
-from raybm.samplers.langevin import MALA, ULA, _log_q, _reflect
+from raybm.samplers.langevin import MALA, ULA, _log_q, _log_q_revert, _reflect
 from raybm.walkers import WalkerState
 
 N = 40_000
@@ -202,3 +203,302 @@ def test_the_reflected_density_equals_the_sum_over_every_unfolded_point(h):
     points = torch.cat([y + shifts, -2 - y + shifts])  # y + nP and 2 low - y + nP
     exact = torch.logsumexp(-(points - mean) ** 2 / (4 * h), 0).sum(1)
     assert torch.allclose(_log_q(y, mean, h, (-1.0, 1.0)), exact, rtol=1e-12, atol=1e-10)
+
+
+# ---- noise_std (the proposal's own noise) and box_rule="revert" ------------------------
+
+
+class CorrelatedGaussian(EnergyModel):
+    """``E(x) = (x - mu)^T P (x - mu) / 2`` with a full precision ``P``: the gradient of one
+    coordinate depends on the others, so a reverted coordinate's atom differs forwards and
+    backwards (with a diagonal Gaussian, or in 1-D, its two masses are equal and cancel)."""
+
+    def __init__(self, mean: list[float], cov: list[list[float]]) -> None:
+        super().__init__()
+        self.event_shape = (len(mean),)
+        self.register_buffer("mu", torch.tensor(mean, dtype=torch.float64))
+        self.register_buffer("precision", torch.linalg.inv(torch.tensor(cov,
+                                                                        dtype=torch.float64)))
+
+    def spec(self) -> dict:
+        return {"kind": "CorrelatedGaussian"}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "CorrelatedGaussian":
+        raise NotImplementedError
+
+    def energy(self, x, cond=None):
+        d = x - self.mu.to(x.dtype)
+        return 0.5 * ((d @ self.precision.to(x.dtype)) * d).sum(-1)
+
+    def energy_and_grad(self, x, cond=None):
+        d = x - self.mu.to(x.dtype)
+        g = d @ self.precision.to(x.dtype)
+        return 0.5 * (g * d).sum(-1), g
+
+
+def truncated_draws(gen, n: int, dim: int = 1) -> torch.Tensor:
+    """``n`` exact draws of N(0, I) restricted to [-1, 1]^dim (rejection)."""
+    draws = torch.randn(4 * n, dim, generator=gen)
+    return draws[(draws.abs() <= 1).all(1)][:n]
+
+
+def ratio_by_hand(model, x, y, h, sigma, box) -> torch.Tensor:
+    """``log [pi(y) q_V(x | y)] - log [pi(x) q_V(y | x)]`` of the reverting kernel, coordinate
+    by coordinate in Python floats (``math.erfc`` for the masses outside the box, the float
+    lattice's cell at a kept coordinate from ``math.nextafter``)."""
+    low, high = box
+    e_x, g_x = model.energy_and_grad(x)
+    e_y, g_y = model.energy_and_grad(y)
+
+    def big_phi(t):
+        return 0.5 * math.erfc(-t / math.sqrt(2))
+
+    def log_q(to, frm, mean):  # up to -(moved) log(sigma sqrt(2 pi)), as _log_q_revert
+        total = 0.0
+        for t, f, m in zip(to.tolist(), frm.tolist(), mean.tolist()):
+            if t != f:
+                total += -(t - m) ** 2 / (2 * sigma**2)
+            else:
+                cell = (math.nextafter(f, math.inf) - math.nextafter(f, -math.inf)) / 2
+                gauss = math.exp(-(f - m) ** 2 / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+                total += math.log(big_phi((low - m) / sigma) + big_phi((m - high) / sigma)
+                                  + gauss * cell)
+        return total
+
+    return torch.tensor([
+        -float(e_y[i]) + float(e_x[i]) + log_q(x[i], y[i], y[i] - h * g_y[i])
+        - log_q(y[i], x[i], x[i] - h * g_x[i]) for i in range(len(x))], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("box", [None, (-1.0, 1.0)])
+def test_noise_std_sqrt_2h_is_the_default(box):
+    """``noise_std=sqrt(2 h)`` draws the same proposals as None (the same float), so the same
+    walkers; its increments differ by the rounding of ``2 sigma^2`` against ``4 h``."""
+    model = GaussianEnergy(3, mean=torch.tensor([0.3, -0.2, 0.5]),
+                           log_precision=torch.tensor([0.0, 1.0, -0.5]))
+    h = 0.3
+    x = 0.9 * (2 * torch.rand(500, 3, generator=torch.Generator().manual_seed(20)) - 1)
+    for cls in (ULA, MALA):
+        runs = [cls(h, box, **kw).step(torch.Generator().manual_seed(21),
+                                       WalkerState.unweighted(x), model, 5)
+                for kw in ({}, {"noise_std": math.sqrt(2 * h)})]
+        (a, info_a), (b, info_b) = runs
+        assert torch.equal(a.x, b.x) and info_a.acceptance == info_b.acceptance
+        if cls is ULA:
+            assert torch.allclose(info_a.log_weight_increment, info_b.log_weight_increment,
+                                  rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [1e-4, 0.05, 0.6, 6.0])
+def test_the_proposal_density_uses_the_noise_variance(sigma):
+    """``_log_q`` with ``noise_std``: ``-|y - m|^2 / (2 sigma^2)`` without a box; in the box,
+    the sum over 242 unfolded points of each coordinate with variance ``sigma^2`` (as the
+    default's test with ``2 h``), with a step size that would give another variance."""
+    gen = torch.Generator().manual_seed(22)
+    y = torch.rand(500, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    mean = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 4
+    h = 0.37  # irrelevant once noise_std is given
+    plain = -((y - mean) ** 2).sum(1) / (2 * sigma**2)
+    assert torch.allclose(_log_q(y, mean, h, None, sigma), plain, rtol=1e-12, atol=0)
+    shifts = torch.arange(-60, 61, dtype=torch.float64).view(-1, 1, 1) * 4
+    points = torch.cat([y + shifts, -2 - y + shifts])
+    exact = torch.logsumexp(-(points - mean) ** 2 / (2 * sigma**2), 0).sum(1)
+    assert torch.allclose(_log_q(y, mean, h, (-1.0, 1.0), sigma), exact, rtol=1e-12,
+                          atol=1e-10)
+
+
+def test_ula_with_its_own_noise_drifts_and_its_increments_correct_it():
+    """``y = x - h grad E + sigma xi`` on N(0.5, 1) with ``sigma^2 != 2 h``: the walkers'
+    variance follows ``v' = (1 - h)^2 v + sigma^2`` (the noise is used), and the increments
+    are still exact importance weights for the target (Crooks; Neal 2001)."""
+    model = GaussianEnergy(1, mean=torch.tensor([0.5]))
+    h, sigma, k = 0.3, 0.6, 4
+    gen = torch.Generator().manual_seed(23)
+    out, info = ULA(h, noise_std=sigma).step(gen, target_walkers(gen, model, N), model, k)
+    w = torch.softmax(info.log_weight_increment, 0)
+    ess = float(1 / (w * w).sum())
+    assert ess > N / 4
+    x = out.x.double()[:, 0]
+    mean = (w * x).sum()
+    assert abs(float(mean) - 0.5) <= 5 * math.sqrt(1 / ess)
+    assert abs(float((w * (x - mean) ** 2).sum()) - 1.0) <= 5 * math.sqrt(2 / ess)
+    stationary = sigma**2 / (1 - (1 - h) ** 2)
+    drifted = stationary + (1 - h) ** (2 * k) * (1 - stationary)
+    assert abs(float(x.var()) - drifted) <= 5 * drifted * math.sqrt(2 / N)
+    assert abs(drifted - 1.0) > 5 * math.sqrt(2 / ess) + 5 * drifted * math.sqrt(2 / N)
+
+
+@pytest.mark.parametrize("box_rule", ["reflect", "revert"])
+def test_ula_with_its_own_noise_keeps_the_truncated_normal_under_its_weights(box_rule):
+    """Target N(0, 1) restricted to [-1, 1], from exact draws; ULA with ``sigma = 1 !=
+    sqrt(2 h)``, proposals reflected or reverted. Weighted by the increments the variance is
+    the truncated law's within 5 SE (of the ESS); unweighted it has drifted away."""
+    model = GaussianEnergy(1)
+    gen = torch.Generator().manual_seed(24)
+    start = truncated_draws(gen, N)
+    kernel = ULA(0.3, (-1.0, 1.0), noise_std=1.0, box_rule=box_rule)
+    out, info = kernel.step(gen, WalkerState.unweighted(start), model, 4)
+    assert float(out.x.abs().max()) <= 1.0
+    if box_rule == "revert":  # some walkers had every proposal leave the box: they stayed
+        assert 0 < float((out.x == start).double().mean()) < 0.1
+    var, m4 = truncated_normal_moments(1.0)
+    w = torch.softmax(info.log_weight_increment, 0)
+    ess = float(1 / (w * w).sum())
+    assert ess > N / 4
+    x = out.x.double()[:, 0]
+    assert abs(float((w * x * x).sum()) - var) <= 5 * math.sqrt((m4 - var**2) / ess)
+    assert abs(float(x.var()) - var) > 5 * math.sqrt((m4 - var**2) / N)  # it has teeth
+
+
+def test_reverting_mala_with_its_own_noise_keeps_the_truncated_normal():
+    """Target N(0, 1) restricted to [-1, 1]: mean 0 and variance ``1 - 2 phi(1) / (2 Phi(1)
+    - 1)`` kept, within 5 SE, by MALA with ``sigma != sqrt(2 h)`` and reverted proposals."""
+    model = GaussianEnergy(1)
+    gen = torch.Generator().manual_seed(25)
+    x = truncated_draws(gen, N)
+    out, info = MALA(0.5, (-1.0, 1.0), noise_std=0.8, box_rule="revert").step(
+        gen, WalkerState.unweighted(x), model, 10)
+    assert float(out.x.abs().max()) <= 1.0
+    var, m4 = truncated_normal_moments(1.0)
+    assert abs(float(out.x.double().var()) - var) <= 5 * math.sqrt((m4 - var**2) / N)
+    assert abs(float(out.x.double().mean())) <= 5 * math.sqrt(var / N)
+    assert info.acceptance < 0.995
+
+
+def correlated_truncated_reference(model: CorrelatedGaussian, m: int = 1000):
+    """``E f`` and ``Var f`` under ``model`` restricted to [-1, 1]^2 for ``f`` = (x1, x2,
+    x1^2, x2^2, x1 x2), by the midpoint rule on an ``m x m`` grid (error ~1e-6, far below
+    the Monte-Carlo SEs)."""
+    t = (torch.arange(m, dtype=torch.float64) + 0.5) / m * 2 - 1
+    grid = torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    p = torch.softmax(-model.energy(grid), 0)
+    f = stats(grid)
+    mean = (p[:, None] * f).sum(0)
+    return mean, (p[:, None] * (f - mean) ** 2).sum(0)
+
+
+def stats(x: torch.Tensor) -> torch.Tensor:
+    x = x.double()
+    return torch.stack([x[:, 0], x[:, 1], x[:, 0] ** 2, x[:, 1] ** 2, x[:, 0] * x[:, 1]], 1)
+
+
+def correlated_start(gen, model: CorrelatedGaussian, n: int) -> torch.Tensor:
+    """``n`` exact float32 draws of ``model`` restricted to [-1, 1]^2 (rejection)."""
+    chol = torch.linalg.cholesky(torch.linalg.inv(model.precision))
+    z = torch.randn(4 * n, 2, generator=gen, dtype=torch.float64) @ chol.T + model.mu
+    return z[(z.abs() <= 1).all(1)][:n].float()
+
+
+def test_reverting_kernels_keep_a_correlated_truncated_gaussian():
+    """2-D Gaussian of correlation 0.8 restricted to [-1, 1]^2, where a reverted coordinate's
+    atom ``P_out`` differs forwards and backwards. ULA (``sigma != sqrt(2 h)``) weighted by its
+    increments, and MALA, give the first and second moments within 5 SE (quadrature
+    reference). Without the atoms' terms (a kept coordinate weighing nothing, or the plain
+    Gaussian density) MALA's moments land up to ~20 SE off and ULA's ~7 SE (checked by
+    hand): the test has teeth; unweighted ULA is 15-40 SE off."""
+    model = CorrelatedGaussian([0.3, -0.2], [[1.0, 0.8], [0.8, 1.0]])
+    mean, var = correlated_truncated_reference(model)
+    gen = torch.Generator().manual_seed(26)
+    start = WalkerState.unweighted(correlated_start(gen, model, N))
+    out, info = ULA(0.2, (-1.0, 1.0), noise_std=0.9, box_rule="revert").step(gen, start,
+                                                                             model, 5)
+    assert float(out.x.abs().max()) <= 1.0
+    w = torch.softmax(info.log_weight_increment, 0)
+    ess = float(1 / (w * w).sum())
+    assert ess > N / 4
+    f = stats(out.x)
+    assert (((w[:, None] * f).sum(0) - mean).abs() <= 5 * (var / ess).sqrt()).all()
+    assert ((f.mean(0) - mean).abs() > 5 * (var / N).sqrt()).any()
+    out, info = MALA(0.5, (-1.0, 1.0), noise_std=0.8, box_rule="revert").step(gen, start,
+                                                                             model, 10)
+    assert float(out.x.abs().max()) <= 1.0 and 0.5 < info.acceptance < 0.9
+    assert ((stats(out.x).mean(0) - mean).abs() <= 5 * (var / N).sqrt()).all()
+
+
+def test_the_reverting_increment_is_the_exact_formula():
+    """One ULA step with reverted proposals from walkers at, near and away from the faces of
+    [-1, 1]^3 under a Gaussian mixture (whose gradient couples the coordinates): the reported
+    increment against the coordinate-by-coordinate formula in Python floats, to 1e-12; and
+    the step did revert some coordinates and move others."""
+    model = GaussianMixtureEnergy(torch.tensor([[0.8, -0.5, 0.2], [-0.6, 0.4, -0.9]]),
+                                  torch.tensor([0.3, -0.2]), std=0.5)
+    gen = torch.Generator().manual_seed(27)
+    x = torch.rand(200, 3, generator=gen, dtype=torch.float64) * 2 - 1
+    x[:40, 0], x[40:80, 1] = -1.0, 1.0  # on the faces
+    x[80:120] = x[80:120].sign() * (1 - 1e-3 * torch.rand(40, 3, generator=gen,
+                                                          dtype=torch.float64))
+    h, sigma, box = 0.05, 0.2, (-1.0, 1.0)
+    out, info = ULA(h, box, noise_std=sigma, box_rule="revert").step(
+        gen, WalkerState.unweighted(x), model, 1)
+    kept = out.x == x
+    assert 0.05 < float(kept.double().mean()) < 0.5
+    assert torch.allclose(info.log_weight_increment, ratio_by_hand(model, x, out.x, h, sigma,
+                                                                   box), rtol=1e-12, atol=1e-12)
+    # _log_q_revert's masses alone, for means inside, at and beyond the faces.
+    mean = torch.tensor([[0.2, -1.0, 1.3], [-2.5, 0.99, 4.0]], dtype=torch.float64)
+    frm = torch.tensor([[0.3, -1.0, 1.0], [-0.9, 1.0, 0.97]], dtype=torch.float64)
+    to = torch.tensor([[0.3, -0.7, 1.0], [-0.9, 0.5, 0.97]], dtype=torch.float64)
+    by_hand = []
+    for t_row, f_row, m_row in zip(to.tolist(), frm.tolist(), mean.tolist()):
+        total = 0.0
+        for t, f, m in zip(t_row, f_row, m_row):
+            if t != f:
+                total -= (t - m) ** 2 / (2 * sigma**2)
+            else:  # the lattice's cell is ~1e-16: below 1e-12 relative to these masses
+                total += math.log(0.5 * math.erfc((m + 1) / (sigma * math.sqrt(2)))
+                                  + 0.5 * math.erfc((1 - m) / (sigma * math.sqrt(2))))
+        by_hand.append(total)
+    assert torch.allclose(_log_q_revert(to, frm, mean, sigma, box),
+                          torch.tensor(by_hand, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_a_float32_lattice_stay_far_from_a_face_weighs_as_the_move_it_is():
+    """At ``sigma = 1e-4`` a float32 proposal inside the box rounds onto ``x_i`` itself
+    with probability ~2e-4 per coordinate. Far from a face ``P_out ~ e^-(4e6)``: the atom is
+    then the lattice cell's Gaussian mass, and the stay's ratio is the move formula's
+    ``[(x - m)^2 - (x - m')^2] / (2 sigma^2)`` (to float32 rounding), not a difference of
+    two ``log P_out ~ -4e6`` (rounding noise of nats); at a face it is ``P_out``'s."""
+    sigma, box = 1e-4, (-1.0, 1.0)
+    x = torch.tensor([[0.7], [-1.0]])
+    m_fwd = torch.tensor([[0.7 - 3e-5], [-1.0 + 2e-5]])
+    m_back = torch.tensor([[0.7 - 3.5e-5], [-1.0 + 4e-5]])
+    ratio = (_log_q_revert(x, x, m_back, sigma, box) - _log_q_revert(x, x, m_fwd, sigma, box))
+    d_fwd, d_back = (x - m_fwd).double(), (x - m_back).double()
+    as_move = ((d_fwd**2 - d_back**2) / (2 * sigma**2))[0, 0]
+    assert abs(float(ratio[0]) - float(as_move)) < 1e-4
+
+    cell = (2.0**-24 + 2.0**-23) / 2  # half float32's gaps either side of -1
+
+    def log_atom(m):  # P_out, and the cell's Gaussian mass (~4e-4 of it here)
+        gauss = math.exp(-(1 + m) ** 2 / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
+        return math.log(0.5 * math.erfc((m + 1) / (sigma * math.sqrt(2)))
+                        + 0.5 * math.erfc((1 - m) / (sigma * math.sqrt(2))) + gauss * cell)
+
+    at_face = log_atom(float(m_back[1, 0])) - log_atom(float(m_fwd[1, 0]))
+    assert abs(float(ratio[1]) - at_face) < 1e-5
+
+
+def test_the_options_reach_the_image_contract_and_the_step():
+    """Both options on image-shaped walkers: walkers stay in the box, shapes kept, the same
+    generator gives the same walkers."""
+    model = GaussianEnergy(4)
+    model.event_shape = (1, 2, 2)
+    for kernel in (ULA(5e-5, (-1.0, 1.0), noise_std=1e-4, box_rule="revert"),
+                   MALA(0.05, (-1.0, 1.0), noise_std=0.3, box_rule="revert")):
+        a = kernel.init(torch.Generator().manual_seed(28), model, 64)
+        out1, _ = kernel.step(torch.Generator().manual_seed(29), a, model, 3)
+        out2, _ = kernel.step(torch.Generator().manual_seed(29), a, model, 3)
+        assert out1.x.shape == a.x.shape and torch.equal(out1.x, out2.x)
+        assert float(out1.x.abs().max()) <= 1.0 and not torch.equal(out1.x, a.x)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-4, float("nan"), float("inf")])
+def test_bad_noise_std_and_box_rule_are_refused(bad):
+    for cls in (ULA, MALA):
+        with pytest.raises(ValueError, match="noise_std"):
+            cls(0.1, noise_std=bad)
+        with pytest.raises(ValueError, match="box_rule"):
+            cls(0.1, (-1.0, 1.0), box_rule="clip")
+    assert ULA(0.1, noise_std=1e-4).noise_std == 1e-4
+    assert MALA(0.1, (-1.0, 1.0), box_rule="revert").box_rule == "revert"
