@@ -223,6 +223,8 @@ class SamplerSection(_Section):
 
     # Jarzynski can weight the kernel's moves exactly (samplers.base.Kernel.exact_weights)
     exact_weights: ClassVar[bool] = True
+    # Trained modules the kernel's builder needs from the run (a flow it proposes from)
+    needs_modules: ClassVar[tuple[str, ...]] = ()
 
 
 class GibbsSamplerConfig(SamplerSection):
@@ -296,11 +298,23 @@ class ShortRunSamplerConfig(_BoxedSamplerConfig):
     # (box: the walkers are clamped to it, e.g. [-1, 1])
 
 
+class FlowMCSamplerConfig(SamplerSection):
+    """FlowMC (samplers/flowmc.py): per round one IMH step with proposals from the run's
+    trained flow, then ``n_mala`` MALA steps of ``step_size``; exactly invariant."""
+
+    name: Literal["flowmc"] = "flowmc"
+    # The trained module the kernel proposes from: the run's algorithm must train it.
+    needs_modules: ClassVar[tuple[str, ...]] = ("flow",)
+    step_size: float = Field(0.01, gt=0, le=1e6, json_schema_extra=TUNE)
+    n_mala: int = Field(10, ge=0, le=100_000, json_schema_extra=TUNE)
+
+
 SAMPLER_CONFIGS: dict[str, type[SamplerSection]] = {
     "gibbs": GibbsSamplerConfig, "ula": ULASamplerConfig, "mala": MALASamplerConfig,
-    "short_run": ShortRunSamplerConfig}
+    "short_run": ShortRunSamplerConfig, "flowmc": FlowMCSamplerConfig}
 SamplerConfig = Annotated[GibbsSamplerConfig | ULASamplerConfig | MALASamplerConfig
-                          | ShortRunSamplerConfig, Field(discriminator="name")]
+                          | ShortRunSamplerConfig | FlowMCSamplerConfig,
+                          Field(discriminator="name")]
 
 
 class _AlgorithmOptions(_Section):
@@ -319,6 +333,11 @@ class _AlgorithmOptions(_Section):
     # Declared by an algorithm whose walkers carry Jarzynski weights: its kernel's moves
     # must be weighted exactly (sampler sections declare exact_weights).
     needs_exact_weights: ClassVar[bool] = False
+    # Declared by an algorithm whose walkers start as exact draws of the initial model (a
+    # neural energy at its Gaussian base: Estimator.starts_exact).
+    starts_exact: ClassVar[bool] = False
+    # Declared by an algorithm for continuous models only (a flow on the walkers).
+    continuous_only: ClassVar[bool] = False
 
 
 class KStepConfig(_AlgorithmOptions):
@@ -353,17 +372,35 @@ class JarzynskiConfig(_AlgorithmOptions):
     # (Fixed for the run: the estimator counts updates towards it only when it is set.)
     resample_after: int = Field(0, ge=0)
     needs_exact_weights: ClassVar[bool] = True
+    starts_exact: ClassVar[bool] = True
+
+
+class FlowMCEBMConfig(_AlgorithmOptions):
+    """FlowMC-EBM (algorithms/flowmc.py): PCD whose walkers move by FlowMC, with the flow
+    fitted to them as a second trained module (its optimizer: ``optimizers.flow``)."""
+
+    name: Literal["flowmc_ebm"] = "flowmc_ebm"
+    starts_exact: ClassVar[bool] = True
+    continuous_only: ClassVar[bool] = True
+    flow_family: Literal["maf", "nsf"] = "maf"  # zuko's affine (MAF) or spline (NSF) flows
+    flow_transforms: int = Field(3, ge=1, le=64)
+    flow_hidden: list[Annotated[int, Field(gt=0, le=100_000)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1, max_length=16)
+    flow_steps: int = Field(2, ge=1, le=100, json_schema_extra=RESUME)  # flow steps per energy step
+    # lambda of (1 - lambda) NLL(walkers) + lambda NLL(data), the flow's loss
+    flow_data_weight: float = Field(0.0, ge=0, le=1, json_schema_extra=TUNE)
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
 # of another algorithm is refused instead of silently ignored.
 ALGORITHM_CONFIGS: dict[str, type[_AlgorithmOptions]] = {
     c.model_fields["name"].default: c
-    for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig)
+    for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig, FlowMCEBMConfig)
 }
 ALGORITHM_NAMES = tuple(ALGORITHM_CONFIGS)  # the built-in ones (plugins add to the dict)
 AlgorithmConfig = Annotated[
-    KStepConfig | PCDConfig | CDConfig | JarzynskiConfig, Field(discriminator="name")]
+    KStepConfig | PCDConfig | CDConfig | JarzynskiConfig | FlowMCEBMConfig,
+    Field(discriminator="name")]
 
 
 def register_section(section: str, member: type[BaseModel]) -> None:
@@ -611,6 +648,9 @@ class Config(_Section):
                 raise InputError("", "algorithm.walkers_per_update", f"{a.walkers_per_update} "
                                  f"for {self.distributed.workers} workers: each moves at "
                                  "least one of its walkers")
+        if rbm and type(a).continuous_only:
+            raise InputError("", "algorithm.name", f"{a.name} trains continuous models, not "
+                             "model.kind rbm")
         if rbm and a.data_noise:
             raise InputError("", "algorithm.data_noise", "jitters continuous data, not the "
                              "states of model.kind rbm")
@@ -619,10 +659,10 @@ class Config(_Section):
         if f != "auto" and rbm == (f in CONTINUOUS_FORMATS):
             raise InputError("", "data.format", f"{f} data does not fit "
                              f"model.kind {self.model.kind}")
-        if (self.algorithm.name == "jarzynski" and self.model.kind in ("mlp", "conv")
+        if (type(self.algorithm).starts_exact and self.model.kind in ("mlp", "conv")
                 and self.model.base_scale == 0):
-            raise InputError("", "model.base_scale", "jarzynski walkers start as exact draws "
-                             "of N(0, I / base_scale): set base_scale > 0")
+            raise InputError("", "model.base_scale", f"{self.algorithm.name} walkers start as "
+                             "exact draws of N(0, I / base_scale): set base_scale > 0")
         return self
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:

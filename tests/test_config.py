@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raybm.config import (ALGORITHM_NAMES, DEFAULT_CONFIG, Config, config_from, load_config,
-                          parse_config, with_values)
+from raybm.config import (ALGORITHM_CONFIGS, ALGORITHM_NAMES, DEFAULT_CONFIG, Config,
+                          config_from, load_config, parse_config, with_values)
 from raybm.errors import InputError
 from tests.conftest import SHARED_DATA
 
@@ -83,10 +83,14 @@ def test_every_example_config_runs_on_the_shared_data(path, tmp_path):
 
 def test_every_key_is_documented():
     doc = (ROOT / "docs" / "config.md").read_text()
-    keys = {key for name in ALGORITHM_NAMES
-            for key in parse_config({"algorithm": {"name": name}}).flat()}
     continuous = {"model": {"kind": "gaussian_mixture"}, "algorithm": {"centered": False}}
-    for sampler in ("ula", "mala"):
+    keys: set[str] = set()
+    for name in ALGORITHM_NAMES:
+        raw = {"algorithm": {"name": name}}
+        if ALGORITHM_CONFIGS[name].continuous_only:
+            raw |= {"model": continuous["model"], "sampler": {"name": "ula"}}
+        keys |= set(parse_config(raw).flat())
+    for sampler in ("ula", "mala", "short_run", "flowmc"):
         keys |= set(parse_config({**continuous, "sampler": {"name": sampler}}).flat())
     missing = sorted(key for key in keys if f"`{key}`" not in doc)
     assert not missing, f"undocumented config keys: {missing}"

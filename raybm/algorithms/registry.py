@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from raybm.algorithms.base import Estimator
 from raybm.algorithms.contrastive import (ContrastiveDivergence, KStep,
                                           PersistentContrastiveDivergence)
+from raybm.algorithms.flowmc import FlowMCEBM
 from raybm.algorithms.jarzynski import Jarzynski
 from raybm.algorithms.population import LOCAL, Population
 from raybm.samplers.base import Kernel
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls
-    for cls in (KStep, PersistentContrastiveDivergence, ContrastiveDivergence, Jarzynski)
+    for cls in (KStep, PersistentContrastiveDivergence, ContrastiveDivergence, Jarzynski,
+                FlowMCEBM)
 }
 
 

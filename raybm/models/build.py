@@ -139,6 +139,11 @@ def check_fits(config: Config, train: Dataset) -> None:
     from raybm.algorithms.registry import estimator_class
 
     modules = estimator_class(config.algorithm.name).modules
+    missing = [m for m in type(config.sampler).needs_modules if m not in modules]
+    if missing:
+        raise InputError("sampler.name", "", f"{config.sampler.name} proposes from the run's "
+                         f"trained {missing[0]}, which algorithm.name {config.algorithm.name} "
+                         "does not train (algorithm.name: flowmc_ebm does)")
     unknown = sorted(set(config.optimizers) - set(modules))
     if unknown:
         raise InputError(f"optimizers.{unknown[0]}", "", "not a trained module of this run "

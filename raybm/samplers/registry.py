@@ -11,6 +11,7 @@ from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.samplers.langevin import MALA, ULA
+from raybm.samplers.flowmc import FlowMC
 from raybm.samplers.short_run import ShortRunLangevin
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ KERNELS: dict[str, Callable[..., Kernel]] = {
                                            adapt_rate=c.adapt_rate),
     "short_run": lambda c, model, modules: ShortRunLangevin(
         c.step_size, c.noise_std, c.grad_clamp, None if c.box is None else tuple(c.box)),
+    # Before the trainer has built the modules the flow is missing: the kernel then starts
+    # walkers but refuses to move them (the trainer builds it again with the flow).
+    "flowmc": lambda c, model, modules: FlowMC(c.step_size, c.n_mala, flow=modules.get("flow")),
 }
 
 

@@ -10,12 +10,13 @@ only with the kernel it was given, and answers the trainer's hooks. (Each estima
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
 import torch
 
-from raybm.algorithms.base import Batch, Estimate, Estimator
+from raybm.algorithms.base import ENERGY, Batch, Estimate, Estimator, as_phase
 from raybm.algorithms.jarzynski import Jarzynski
 from raybm.algorithms.registry import ESTIMATORS, build_estimator, estimator_class
 from raybm.config import ALGORITHM_CONFIGS, ALGORITHM_NAMES
@@ -60,8 +61,9 @@ def test_every_configurable_algorithm_is_registered_and_declared():
     for name, cls in ESTIMATORS.items():
         assert issubclass(cls, Estimator) and cls.name == name
     # Declared on the classes (resolve_paths records n_walkers for these from the class).
-    assert {n for n, c in ESTIMATORS.items() if c.persistent} == {"pcd", "jarzynski"}
-    assert {n for n, c in ESTIMATORS.items() if c.starts_exact} == {"jarzynski"}
+    assert {n for n, c in ESTIMATORS.items() if c.persistent} == {"pcd", "jarzynski",
+                                                                   "flowmc_ebm"}
+    assert {n for n, c in ESTIMATORS.items() if c.starts_exact} == {"jarzynski", "flowmc_ebm"}
     with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
         estimator_class("nope")
 
@@ -84,19 +86,24 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
     kernel = CountingKernel()
     est = estimator_class(name).from_config(section(name, k=3), kernel, seed=0)
     gen = torch.Generator().manual_seed(2)
+    # The modules it declares, built as the trainer builds them (a flow of the data's shape).
+    shaped = SimpleNamespace(event_shape=(model.n_visible,))
+    assert set(est.build_modules(gen, model, shaped)) == set(est.modules)
     walkers = est.init_walkers(gen, model, 8)
     assert (walkers is not None) == est.persistent
     vs = all_visible_states(model)
     batch = Batch(vs[:8], torch.arange(8) % 3)
-    for phase in est.phases:
-        out = est.estimate(gen, model, batch, walkers, phase)
+    for phase in est.phases:  # by name, as the trainer hands them
+        out = est.estimate(gen, model, batch, walkers, as_phase(phase).name)
         assert isinstance(out, Estimate) and out.loss.requires_grad
         walkers = out.walkers if out.walkers is not None else walkers
         # The diagnostics it declares (what a sweep may search on) are the ones it reports,
         # before the update (estimate) or of the state the update leaves (update_info).
         assert set(est.info_names) <= set(out.info) | set(est.update_info(model, walkers))
-    # Every sweep went through the kernel handed in, k at a time.
-    assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(est.phases)
+    # Every sweep went through the kernel handed in, k at a time: once per phase that steps
+    # the energy (a phase fitting another module moves no walker).
+    energy_phases = [p for p in map(as_phase, est.phases) if p.modules == (ENERGY,)]
+    assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(energy_phases)
 
 
 @pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"jarzynski"}))

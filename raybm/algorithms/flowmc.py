@@ -1,0 +1,109 @@
+"""FlowMC-EBM: an energy trained jointly with a normalizing flow that samples for it
+(Grenioux, Moulines, Gabrié 2023, "Balanced training of energy-based models with adaptive
+flow sampling", arXiv 2306.00684).
+
+Persistent walkers are moved by FlowMC (``samplers.flowmc``: flow-IMH steps interleaved with
+MALA), whose flow is a second trained module of the run (``raybm.models.flow``). Each update:
+
+1. ``joint`` (steps the energy): the walkers take ``k`` FlowMC rounds under the current
+   energy, and the contrastive loss ``<E>_data - <E>_walkers`` (plus the energy penalty, if
+   any) gives the log-likelihood gradient, as in PCD;
+2. ``fit`` x ``flow_steps`` (steps the flow): maximum likelihood of the flow on the walkers
+   just moved, ``-<log q(x)>_walkers``, the research's "likelihood ascent" on the sampler's
+   output (section 3.2), optionally mixed with the data's likelihood:
+
+       L_flow = (1 - lambda) (-<log q>_walkers) + lambda (-<log q>_data),   lambda = ``flow_data_weight``.
+
+   Fitting on the walkers makes the flow follow the *model*, which is what an IMH proposal
+   needs; the data term helps early, while the model is still far from the data (default 0:
+   the research's choice for the mixtures).
+
+The energy starts at its Gaussian base (the read-out of a neural energy at zero:
+``Estimator.starts_exact``) and the flow at the identity, so model, base and flow agree at
+the start and the walkers start as exact draws of the model (section 3.2). The flow has its
+own optimizer, learning rate and schedule (``optimizers.flow``): the research's warning is
+that the two rates must stay matched (section 4.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from raybm.algorithms.base import ENERGY, Batch, Estimate, Estimator, Phase
+from raybm.algorithms.population import LOCAL, Population
+from raybm.models.base import EnergyModel
+from raybm.models.flow import Flow
+from raybm.samplers.base import Kernel
+from raybm.samplers.exact import exact_start
+from raybm.walkers import WalkerState
+
+if TYPE_CHECKING:
+    from raybm.config import AlgorithmConfig
+    from raybm.data.dataset import Dataset
+
+
+@dataclass
+class FlowMCEBM(Estimator):
+    """PCD with FlowMC walkers and a flow fitted to them (module docstring)."""
+
+    k: int
+    kernel: Kernel
+    population: Population = field(default=LOCAL, repr=False)
+    flow_family: str = "maf"
+    flow_transforms: int = 3
+    flow_hidden: tuple[int, ...] = (64, 64)
+    flow_steps: int = 2
+    flow_data_weight: float = 0.0
+    flow: Flow | None = field(default=None, repr=False)
+    name: ClassVar[str] = "flowmc_ebm"
+    persistent: ClassVar[bool] = True
+    starts_exact: ClassVar[bool] = True
+    modules: ClassVar[tuple[str, ...]] = ("flow",)
+    plots: ClassVar[dict[str, tuple[str, ...]]] = {
+        "flowmc.png": ("imh_acceptance", "acceptance", "loss_fit")}
+
+    @classmethod
+    def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
+                    population: Population = LOCAL) -> "FlowMCEBM":
+        return cls(k=algorithm.k, kernel=kernel, population=population,
+                   flow_family=algorithm.flow_family,
+                   flow_transforms=algorithm.flow_transforms,
+                   flow_hidden=tuple(algorithm.flow_hidden), flow_steps=algorithm.flow_steps,
+                   flow_data_weight=algorithm.flow_data_weight)
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:  # type: ignore[override]
+        return (Phase("joint", (ENERGY,)),) + (Phase("fit", ("flow",)),) * self.flow_steps
+
+    def build_modules(self, gen: torch.Generator, model: EnergyModel,
+                      data: Dataset) -> dict[str, nn.Module]:
+        self.flow = Flow(math.prod(data.event_shape), self.flow_family, self.flow_transforms,
+                         self.flow_hidden, gen=gen, identity=True)
+        return {"flow": self.flow}
+
+    def init_walkers(self, gen: torch.Generator, model: EnergyModel, n_walkers: int,
+                     data: Dataset | None = None) -> WalkerState:
+        walkers, _ = exact_start(gen, model, n_walkers, None)
+        return walkers
+
+    def estimate(self, gen: torch.Generator, model: EnergyModel, batch: Batch,
+                 walkers: WalkerState | None, phase: str) -> Estimate:
+        if phase == "joint":
+            walkers, moved = self.kernel.step(gen, walkers, model, self.k)
+            return Estimate(self.loss(model, batch, walkers), walkers, moved.metrics())
+        # fit: this shard's terms of the flow's mean negative log-likelihood over the whole
+        # population (and over the whole minibatch for the data term).
+        n = self.population.gather(walkers.log_weight).numel()
+        nll = -self.flow.log_prob(walkers.x).sum() / n
+        loss = nll
+        if self.flow_data_weight:
+            total = batch.total_weight if batch.total_weight is not None else batch.size
+            data_nll = -self.flow.log_prob(batch.x).sum() / total
+            loss = (1 - self.flow_data_weight) * nll + self.flow_data_weight * data_nll
+        # (Logged as loss_fit, summed over the shards by the trainer.)
+        return Estimate(loss, None)
