@@ -443,10 +443,12 @@ def _tagged_section(section: str, raw: Any, tag: str, default: str,
 
 
 def _check_sampler_fits(kind: str, sampler: str) -> None:
-    """RBMs are sampled with Gibbs, continuous models with Langevin (ULA, MALA, short-run)."""
+    """RBMs are sampled with Gibbs, continuous models with every other kernel (Langevin,
+    short-run, FlowMC, a plugin's)."""
     rbm = kind == "rbm"
     if rbm != (sampler == "gibbs"):
-        want = "gibbs" if rbm else "ula, mala or short_run"
+        others = [name for name in SAMPLER_CONFIGS if name != "gibbs"]
+        want = "gibbs" if rbm else ", ".join(others[:-1]) + " or " + others[-1]
         raise InputError("", "sampler.name", f"model.kind {kind} is sampled with {want}, "
                          f"not {sampler}")
 

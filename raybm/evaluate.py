@@ -166,7 +166,7 @@ def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
         sample_grid(chains.x.reshape(100, -1), (side, side), written[-1],
                     value_range=value_range)
     sample_grid(train.x[:100].reshape(min(100, train.n_samples), -1), (side, side),
-                directory / "data.png", value_range=value_range)
+                written[1], value_range=value_range)
     return written
 
 

@@ -274,8 +274,8 @@ def test_infinity_in_a_config_file_through_the_cli_is_one_line(tmp_path, capsys,
 def test_the_wrong_sampler_for_the_model_blames_the_sampler_name_not_its_keys():
     """A continuous model's config with a Langevin sampler section, switched to gibbs: the
     error is the sampler (step_size is a Langevin key only because the name is wrong)."""
-    expected = ("--set: sampler.name: model.kind mlp is sampled with ula, mala or short_run, "
-                "not gibbs")
+    expected = ("--set: sampler.name: model.kind mlp is sampled with ula, mala, short_run or "
+                "flowmc, not gibbs")
     with pytest.raises(InputError) as err:
         config_from(MLP, "cfg.yaml", ["sampler.name=gibbs"])
     assert str(err.value) == expected
@@ -285,7 +285,7 @@ def test_the_wrong_sampler_for_the_model_blames_the_sampler_name_not_its_keys():
     with pytest.raises(InputError) as err:  # no sampler section: gibbs by default
         parse_config({"model": {"kind": "mlp"}}, "cfg.yaml")
     assert str(err.value) == "cfg.yaml: sampler.name: model.kind mlp is sampled with ula, " \
-                             "mala or short_run, not gibbs"
+                             "mala, short_run or flowmc, not gibbs"
     with pytest.raises(InputError) as err:  # an RBM with a Langevin sampler
         parse_config({"sampler": {"name": "mala", "step_size": 0.1}}, "cfg.yaml")
     assert str(err.value) == "cfg.yaml: sampler.name: model.kind rbm is sampled with gibbs, " \

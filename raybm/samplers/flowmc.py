@@ -31,12 +31,12 @@ import torch
 
 from raybm.models.base import EnergyModel
 from raybm.samplers.base import KernelBase, KernelInfo
-from raybm.samplers.langevin import MALA, noise_start, noise_start_words
+from raybm.samplers.langevin import MALA, NoiseStart
 from raybm.walkers import WalkerState
 
 
 @dataclass(frozen=True)
-class FlowMC(KernelBase):
+class FlowMC(NoiseStart, KernelBase):
     """``k`` rounds of one flow-IMH step then ``n_mala`` MALA steps of size ``step_size``."""
 
     step_size: float
@@ -55,15 +55,6 @@ class FlowMC(KernelBase):
         if self.box is not None:
             raise ValueError("flowmc proposes on R^d: it takes no box")
         MALA(self.step_size)  # the same checks of the step size
-
-    @property
-    def start(self) -> str:
-        return noise_start_words(None)
-
-    def init(self, gen: torch.Generator, model: EnergyModel, n: int,
-             label: torch.Tensor | None = None, shape: tuple[int, ...] | None = None
-             ) -> WalkerState:
-        return noise_start(gen, model, n, None, label, shape)
 
     @torch.no_grad()
     def imh(self, gen: torch.Generator, state: WalkerState,

@@ -213,27 +213,32 @@ def _log_q_revert(y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, noise_st
     return _sum_rows(torch.where(y != x, moved_term, kept).double())
 
 
-def noise_start(gen: torch.Generator, model: EnergyModel, n: int,
-                box: tuple[float, float] | None, label: torch.Tensor | None = None,
-                shape: tuple[int, ...] | None = None) -> WalkerState:
-    """The start of a continuous kernel's walkers: ``n`` draws of N(0, I), or uniform in the
-    box when there is one, of per-walker ``shape`` (default: the model's ``event_shape``)."""
-    shape = tuple(shape if shape is not None else model.event_shape)
-    if box is None:
-        x = torch.randn((n, *shape), generator=gen)
-    else:
-        low, high = box
-        x = low + (high - low) * torch.rand((n, *shape), generator=gen)
-    return WalkerState.unweighted(x, label)
+class NoiseStart:
+    """The start of a continuous kernel's walkers (Langevin, short-run, FlowMC): N(0, I), or
+    uniform in the kernel's ``box`` when it has one."""
 
+    box: tuple[float, float] | None
 
-def noise_start_words(box: tuple[float, float] | None) -> str:
-    """What :func:`noise_start` draws, in words."""
-    return "N(0, I)" if box is None else f"uniform noise in {list(box)}"
+    @property
+    def start(self) -> str:
+        return "N(0, I)" if self.box is None else f"uniform noise in {list(self.box)}"
+
+    def init(self, gen: torch.Generator, model: EnergyModel, n: int,
+             label: torch.Tensor | None = None, shape: tuple[int, ...] | None = None
+             ) -> WalkerState:
+        """``n`` walkers from N(0, I) (uniform in the box when there is one), of per-walker
+        ``shape`` (default: the model's ``event_shape``)."""
+        shape = tuple(shape if shape is not None else model.event_shape)
+        if self.box is None:
+            x = torch.randn((n, *shape), generator=gen)
+        else:
+            low, high = self.box
+            x = low + (high - low) * torch.rand((n, *shape), generator=gen)
+        return WalkerState.unweighted(x, label)
 
 
 @dataclass(frozen=True)
-class _Langevin(KernelBase):
+class _Langevin(NoiseStart, KernelBase):
     """``noise_std``: the proposal's noise standard deviation ``sigma`` (None: ``sqrt(2 h)``);
     ``box_rule``: ``"reflect"`` or ``"revert"``, what becomes of a proposal that leaves the
     box (ignored without one). Both in the module docstring."""
@@ -257,17 +262,6 @@ class _Langevin(KernelBase):
         if self.box_rule not in self.BOX_RULES:
             raise ValueError(f"box_rule must be one of {list(self.BOX_RULES)}, got "
                              f"{self.box_rule!r}")
-
-    @property
-    def start(self) -> str:
-        return noise_start_words(self.box)
-
-    def init(self, gen: torch.Generator, model: EnergyModel, n: int,
-             label: torch.Tensor | None = None, shape: tuple[int, ...] | None = None
-             ) -> WalkerState:
-        """``n`` walkers from N(0, I) (uniform in the box when there is one), of per-walker
-        ``shape`` (default: the model's ``event_shape``)."""
-        return noise_start(gen, model, n, self.box, label, shape)
 
     def _propose(self, gen: torch.Generator, x: torch.Tensor, g_x: torch.Tensor) -> torch.Tensor:
         """One Langevin proposal ``y = x - h grad E(x) + sigma xi`` (reflected into the box,

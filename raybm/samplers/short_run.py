@@ -26,20 +26,20 @@ look like the data (the buffer recipe, configs/mnist236_conv_buffer.yaml).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from raybm.models.base import EnergyModel
 from raybm.samplers.base import KernelBase, KernelInfo
-from raybm.samplers.langevin import noise_start, noise_start_words
+from raybm.samplers.langevin import NoiseStart
 from raybm.walkers import WalkerState
 
 
 @dataclass(frozen=True)
-class ShortRunLangevin(KernelBase):
+class ShortRunLangevin(NoiseStart, KernelBase):
     """Noisy clipped gradient descent on the energy (module docstring)."""
 
     step_size: float
@@ -60,16 +60,6 @@ class ShortRunLangevin(KernelBase):
             raise ValueError(f"grad_clamp must be a positive number, got {self.grad_clamp}")
         if self.box is not None and not self.box[0] < self.box[1]:
             raise ValueError(f"box must be (low, high) with low < high, got {self.box}")
-
-    @property
-    def start(self) -> str:
-        return noise_start_words(self.box)
-
-    def init(self, gen: torch.Generator, model: EnergyModel, n: int,
-             label: torch.Tensor | None = None, shape: tuple[int, ...] | None = None
-             ) -> WalkerState:
-        """``n`` walkers uniform in the box (N(0, I) without one), as Langevin's start."""
-        return noise_start(gen, model, n, self.box, label, shape)
 
     def _clamp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.box is None else x.clamp_(*self.box)
