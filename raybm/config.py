@@ -444,11 +444,11 @@ def _tagged_section(section: str, raw: Any, tag: str, default: str,
 
 def _check_sampler_fits(kind: str, sampler: str) -> None:
     """RBMs are sampled with Gibbs, continuous models with every other kernel (Langevin,
-    short-run, FlowMC, a plugin's)."""
+    short-run, FlowMC, a plugin's). The message names the built-in ones: the same line
+    whichever plugins a process has loaded."""
     rbm = kind == "rbm"
     if rbm != (sampler == "gibbs"):
-        others = [name for name in SAMPLER_CONFIGS if name != "gibbs"]
-        want = "gibbs" if rbm else ", ".join(others[:-1]) + " or " + others[-1]
+        want = "gibbs" if rbm else "ula, mala, short_run or flowmc"
         raise InputError("", "sampler.name", f"model.kind {kind} is sampled with {want}, "
                          f"not {sampler}")
 
