@@ -71,12 +71,13 @@ def curves(uri: str, name: str, run_dir: Path) -> dict:
     def history(key: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
-    w0, w1 = history("mode_weight_0"), history("mode_weight_1")
+    w0 = history("mode_weight_0")
     log_z, exact = dict(history("log_z")), dict(history("log_z_exact"))
-    # The minor mode is the component whose mean ends at negative e1: with means started at
-    # -0.1 e1 and +0.1 e1 that is component 0 unless training swapped them.
+    # mode_weight_0 is the weight of the data's first mode (-10 e1, the minor one): the
+    # student's components are matched to the data's modes (metrics.modes); the component
+    # whose mean ends at negative e1 is kept in the record as a cross-check.
     minor = minor_component(run_dir)
-    weights = w0 if minor == 0 else w1
+    weights = w0
     z_err = [log_z[s] - exact[s] for s in sorted(log_z) if s in exact]
     return {"minor_component": minor, "minor_weight": weights[-1][1],
             "minor_curve": weights, "log_z_error_final": z_err[-1] if z_err else None,

@@ -56,10 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run directory or checkpoint")
     s.add_argument("--n", type=int, default=100, help="number of samples")
     s.add_argument("--from", dest="source", default="auto",
-                   choices=["auto", "exact", "walkers", "chains"],
+                   choices=["auto", "exact", "walkers", "chains", "flow"],
                    help="exact draws of the model, the run's walkers (resampled by their "
                    "weights), or chains of the run's kernel from its start; auto: the first "
-                   "of these the run has (chains when --k or --label is given)")
+                   "of these the run has (chains when --k or --label is given); flow: draws "
+                   "of a FlowMC-EBM run's flow alone (fast, approximate)")
     s.add_argument("--k", type=int, help="kernel steps per chain (implies --from chains; "
                    "default: the run's k for F&F runs, else train.eval_k_long)")
     s.add_argument("--label", type=int, help="clamp this label in the chains (models with a "
@@ -356,6 +357,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   "--out DIR)", file=sys.stderr)
             pictures = None
     metrics = evaluate(m, train, test, config)
+    # Frozen chains from the run's walkers; a flow's importance-sampling read of the energy
+    from raybm.evaluate import chain_metrics
+
+    metrics |= chain_metrics(config, ckpt, train, metrics)
     print(json.dumps({"step": ckpt.step, **metrics}, indent=2))
     if pictures is not None:
         written = continuous_artifacts(m, train, config, pictures, ckpt)

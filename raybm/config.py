@@ -75,13 +75,16 @@ class SyntheticConfig(_Section):
 
 class MixtureDataConfig(_Section):
     """``data.format: gaussian_mixture``: ``n_samples`` draws of isotropic Gaussians in ``dim``
-    dimensions; defaults: the Jarzynski research's d = 50 study (centres -10 e1 and +6 e1,
-    weights 1/4 and 3/4, unit variance, 10^4 points)."""
+    dimensions (one ``std``, or ``stds`` one per center); defaults: the Jarzynski research's
+    d = 50 study (centres -10 e1 and +6 e1, weights 1/4 and 3/4, unit variance, 10^4
+    points)."""
 
     dim: int = Field(50, ge=1, le=100_000)
     centers: list[list[float]] = Field(default_factory=lambda: [[-10.0], [6.0]], min_length=1)
     weights: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.25, 0.75])
     std: float = Field(1.0, gt=0)
+    # One std per center (components of unequal widths), in place of std when given.
+    stds: list[Annotated[float, Field(gt=0)]] | None = None
     n_samples: int = Field(10_000, ge=2)
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
@@ -89,6 +92,8 @@ class MixtureDataConfig(_Section):
     def _fits(self) -> "MixtureDataConfig":
         if len(self.weights) != len(self.centers):
             raise ValueError(f"{len(self.weights)} weights for {len(self.centers)} centers")
+        if self.stds is not None and len(self.stds) != len(self.centers):
+            raise ValueError(f"{len(self.stds)} stds for {len(self.centers)} centers")
         if any(len(c) > self.dim for c in self.centers):
             raise ValueError(f"a center has more than dim={self.dim} coordinates")
         return self
@@ -171,16 +176,19 @@ class GaussianMixtureModelConfig(_ModelSection):
     kind: Literal["gaussian_mixture"] = "gaussian_mixture"
     n_components: int = Field(2, ge=1, le=10_000)
     std: float = Field(1.0, gt=0)
-    # Initial means: these centers (each padded with zeros to the data's dimension), or when
-    # unset distinct training samples drawn with the init stream; plus N(0, init_noise^2)
-    # noise. Initial weights equal. The research's GMM student starts at the origin, split
-    # along e1: init_means [[-0.1], [0.1]], init_noise 0.01.
-    init_means: list[list[float]] | None = Field(None, min_length=1)
+    # One trainable width per component, started at std (mixtures of unequal widths)
+    learn_std: bool = False
+    # Initial means: these centers (each padded with zeros to the data's dimension), "kmeans"
+    # (k-means++ then Lloyd on the training data), or when unset distinct training samples
+    # drawn with the init stream; plus N(0, init_noise^2) noise. Initial weights equal. The
+    # research's GMM student starts at the origin, split along e1: init_means [[-0.1],
+    # [0.1]], init_noise 0.01.
+    init_means: list[list[float]] | Literal["kmeans"] | None = Field(None, min_length=1)
     init_noise: float = Field(0.0, ge=0)
 
     @pydantic.model_validator(mode="after")
     def _means_fit(self) -> "GaussianMixtureModelConfig":
-        if self.init_means is not None and len(self.init_means) != self.n_components:
+        if isinstance(self.init_means, list) and len(self.init_means) != self.n_components:
             raise InputError("", "model.init_means", f"{len(self.init_means)} means for "
                              f"n_components={self.n_components}")
         return self
@@ -307,6 +315,10 @@ class FlowMCSamplerConfig(SamplerSection):
     needs_modules: ClassVar[tuple[str, ...]] = ("flow",)
     step_size: float = Field(0.01, gt=0, le=1e6, json_schema_extra=TUNE)
     n_mala: int = Field(10, ge=0, le=100_000, json_schema_extra=TUNE)
+    # Adapt the MALA step towards this acceptance after every update (as sampler mala does);
+    # None: a fixed step
+    target_acceptance: float | None = Field(None, gt=0, lt=1, json_schema_extra=TUNE)
+    adapt_rate: float = Field(0.05, gt=0, le=1, json_schema_extra=TUNE)
 
 
 SAMPLER_CONFIGS: dict[str, type[SamplerSection]] = {
@@ -382,13 +394,22 @@ class FlowMCEBMConfig(_AlgorithmOptions):
     name: Literal["flowmc_ebm"] = "flowmc_ebm"
     starts_exact: ClassVar[bool] = True
     continuous_only: ClassVar[bool] = True
-    flow_family: Literal["maf", "nsf"] = "maf"  # zuko's affine (MAF) or spline (NSF) flows
+    # zuko's affine (MAF) or spline (NSF) autoregressive flow, or affine coupling (RealNVP)
+    flow_family: Literal["maf", "nsf", "realnvp"] = "maf"
     flow_transforms: int = Field(3, ge=1, le=64)
     flow_hidden: list[Annotated[int, Field(gt=0, le=100_000)]] = Field(
         default_factory=lambda: [64, 64], min_length=1, max_length=16)
     flow_steps: int = Field(2, ge=1, le=100, json_schema_extra=RESUME)  # flow steps per energy step
     # lambda of (1 - lambda) NLL(walkers) + lambda NLL(data), the flow's loss
     flow_data_weight: float = Field(0.0, ge=0, le=1, json_schema_extra=TUNE)
+    # Adam steps fitting the flow to exact draws of the initial model before training (for a
+    # model that does not start at the flow's identity, e.g. a mixture at k-means centres),
+    # at this learning rate
+    flow_warmup: int = Field(0, ge=0, le=1_000_000)
+    flow_warmup_lr: float = Field(1e-3, gt=0, le=1)
+    # A log window whose mean IMH acceptance is below this is reported as the flow lagging
+    # behind the energy (flow_lagging = 1, a line in the run's log)
+    imh_floor: float = Field(0.05, ge=0, lt=1, json_schema_extra=TUNE)
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
@@ -520,6 +541,10 @@ class OptimizerConfig(_Section):
         (0.9, 0.999), json_schema_extra=TUNE)
     clip_norm: float | None = Field(None, gt=0, json_schema_extra=TUNE)  # scale the summed gradient to this norm at most
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # its fields declare
+    # A module beside the energy (optimizers.<name>) only: its rate is lr_ratio times the
+    # energy's optimizer.lr, on the energy's schedule (its own lr and schedule unused): the
+    # two rates co-adjusted, as FlowMC-EBM's flow and energy must be (arXiv 2306.00684, 4.1)
+    lr_ratio: float | None = Field(None, gt=0, le=1e6, json_schema_extra=TUNE)
 
 
 class TrainConfig(_Section):
@@ -533,6 +558,9 @@ class TrainConfig(_Section):
                                                       json_schema_extra=TUNE)
     eval_samples: int = Field(1000, ge=2, json_schema_extra=TUNE)  # the generation scores compare >= 2 samples
     eval_k_long: int = Field(1000, gt=0, json_schema_extra=TUNE)  # label-sampling steps for the "many steps" accuracy
+    # Rounds of k kernel steps run on from a continuous run's final walkers with the model
+    # fixed (R-hat, the chains' mode weights: metrics.modes), at most train.n_updates; 0: none
+    eval_chain_rounds: int = Field(100, ge=0, json_schema_extra=TUNE)
     ais_betas: int = Field(0, ge=0, json_schema_extra=TUNE)  # >= 2: AIS log Z (this many temperatures), large models
     ais_chains: int = Field(200, gt=0, json_schema_extra=TUNE)
     # torch intra-op threads: a count, or auto (one for small per-update work, every CPU the
@@ -708,7 +736,9 @@ def parse_config(raw: dict[str, Any] | None, source: str = "<config>") -> Config
         raise InputError(source, err.field, err.message) from None
     except pydantic.ValidationError as err:
         first = err.errors()[0]
-        loc = list(first["loc"])
+        # pydantic names the member of a plain union a value failed in ("list[list[float]]",
+        # "literal['kmeans']"): never a key, so left out of it
+        loc = [p for p in first["loc"] if not (isinstance(p, str) and "[" in p)]
         tagged = TAGGED_SECTIONS.get(str(loc[0])) if loc else None
         if tagged and len(loc) > 1 and loc[1] in tagged[2]:
             del loc[1]  # the union's tag: the key is <section>.<field>

@@ -75,6 +75,15 @@ class Progress:
         self.stream.write(f"update {step}/{self.total} {_values(shown)}{tail}\n")
         self.stream.flush()
 
+    def warn(self, step: int, message: str) -> None:
+        """A line of what the run found wrong at ``step`` (an estimator's alarm)."""
+        line = f"update {step}/{self.total} warning: {message}"
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)
+            return
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -209,6 +209,55 @@ def live_metrics(model: RBM, test: Dataset, info: dict[str, float]) -> dict[str,
     return out
 
 
+# Draws of the flow for the importance-sampling read of a FlowMC-EBM run's energy
+IS_DRAWS = 10_000
+
+
+def frozen_chain_rounds(config: Config) -> int:
+    """Rounds of frozen chains a continuous run's evaluation runs (``train.eval_chain_rounds``,
+    never more than the run's updates: the evaluation's sampling costs at most what the
+    training's did), 0 where there are none: an estimator without persistent walkers, a
+    kernel that targets no known distribution (short-run), fewer than R-hat's 4 draws."""
+    from raybm.algorithms.registry import estimator_class
+
+    rounds = min(config.train.eval_chain_rounds, config.train.n_updates)
+    if (rounds < 4 or not estimator_class(config.algorithm.name).persistent
+            or not type(config.sampler).exact_weights):
+        return 0
+    return rounds
+
+
+@torch.no_grad()
+def chain_metrics(config: Config, ckpt, train: Dataset, evaluated: dict[str, float]
+                  ) -> dict[str, float]:
+    """The end-of-run reading of a continuous run's sampling (``metrics.modes``): frozen
+    chains from its final walkers (R-hat, the chains' mode weights, the kernel's diagnostics)
+    and, for a run that trains a flow, importance sampling through it. An energy without
+    mode weights of its own (an MLP) takes the frozen chains' as its ``mode_weight_<k>``."""
+    from raybm.metrics.modes import Modes, frozen_chain_metrics, importance_metrics
+    from raybm.models.flow import Flow
+    from raybm.sampling import run_kernel, run_modules
+
+    rounds = frozen_chain_rounds(config)
+    if isinstance(ckpt.model, RBM) or ckpt.walkers is None or rounds == 0:
+        return {}
+    modes = Modes.of(train)
+    modules = run_modules(config, ckpt)
+    kernel = run_kernel(config, ckpt, modules)
+    from raybm.streams import generator
+
+    gen = generator(config.train.seed, "chains")
+    out = frozen_chain_metrics(gen, ckpt.model, kernel, ckpt.walkers, rounds,
+                               config.algorithm.k, modes)
+    flow = modules.get("flow")
+    if isinstance(flow, Flow):
+        out |= importance_metrics(gen, ckpt.model, flow, IS_DRAWS, modes)
+    if modes is not None and "mode_weight_0" not in evaluated:
+        out |= {k.removeprefix("chain_"): v for k, v in out.items()
+                if k.startswith("chain_mode_weight")}
+    return out
+
+
 def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> dict[str, str]:
     """The metrics a run of ``config`` reports on ``train``: ``{name: "live"}`` for those
     logged every ``train.log_every`` updates (what ASHA and PBT compare), ``"final"`` for
@@ -231,8 +280,11 @@ def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> d
     log_z_live = "log_z" in out  # a running log Z: read as a test log-likelihood
     if not isinstance(model, RBM):
         from raybm.metrics.continuous import continuous_reported
+        from raybm.metrics.modes import Modes
 
-        return out | continuous_reported(model, log_z_live, has_test)
+        return out | continuous_reported(model, log_z_live, has_test, Modes.of(train),
+                                         frozen_chain_rounds(config) > 0,
+                                         "flow" in estimator.modules)
     if has_test:
         if model.n_labels:
             out |= {"test_accuracy": "live", "test_accuracy_sampled": "final",

@@ -18,7 +18,8 @@ horizon ``T`` (``schedule.updates``; a run's ``train.n_updates`` when it starts)
                linear    1 - (1 - f) p                          (f = ``final``)
                cosine    f + (1 - f) (1 + cos(pi p)) / 2
 
-the product of the two. The Jarzynski research decays its rates linearly to zero over the
+the product of the two. A module's ``lr_ratio`` ties its rate to the energy's (ratio times
+``optimizer.lr``, the energy's schedule). The Jarzynski research decays its rates linearly to zero over the
 run (``linear``, start 0, final 0); FlowMC-EBM over the second half (start 0.5).
 """
 
@@ -150,10 +151,24 @@ def build_optimizers(config: Config, modules: dict[str, nn.Module]
     if unknown:
         raise InputError(f"optimizers.{unknown[0]}", "", "not a trained module of this run "
                          f"(its modules: {', '.join(modules)})")
+    if config.optimizer.lr_ratio is not None:
+        raise InputError("optimizer.lr_ratio", "", "sets a module's rate relative to the "
+                         "energy's: put it under optimizers.<module>")
     out = {}
     for name, module in modules.items():
         section = "optimizer" if name == ENERGY else f"optimizers.{name}"
         c = config.optimizer if name == ENERGY else config.optimizers.get(name,
                                                                          OptimizerConfig())
-        out[name] = ModuleOptimizer.build(name, module, c, config.train.n_updates, section)
+        out[name] = ModuleOptimizer.build(name, module, co_adjusted(config, c),
+                                          config.train.n_updates, section)
     return out
+
+
+def co_adjusted(config: Config, c: OptimizerConfig) -> OptimizerConfig:
+    """A module's optimizer section with ``lr_ratio`` resolved: rate ``lr_ratio *
+    optimizer.lr`` on the energy's schedule, so that a change of the energy's rate (a PBT
+    exploit, ``--resume --set optimizer.lr=...``) moves the module's with it."""
+    if c.lr_ratio is None:
+        return c
+    return c.model_copy(update={"lr": c.lr_ratio * config.optimizer.lr,
+                                "schedule": config.optimizer.schedule})

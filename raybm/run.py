@@ -457,6 +457,12 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     ckpt = load_checkpoint(final)
     estimator = _final_estimator(active.config, ckpt)
     metrics |= _final_update_info(estimator, ckpt, model, plan.test_set, metrics)
+    from raybm.evaluate import chain_metrics
+
+    chains = chain_metrics(active.config, ckpt, plan.train_set, metrics)
+    if chains:
+        tracker.log_metrics(chains, checkpoint_step(final))
+        metrics |= chains
     art = write_artifacts(model, plan.train_set, plan.test_set, active.config, metrics,
                           active.run_dir / "artifacts", ckpt)
     for filename, names in estimator.plots.items():
@@ -468,7 +474,12 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     _curves_plot(tracker, art, ["acceptance", "step_size", "log_z", "log_z_exact"],
                  "sampler.png")
     tracker.log_artifact(art, "plots")
-    atomic_write_text(active.run_dir / "summary.json", json.dumps(metrics, indent=2))
+    # The kernel's diagnostics at the last update (IMH and MALA acceptance, step size) beside
+    # the evaluation's, in the summary only (MLflow has their curves).
+    last = tracker.latest()
+    summary = metrics | {k: last[k] for k in estimator.kernel.info_names
+                         if k in last and k not in metrics}
+    atomic_write_text(active.run_dir / "summary.json", json.dumps(summary, indent=2))
     return metrics
 
 

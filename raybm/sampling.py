@@ -12,7 +12,11 @@ Three sources, tried in this order by ``auto``:
   lag); PCD walkers are unweighted and represent the model as far as their chains have mixed;
 - ``chains``: ``k`` steps of the run's own kernel from the kernel's start distribution, one
   chain per sample, unweighted: the model's distribution only where ``k`` steps mix (the F&F
-  generation protocol when the run was trained to generate in k steps).
+  generation protocol when the run was trained to generate in k steps);
+- ``flow`` (asked for, never chosen by ``auto``): draws of a run's trained flow alone
+  (FlowMC-EBM's), fast and approximate: the flow's distribution, fitted to the energy's
+  walkers, not the energy's; the description gives the effective sample size of these draws
+  as importance samples of the energy, which says how far the two are apart.
 
 A ``--k`` or a clamped label asks for chains. Nothing is silent: every draw comes with its
 description (``Samples.how``).
@@ -21,6 +25,8 @@ description (``Samples.how``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import torch
 
@@ -31,7 +37,7 @@ from raybm.samplers.base import Kernel
 from raybm.samplers.exact import exact_start
 from raybm.walkers import WalkerState
 
-SOURCES = ("auto", "exact", "walkers", "chains")
+SOURCES = ("auto", "exact", "walkers", "chains", "flow")
 
 
 @dataclass
@@ -47,8 +53,8 @@ class Samples:
 
 def draw(gen: torch.Generator, model: EnergyModel, kernel: Kernel, n: int, *,
          source: str = "auto", walkers: WalkerState | None = None, k: int | None = None,
-         default_k: int = 1000, label: int | None = None, step: int | None = None
-         ) -> Samples:
+         default_k: int = 1000, label: int | None = None, step: int | None = None,
+         flow=None) -> Samples:
     """``n`` samples of ``model`` from ``source`` (module docstring). ``walkers``: the run's
     persistent walkers (None when it keeps none); ``k``: chain length asked for (chains
     only), else ``default_k``; ``label``: a label to clamp (chains only); ``step``: the
@@ -71,6 +77,8 @@ def draw(gen: torch.Generator, model: EnergyModel, kernel: Kernel, n: int, *,
             raise InputError("--label", "", f"clamps the label of chains, not of --from {source}")
     if source == "exact":
         return _exact(gen, model, kernel, n)
+    if source == "flow":
+        return _flow(gen, model, flow, n)
     if source == "walkers":
         return _walkers(gen, walkers, n, step)
     return _chains(gen, model, kernel, n, default_k if k is None else k, label)
@@ -111,6 +119,21 @@ def _walkers(gen: torch.Generator, walkers: WalkerState | None, n: int,
                f"{ess_fraction(log_weight):.3f} of {total})")
     chosen = walkers.take(rows)
     return Samples(chosen.x, chosen.label, how, "walkers")
+
+
+@torch.no_grad()
+def _flow(gen: torch.Generator, model: EnergyModel, flow, n: int) -> Samples:
+    if flow is None:
+        raise InputError("--from", "flow", "this run trains no flow (algorithm.name: "
+                         "flowmc_ebm does): use --from walkers or chains")
+    x, log_q = flow.sample(gen, n)
+    x = x.reshape(n, *model.event_shape)
+    log_w = (-model.energy(x).double() - log_q.double()).nan_to_num(nan=-math.inf)
+    ess = float(1.0 / torch.softmax(log_w, 0).square().sum()) / n
+    how = (f"draws of the run's flow alone, unweighted (fast and approximate: the flow, not "
+           f"the energy; as importance samples of the energy their ESS is {ess:.3f} of {n}; "
+           "--from chains for draws exact for the energy)")
+    return Samples(x, None, how, "flow")
 
 
 @torch.no_grad()
@@ -157,13 +180,16 @@ def run_modules(config, checkpoint) -> dict:
     return modules | extra
 
 
-def run_kernel(config, checkpoint) -> Kernel:
-    """The kernel a run trained with, built with its model and trained modules, in the state
-    its checkpoint left it (an adapted MALA step size goes on)."""
+def run_kernel(config, checkpoint, modules: dict | None = None) -> Kernel:
+    """The kernel a run trained with, built with its model and trained modules (``modules``:
+    :func:`run_modules`, when already built), in the state its checkpoint left it (an
+    adapted MALA step size goes on)."""
     from raybm.checkpoint import kernel_state
     from raybm.samplers.registry import build_kernel
 
-    kernel = build_kernel(config.sampler, checkpoint.model, run_modules(config, checkpoint))
+    if modules is None:
+        modules = run_modules(config, checkpoint)
+    kernel = build_kernel(config.sampler, checkpoint.model, modules)
     state = kernel_state(checkpoint.state)
     return kernel.with_state(state) if state else kernel
 
@@ -186,11 +212,16 @@ def draw_run(config, checkpoint, n: int, *, source: str = "auto", k: int | None 
              label: int | None = None, seed: int = 0) -> Samples:
     """``n`` samples of a run (its config and a checkpoint), drawn as :func:`draw` says,
     with the run's own kernel, modules and walkers."""
+    from raybm.models.flow import Flow
     from raybm.streams import generator
 
-    return draw(generator(seed, "sample"), checkpoint.model, run_kernel(config, checkpoint), n,
-                source=source, walkers=checkpoint.walkers, k=k,
-                default_k=default_chain_length(config), label=label, step=checkpoint.step)
+    modules = run_modules(config, checkpoint)
+    flow = modules.get("flow")
+    return draw(generator(seed, "sample"), checkpoint.model,
+                run_kernel(config, checkpoint, modules), n, source=source,
+                walkers=checkpoint.walkers, k=k, default_k=default_chain_length(config),
+                label=label, step=checkpoint.step,
+                flow=flow if isinstance(flow, Flow) else None)
 
 
 def sample_run(run, n: int, *, source: str = "auto", k: int | None = None,

@@ -24,6 +24,7 @@ estimators, kernels, optimizers); the trainer holds the loop and its state.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -199,6 +200,8 @@ class Trainer:
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
         bad += [f"parameter {names[id(p)]}" for p in params
                 if not bool(torch.isfinite(p).all())]
+        if not bad:  # every gradient finite, the sum of their norms beyond float32's range
+            bad = [f"norm of the {phase.name} phase's gradient (each finite, > 3e38 in all)"]
         rates = " or ".join("optimizer.lr" if m == ENERGY else f"optimizers.{m}.lr"
                             for m in phase.modules)
         return (f"training diverged at update {self.step + 1}: non-finite {', '.join(bad)}; "
@@ -384,6 +387,12 @@ def run_updates(
                 logged = on_log(trainer.step, info) if on_log is not None else None
                 if shown is not None:
                     shown.log(trainer.step, info if logged is None else logged)
+                for message in trainer.estimator.alarms(info):
+                    if shown is not None:
+                        shown.warn(trainer.step, message)
+                    elif trainer.population.rank == 0:  # no display: the log still says it
+                        print(f"update {trainer.step}/{n_updates} warning: {message}",
+                              file=sys.stderr, flush=True)
             saved = None
             checkpoints = trainer.step % cfg.checkpoint_every == 0
             if checkpoints or trainer.step == n_updates:  # a state about to be saved

@@ -67,9 +67,15 @@ def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys
     overrides = [f"--set={s}" for s in MIXTURE + JARZYNSKI + tracked + ["train.n_updates=30"]]
     assert main(["train", *overrides, "--workers", "0", "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert set(summary) == {"mode_weight_0", "mode_weight_1", "log_z_exact",
-                            "train_loglik_exact", "test_loglik_exact", "log_z",
-                            "test_loglik_jarzynski"}
+    assert set(summary) == {"mode_weight_0", "mode_weight_1", "mode_weight_error",
+                            "log_z_exact", "train_loglik_exact", "test_loglik_exact", "log_z",
+                            "test_loglik_jarzynski",
+                            # frozen chains from the final walkers (metrics.modes)
+                            "rhat", "rhat_mode", "rhat_first_coordinate", "chain_rounds",
+                            "chain_mode_weight_0", "chain_mode_weight_1",
+                            "chain_mode_weight_error"}
+    assert summary["mode_weight_error"] == pytest.approx(
+        abs(summary["mode_weight_0"] - 0.25), abs=1e-9)  # the data's weights: 0.25, 0.75
     # The last checkpoint's weighted walkers against the closed form of the trained mixture.
     assert abs(summary["test_loglik_jarzynski"] - summary["test_loglik_exact"]) < 0.1
     assert {"mode_weights.png", "jarzynski.png", "sampler.png"} <= {

@@ -118,6 +118,20 @@ def test_divergence_stops_within_one_update_and_keeps_the_last_checkpoint(tmp_pa
     assert torch.isfinite(load_checkpoint(good).model.weight).all()
 
 
+def test_a_gradient_too_large_to_sum_is_named_though_every_entry_is_finite():
+    # Gradients of norm 1e38 each: finite, but their norms sum past float32's range. The
+    # message once read "non-finite ;" (a mismatched FlowMC-EBM run, energy lr 1.0).
+    from raybm.algorithms.base import as_phase
+
+    cfg = load_config(None, SMALL + ["train.n_updates=2"])
+    trainer = make_trainer(cfg, load_data(cfg)[0])
+    params = list(trainer.model.parameters())
+    for p in params:
+        p.grad = torch.full_like(p, 1e38 / max(p.numel(), 1) ** 0.5)
+    message = trainer._divergence(as_phase(trainer.phases[0]), torch.zeros(()), params)
+    assert "non-finite norm of the" in message and "gradient" in message
+
+
 def test_jarzynski_run_logs_its_diagnostics_and_plot(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config(None, [s for s in SMALL if not s.startswith("tracking")] + [

@@ -115,7 +115,8 @@ class Estimator(ABC):
       update to its walkers; identity by default);
     - after the last phase of an update whose diagnostics are logged:
       ``update_info(model, walkers)``, the diagnostics that belong to the parameters the update
-      left (every rank calls it, so it may use the population's collectives);
+      left (every rank calls it, so it may use the population's collectives), and with the
+      logged info ``alarms(info)``, lines the run's log shows;
     - checkpoints: ``state_dict()`` / ``load_state_dict(state)`` (JSON-able scalars).
 
     ``persistent``: the walkers live across updates and are checkpointed (PCD, Jarzynski).
@@ -194,6 +195,11 @@ class Estimator(ABC):
         logs (Jarzynski's running log Z, read with the new parameters as a log-likelihood)
         must come from here. Asked for on log steps only: no cost on the other updates."""
         return {}
+
+    def alarms(self, info: dict[str, float]) -> list[str]:
+        """Lines to show in the run's log beside a logged update's ``info`` (what it found
+        wrong: the flow of FlowMC-EBM falling behind its energy); none by default."""
+        return []
 
     def reported(self, model: EnergyModel) -> list[str]:
         """The metric names this estimator logs at every log step of a run of ``model``

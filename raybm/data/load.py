@@ -52,7 +52,8 @@ def _load_dataset(config: Config) -> Dataset:
 
         m = d.mixture
         return gaussian_mixture(generator(m.seed, "synthetic"), m.n_samples,
-                                mixture_means(m.centers, m.dim), torch.tensor(m.weights), m.std)
+                                mixture_means(m.centers, m.dim), torch.tensor(m.weights),
+                                m.std if m.stds is None else m.stds)
     if d.format == "toy2d":
         from raybm.data.toy2d import toy2d
 

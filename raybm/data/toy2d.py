@@ -69,8 +69,9 @@ def _dataset(name: str, x: torch.Tensor, gen: torch.Generator | None = None, **i
 
 def _relabel(name: str, data: Dataset, **info) -> Dataset:
     """A mixture drawn by :func:`gaussian_mixture`, renamed as the toy set ``name``."""
+    # (Its labels stay the mixture's components: the modes metrics.modes reads.)
     return dataclasses.replace(data, source=f"synthetic:{name}",
-                               info={"format": name, **info})
+                               info={"format": name, "labels_are_modes": True, **info})
 
 
 def eight_gaussians(gen: torch.Generator, n_samples: int, radius: float = 2.0 * math.sqrt(2.0),
@@ -85,7 +86,7 @@ def eight_gaussians(gen: torch.Generator, n_samples: int, radius: float = 2.0 * 
     angles = torch.arange(8, dtype=_F64) * (math.pi / 4)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
     data = gaussian_mixture(gen, n_samples, means.float(), torch.ones(8), std)
-    return _relabel("8gaussians", data, radius=radius, std=std)
+    return _relabel("8gaussians", data, radius=radius, std=std, weights=[1 / 8] * 8)
 
 
 def two_modes(gen: torch.Generator, n_samples: int,

@@ -14,6 +14,7 @@ import torch
 
 from raybm.data.dataset import Dataset
 from raybm.models.base import EnergyModel
+from raybm.metrics.modes import Modes, mixture_mode_weights
 from raybm.models.gaussian import GaussianMixtureEnergy
 
 # Mixtures with more components log only their weights' entropy, not one metric per mode.
@@ -31,10 +32,14 @@ def mean_log_likelihood(model: EnergyModel, data: Dataset, log_z: float) -> floa
 
 
 @torch.no_grad()
-def mixture_metrics(model: EnergyModel) -> dict[str, float]:
-    """``mode_weight_k`` of a Gaussian mixture (components in the order of its means)."""
+def mixture_metrics(model: EnergyModel, modes: Modes | None = None) -> dict[str, float]:
+    """``mode_weight_k`` of a Gaussian mixture: with the data's ``modes``, its components
+    matched to them, in the data's order, and ``mode_weight_error``; else in the order of its
+    own means."""
     if not isinstance(model, GaussianMixtureEnergy):
         return {}
+    if modes is not None and modes.n_modes <= MAX_MODE_METRICS:
+        return mixture_mode_weights(model, modes)
     w = model.mode_weights()
     if len(w) > MAX_MODE_METRICS:
         return {"mode_weight_entropy": float(-(w * w.clamp_min(1e-300).log()).sum())}
@@ -46,7 +51,7 @@ def continuous_live_metrics(model: EnergyModel, test: Dataset,
     """Logged every ``log_every`` updates: the closed-form log Z and exact test
     log-likelihood where the model has one, the Jarzynski one (running log Z, to be read
     against ``log_z_exact``), mode weights."""
-    out = dict(info) | mixture_metrics(model)
+    out = dict(info) | mixture_metrics(model, Modes.of(test) if test.n_samples else None)
     log_z = model.log_partition()
     if log_z is not None:
         out["log_z_exact"] = log_z
@@ -105,7 +110,7 @@ def continuous_final_metrics(model: EnergyModel, train: Dataset,
     """End of run: log Z and the train / test log-likelihoods where log Z is exact (or, for a
     2-D energy, by quadrature on a grid: ``*_grid`` with ``grid_border_mass``), and the mode
     weights."""
-    out = mixture_metrics(model)
+    out = mixture_metrics(model, Modes.of(train))
     log_z, method = model.log_partition(), "exact"
     if log_z is None and model.event_shape == (2,):
         _, log_z, border = grid_log_density(model, grid_extent(train))
@@ -119,21 +124,41 @@ def continuous_final_metrics(model: EnergyModel, train: Dataset,
     return out
 
 
-def continuous_reported(model: EnergyModel, log_z_live: bool,
-                        has_test: bool) -> dict[str, str]:
+def continuous_reported(model: EnergyModel, log_z_live: bool, has_test: bool,
+                        modes: Modes | None = None, chains: bool = False,
+                        flow: bool = False) -> dict[str, str]:
     """The metric names a continuous run of ``model`` (built on the meta device: shapes
     only) reports (``evaluate.reported_metrics``); ``log_z_live``: the estimator reports a
-    running ``log_z`` (Jarzynski), read as a test log-likelihood."""
+    running ``log_z`` (Jarzynski), read as a test log-likelihood; ``modes``: the data's;
+    ``chains``: frozen chains are run at the end; ``flow``: the run trains a flow."""
     out: dict[str, str] = {}
+    if chains:
+        out |= dict.fromkeys(["rhat", "rhat_first_coordinate", "chain_rounds"], "final")
+        if modes is not None:
+            out |= dict.fromkeys(["rhat_mode", "chain_mode_weight_error"]
+                                 + [f"chain_mode_weight_{k}" for k in range(modes.n_modes)],
+                                 "final")
+    if flow:
+        out |= dict.fromkeys(["is_ess", "is_log_z"], "final")
+        if modes is not None:
+            out |= dict.fromkeys(["is_mode_weight_error"]
+                                 + [f"is_mode_weight_{k}" for k in range(modes.n_modes)],
+                                 "final")
     if model.event_shape == (2,) and not model.closed_form_log_z:  # quadrature at the end
         out |= dict.fromkeys(["log_z_grid", "train_loglik_grid", "grid_border_mass"], "final")
         if has_test:
             out["test_loglik_grid"] = "final"
     if isinstance(model, GaussianMixtureEnergy):
-        n_components = model.means.shape[0]
-        names = ([f"mode_weight_{k}" for k in range(n_components)]
-                 if n_components <= MAX_MODE_METRICS else ["mode_weight_entropy"])
+        if modes is not None and modes.n_modes <= MAX_MODE_METRICS:
+            names = [f"mode_weight_{k}" for k in range(modes.n_modes)] + ["mode_weight_error"]
+        else:
+            n_components = model.means.shape[0]
+            names = ([f"mode_weight_{k}" for k in range(n_components)]
+                     if n_components <= MAX_MODE_METRICS else ["mode_weight_entropy"])
         out |= dict.fromkeys(names, "live")
+    elif chains and modes is not None:  # an energy without weights of its own: the chains'
+        out |= dict.fromkeys([f"mode_weight_{k}" for k in range(modes.n_modes)]
+                             + ["mode_weight_error"], "final")
     if model.closed_form_log_z:
         out |= {"log_z_exact": "live", "train_loglik_exact": "final"}
         if has_test:

@@ -10,6 +10,7 @@ drawable (an RBM without couplings, a neural energy whose read-out is zero).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -52,12 +53,15 @@ def _mixture(m, train: Dataset, gen: torch.Generator | None,
     from raybm.models.gaussian import GaussianMixtureEnergy
 
     d = train.event_shape[0]
-    model = GaussianMixtureEnergy(torch.zeros(m.n_components, d), std=m.std)
+    model = GaussianMixtureEnergy(torch.zeros(m.n_components, d), std=m.std,
+                                  learn_std=m.learn_std)
     if gen is None:
         return model
-    # Means at the given centers or at distinct training samples (plus noise), equal
-    # weights: the student starts unbiased between modes.
-    if m.init_means is not None:
+    # Means at the given centers, at k-means centres of the data, or at distinct training
+    # samples (plus noise); equal weights: the student starts unbiased between modes.
+    if m.init_means == "kmeans":
+        means = kmeans(gen, train.x.reshape(train.n_samples, -1).float(), m.n_components)
+    elif m.init_means is not None:
         means = mixture_means(m.init_means, d, "model", "init_means")
     else:
         rows = torch.randperm(train.n_samples, generator=gen)[: m.n_components]
@@ -67,6 +71,64 @@ def _mixture(m, train: Dataset, gen: torch.Generator | None,
     with torch.no_grad():
         model.means.copy_(means)
     return model
+
+
+# Lloyd iterations of the k-means start of a mixture's means; rows it clusters at most (a
+# random subset beyond: the centres of well-separated modes are found from a few thousand);
+# restarts, the one of least within-cluster sum of squares kept.
+KMEANS_ITERATIONS = 50
+KMEANS_ROWS = 20_000
+KMEANS_RESTARTS = 10
+
+
+def kmeans(gen: torch.Generator, x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(k, d)`` k-means centres of the rows of ``x``: k-means++ seeding (Arthur &
+    Vassilvitskii 2007: each next seed drawn with probability proportional to the squared
+    distance to the nearest seed so far) then Lloyd iterations, the best of
+    :data:`KMEANS_RESTARTS` (least within-cluster sum of squares), all draws from ``gen``: the
+    start of a Gaussian mixture's means that EM implementations use by default.
+
+    Restarts are needed in high dimension: points of one wide mode lie as far apart as the
+    centres of different modes (``2 sigma^2 d`` against the squared distance of the means),
+    so a single seeding puts two seeds in one mode and merges two others: in 12 of 40 seeds
+    on the 4-Gaussian mixture of ``configs/flowmc_gmm4_d64.yaml``, and in 0 of 40 with the
+    best of ten (the merged solution's sum of squares is far larger)."""
+    if x.shape[0] > KMEANS_ROWS:
+        x = x[torch.randperm(x.shape[0], generator=gen)[:KMEANS_ROWS]]
+    if x.shape[0] < k:
+        raise InputError("model.n_components", "", f"{k} components for {x.shape[0]} samples")
+    best, best_sse = None, math.inf
+    for _ in range(KMEANS_RESTARTS):
+        centres = _lloyd(x, _seeds(gen, x, k))
+        sse = float(torch.cdist(x, centres).min(1).values.square().sum())
+        if sse < best_sse:
+            best, best_sse = centres, sse
+    return best
+
+
+def _seeds(gen: torch.Generator, x: torch.Tensor, k: int) -> torch.Tensor:
+    """k-means++ seeding."""
+    centres = x[torch.randint(x.shape[0], (1,), generator=gen)]
+    nearest = torch.cdist(x, centres).square().min(1).values
+    for _ in range(1, k):
+        row = torch.multinomial(nearest.double() + 1e-300, 1, generator=gen)
+        centres = torch.cat([centres, x[row]])
+        nearest = torch.minimum(nearest, (x - x[row]).square().sum(1))
+    return centres
+
+
+def _lloyd(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Lloyd iterations from ``centres`` until they stop moving."""
+    k = centres.shape[0]
+    for _ in range(KMEANS_ITERATIONS):
+        assign = torch.cdist(x, centres).argmin(1)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        moved = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        if torch.equal(moved, centres):
+            break
+        centres = moved
+    return centres
 
 
 @_builder("mlp")
@@ -129,7 +191,7 @@ def check_fits(config: Config, train: Dataset) -> None:
         raise InputError(where, "model.kind", f"{m.kind} needs continuous data; this "
                          "data is discrete (model.kind: rbm)")
     elif m.kind == "gaussian_mixture":
-        if m.init_means is not None:
+        if isinstance(m.init_means, list):
             from raybm.data.continuous import mixture_means
 
             mixture_means(m.init_means, train.event_shape[0], "model", "init_means")

@@ -11,10 +11,11 @@ with density
 and draws ``x = T^-1(z)``, ``z ~ N(0, I)``, whose log-density comes with them:
 ``log q(x) = log N(z) - log |det dT^-1/dz|``. The transforms are zuko's (a maintained
 library of flows on torch: masked autoregressive flows with affine or rational-quadratic
-spline transforms, Papamakarios et al. 2017, Durkan et al. 2019), wrapped here for the two
-things raybm needs beyond the library: draws from a given ``torch.Generator`` (zuko samples
-with the global one, which would break exact resume), and an exact identity at the start
-(every autoregressive network's last layer at zero: shift 0, log-scale 0), so that with the
+spline transforms, Papamakarios et al. 2017, Durkan et al. 2019; affine coupling layers,
+Dinh, Sohl-Dickstein, Bengio 2017), wrapped here for the two things raybm needs beyond the
+library: draws from a given ``torch.Generator`` (zuko samples with the global one, which would
+break exact resume), and an exact identity at the start
+(every conditioner network's last layer at zero: shift 0, log-scale 0), so that with the
 energy's Gaussian base the flow, the base and the model agree when training starts
 (arXiv 2306.00684, section 3.2).
 """
@@ -27,7 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-FAMILIES = ("maf", "nsf")
+# zuko's flow of each family: masked autoregressive with affine (MAF) or rational-quadratic
+# spline (NSF) transforms, or affine coupling layers (RealNVP, Dinh et al. 2017). An
+# autoregressive flow's density is one pass but its draws invert one coordinate at a time
+# (d passes); a coupling flow does both in one pass, with less flexibility per layer
+# (benchmarks/flowmc_cost.py: at d = 64, 512 draws took MAF 120 ms, NSF 15x that, RealNVP
+# with twice the layers 9 ms).
+FAMILIES = {"maf": "MAF", "nsf": "NSF", "realnvp": "RealNVP"}
 
 
 class Flow(nn.Module):
@@ -46,14 +53,16 @@ class Flow(nn.Module):
                              f"{transforms}, {hidden}")
         self.dim, self.family = int(dim), family
         self.transforms, self.hidden = int(transforms), tuple(int(h) for h in hidden)
-        cls = zuko.flows.MAF if family == "maf" else zuko.flows.NSF
+        cls = getattr(zuko.flows, FAMILIES[family])
         self.flow = cls(features=self.dim, context=0, transforms=self.transforms,
                         hidden_features=self.hidden)
+        # zuko's linear layers: torch's (MAF and NSF's masked ones) and its own (couplings)
+        self._linear = (nn.Linear, zuko.nn.Linear)
         with torch.no_grad():
             if gen is not None:  # torch's default init, drawn from gen
                 for layer in self.flow.modules():
-                    if isinstance(layer, nn.Linear):
-                        bound = 1.0 / math.sqrt(layer.weight.shape[1])
+                    if isinstance(layer, self._linear):
+                        bound = 1.0 / math.sqrt(layer.weight.shape[-1])
                         for p in (layer.weight, layer.bias):
                             p.copy_((2 * torch.rand(p.shape, generator=gen) - 1) * bound)
             if identity:
@@ -61,11 +70,11 @@ class Flow(nn.Module):
                     hyper.weight.zero_()
                     hyper.bias.zero_()
 
-    def _last_layers(self) -> list[nn.Linear]:
+    def _last_layers(self) -> list[nn.Module]:
         """The output layer of each transform's conditioner network."""
         out = []
         for transform in self.flow.transform.transforms:
-            layers = [m for m in transform.modules() if isinstance(m, nn.Linear)]
+            layers = [m for m in transform.modules() if isinstance(m, self._linear)]
             out.append(layers[-1])
         return out
 

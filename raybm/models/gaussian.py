@@ -1,5 +1,5 @@
-"""Energies with a closed-form normalisation: a diagonal Gaussian and an isotropic Gaussian
-mixture with trainable means and log-weights.
+"""Energies with a closed-form normalisation: a diagonal Gaussian and a mixture of isotropic
+Gaussians with trainable means, log-weights and (optionally) widths.
 
 They are the continuous models whose answers are known exactly: samplers are checked against
 their moments, and the running log Z of Jarzynski walkers against ``log_partition`` while the
@@ -74,17 +74,24 @@ class GaussianEnergy(EnergyModel):
 
 
 class GaussianMixtureEnergy(EnergyModel):
-    """``E(x) = -log sum_k exp(log_weight_k - |x - mean_k|^2 / (2 std^2))``: ``K`` isotropic
-    components of fixed ``std`` with trainable ``means (K, d)`` and ``log_weights (K,)``.
+    """``K`` isotropic Gaussian components with trainable ``means (K, d)`` and ``log_weights
+    (K,)``, of one fixed ``std`` or, with ``learn_std``, each of its own trainable width
+    ``sigma_k = exp(log_stds_k)`` (started at ``std``):
 
-        Z = (2 pi std^2)^(d/2) sum_k exp(log_weight_k),
-        mode weights = softmax(log_weights).
+        E(x) = -log sum_k exp(t_k(x)),
+        t_k(x) = log_weight_k - d log(sigma_k / std) - |x - mean_k|^2 / (2 sigma_k^2),
+        Z = (2 pi std^2)^(d/2) sum_k exp(log_weight_k),   mode weights = softmax(log_weights).
+
+    The ``-d log(sigma_k / std)`` keeps each component's mass at ``exp(log_weight_k)`` whatever
+    its width, so the mode weights stay a softmax (the FlowMC research's mixtures have
+    components of unequal widths: Grenioux, Moulines, Gabrié 2023, arXiv 2306.00684, section
+    5.1); with equal widths the term is zero and the energy is the fixed-std one.
     """
 
     closed_form_log_z: ClassVar[bool] = True
 
     def __init__(self, means: torch.Tensor, log_weights: torch.Tensor | None = None,
-                 std: float = 1.0) -> None:
+                 std: float = 1.0, learn_std: bool = False) -> None:
         super().__init__()
         if means.dim() != 2:
             raise ValueError(f"means must be (K, d), got shape {tuple(means.shape)}")
@@ -96,48 +103,76 @@ class GaussianMixtureEnergy(EnergyModel):
         self.means = nn.Parameter(means.clone().float())
         self.log_weights = nn.Parameter(
             torch.zeros(k) if log_weights is None else log_weights.clone().float())
+        self.learn_std = bool(learn_std)
+        # Registered only when learned: a fixed-std mixture's state is what it always was.
+        self.log_stds = (nn.Parameter(torch.full((k,), math.log(self.std)))
+                         if self.learn_std else None)
 
     def spec(self) -> dict:
         k, d = self.means.shape
-        return {"kind": type(self).__name__, "n_components": k, "dim": d, "std": self.std}
+        out = {"kind": type(self).__name__, "n_components": k, "dim": d, "std": self.std}
+        return out | ({"learn_std": True} if self.learn_std else {})
 
     @classmethod
     def from_spec(cls, spec: dict) -> "GaussianMixtureEnergy":
         return cls(torch.zeros(int(spec["n_components"]), int(spec["dim"])),
-                   std=float(spec["std"]))
+                   std=float(spec["std"]), learn_std=bool(spec.get("learn_std", False)))
+
+    def stds(self) -> torch.Tensor:
+        """``(K,)`` component widths ``sigma_k``."""
+        if self.log_stds is None:
+            return torch.full(self.log_weights.shape, self.std)
+        return self.log_stds.exp()
 
     def component_log_terms(self, x: torch.Tensor) -> torch.Tensor:
-        """``log_weight_k - |x - mean_k|^2 / (2 std^2)``, shape ``(n, K)``."""
+        """``t_k(x)``, shape ``(n, K)``."""
         # Differences, not |x|^2 - 2 x.m + |m|^2: no cancellation far from the origin, and a
         # gradient that is finite where x sits on a mean (cdist's is 0/0 there).
         d2 = (_flat(x).unsqueeze(1) - self.means.to(x.dtype)).square().sum(-1)
-        return self.log_weights - d2 / (2 * self.std**2)
+        if self.log_stds is None:
+            return self.log_weights - d2 / (2 * self.std**2)
+        d = self.means.shape[1]
+        log_std = self.log_stds.to(x.dtype)
+        return (self.log_weights - d * (log_std - math.log(self.std))
+                - d2 * torch.exp(-2 * log_std) / 2)
 
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return -torch.logsumexp(self.component_log_terms(x), -1)
 
+    def _precisions(self, dtype: torch.dtype) -> torch.Tensor:
+        """``(K,)`` ``1 / sigma_k^2``."""
+        return self.stds().detach().to(dtype).pow(-2)
+
     @torch.no_grad()
     def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Closed form: ``grad E = (x - sum_k r_k mean_k) / std^2`` with the responsibilities
-        ``r = softmax_k(component terms)`` (no autograd pass: the Langevin step's cost)."""
+        """Closed form: ``grad E = sum_k r_k (x - mean_k) / sigma_k^2`` with the
+        responsibilities ``r = softmax_k(t_k)`` (no autograd pass: the Langevin step's cost)."""
         terms = self.component_log_terms(x)
         r = torch.softmax(terms, -1)
-        grad = (_flat(x) - r @ self.means.to(x.dtype)) / self.std**2
+        means = self.means.to(x.dtype)
+        if self.log_stds is None:
+            grad = (_flat(x) - r @ means) / self.std**2
+        else:
+            rp = r * self._precisions(x.dtype)
+            grad = rp.sum(-1, keepdim=True) * _flat(x) - rp @ means
         return -torch.logsumexp(terms, -1), grad.view_as(x)
 
     def laplacian(self, x: torch.Tensor, cond: torch.Tensor | None = None,
                   create_graph: bool = False) -> torch.Tensor:
-        """Closed form: with ``g_k = (x - mean_k) / std^2`` and the responsibilities ``r``,
+        """Closed form: with ``g_k = (x - mean_k) / sigma_k^2`` and the responsibilities ``r``,
 
-            laplacian E = d / std^2 - (sum_k r_k |g_k|^2 - |sum_k r_k g_k|^2),
+            laplacian E = d sum_k r_k / sigma_k^2 - (sum_k r_k |g_k|^2 - |sum_k r_k g_k|^2),
 
-        the trace of ``I / std^2`` less that of the covariance of ``g`` under ``r``."""
+        the trace of ``sum_k r_k I / sigma_k^2`` less that of the covariance of ``g`` under
+        ``r``."""
         r = torch.softmax(self.component_log_terms(x), -1)
-        g = (_flat(x).unsqueeze(1) - self.means.to(x.dtype)) / self.std**2  # (n, K, d)
+        precision = (torch.full_like(r[0], self.std**-2) if self.log_stds is None
+                     else torch.exp(-2 * self.log_stds.to(x.dtype)))
+        g = (_flat(x).unsqueeze(1) - self.means.to(x.dtype)) * precision.unsqueeze(-1)
         mean_g = (r.unsqueeze(-1) * g).sum(1)
         spread = (r * g.square().sum(-1)).sum(-1) - mean_g.square().sum(-1)
-        total = self.means.shape[1] / self.std**2 - spread
+        total = self.means.shape[1] * (r * precision).sum(-1) - spread
         return total if create_graph else total.detach()
 
     @torch.no_grad()

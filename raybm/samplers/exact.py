@@ -114,7 +114,7 @@ def _mixture(gen: torch.Generator, model: GaussianMixtureEnergy, n: int
              ) -> tuple[WalkerState, float]:
     component = categorical_logits(gen, model.log_weights.detach().float().expand(n, -1)).long()
     noise = torch.randn((n, *model.event_shape), generator=gen)
-    x = model.means.detach()[component] + model.std * noise
+    x = model.means.detach()[component] + model.stds().detach()[component].unsqueeze(1) * noise
     return WalkerState.unweighted(x), model.log_partition()
 
 

@@ -24,7 +24,7 @@ come from the generator it is given, so runs resume exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -41,20 +41,49 @@ class FlowMC(NoiseStart, KernelBase):
 
     step_size: float
     n_mala: int = 10
+    # Adapt the MALA step after every update towards this acceptance (samplers.langevin.MALA:
+    # log h += adapt_rate (acceptance - target)); None: a fixed step.
+    target_acceptance: float | None = None
+    adapt_rate: float = 0.05
     # The run's flow (``models.flow.Flow``: ``sample(gen, n)``, ``log_prob(x)``), or None
     # before the trainer has built it: such a kernel starts walkers but cannot move them.
     flow: Any = field(default=None, compare=False, repr=False)
     box: tuple[float, float] | None = None  # flows live on R^d: no box
     name: ClassVar[str] = "flowmc"
     invariant: ClassVar[bool] = True
-    info_names: ClassVar[tuple[str, ...]] = ("imh_acceptance", "acceptance")
 
     def __post_init__(self) -> None:
         if self.n_mala < 0:
             raise ValueError(f"n_mala must be >= 0, got {self.n_mala}")
         if self.box is not None:
             raise ValueError("flowmc proposes on R^d: it takes no box")
-        MALA(self.step_size)  # the same checks of the step size
+        self.mala  # the same checks of the step size
+
+    @property
+    def mala(self) -> MALA:
+        """The local moves: MALA of this step size (and its adaptation)."""
+        return MALA(self.step_size, target_acceptance=self.target_acceptance,
+                    adapt_rate=self.adapt_rate)
+
+    @property
+    def adapts_on(self) -> tuple[str, ...]:
+        return self.mala.adapts_on if self.n_mala else ()
+
+    @property
+    def info_names(self) -> tuple[str, ...]:
+        return ("imh_acceptance",) + self.mala.info_names
+
+    def adapted(self, means: dict[str, float]) -> tuple["FlowMC", dict[str, float]]:
+        if not self.adapts_on:
+            return self, {}
+        mala, info = self.mala.adapted(means)
+        return replace(self, step_size=mala.step_size), info
+
+    def state_dict(self) -> dict[str, float]:
+        return self.mala.state_dict()
+
+    def with_state(self, state: dict[str, float]) -> "FlowMC":
+        return replace(self, step_size=self.mala.with_state(state).step_size)
 
     @torch.no_grad()
     def imh(self, gen: torch.Generator, state: WalkerState,
@@ -78,7 +107,7 @@ class FlowMC(NoiseStart, KernelBase):
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,
              clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:
-        mala = MALA(self.step_size)
+        mala = self.mala
         accepted, local = torch.zeros((), dtype=torch.float64), 0.0
         for _ in range(k):
             state, a = self.imh(gen, state, model)

@@ -29,7 +29,8 @@ KERNELS: dict[str, Callable[..., Kernel]] = {
         c.step_size, c.noise_std, c.grad_clamp, None if c.box is None else tuple(c.box)),
     # Before the trainer has built the modules the flow is missing: the kernel then starts
     # walkers but refuses to move them (the trainer builds it again with the flow).
-    "flowmc": lambda c, model, modules: FlowMC(c.step_size, c.n_mala, flow=modules.get("flow")),
+    "flowmc": lambda c, model, modules: FlowMC(c.step_size, c.n_mala, c.target_acceptance,
+                                               c.adapt_rate, flow=modules.get("flow")),
 }
 
 

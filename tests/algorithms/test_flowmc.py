@@ -94,3 +94,225 @@ def test_a_flowmc_run_resumes_bit_for_bit_on_two_ray_workers(tmp_path, ray_sessi
     for name, value in a.state["modules"]["flow"].items():
         assert torch.equal(value, b.state["modules"]["flow"][name]), name
     assert torch.equal(a.walkers.x, b.walkers.x)
+
+
+def _trainer(extra: list[str]):
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    cfg = load_config(None, FLOWMC + ["train.threads=1"] + extra)
+    train, _ = load_data(cfg)
+    return make_trainer(cfg, train)
+
+
+def test_the_flows_rate_follows_the_energys_by_its_ratio_and_schedule():
+    trainer = _trainer(["train.n_updates=10", "optimizer.lr=0.02",
+                        "optimizer.schedule={name: linear, start: 0.5, final: 0.0}",
+                        "optimizers.flow={name: adam, lr: 0.5, lr_ratio: 0.25}"])
+    energy, flow = trainer.optimizers["energy"], trainer.optimizers["flow"]
+    for step in (0, 5, 7, 9):
+        assert flow.lr(step) == pytest.approx(0.25 * energy.lr(step))
+    assert energy.lr(7) < energy.lr(0)  # the schedule moves both
+    info = {}
+    for _ in range(5):
+        info = trainer.update()
+    assert info["lr/flow"] == pytest.approx(0.25 * info["lr/energy"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optimizers.flow={lr_ratio: 0}", "optimizers.flow.lr_ratio"),
+    ("optimizers.flow={lr_ratio: -1}", "optimizers.flow.lr_ratio"),
+])
+def test_a_ratio_that_is_not_positive_is_one_line(override, key):
+    with pytest.raises(InputError) as err:
+        load_config(None, FLOWMC + [override])
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_ratio_on_the_energys_own_optimizer_is_refused():
+    with pytest.raises(InputError) as err:
+        _trainer(["optimizer.lr_ratio=0.1"])
+    assert "optimizer.lr_ratio" in str(err.value) and "optimizers.<module>" in str(err.value)
+
+
+def test_the_mala_step_adapts_and_resumes_with_the_run():
+    trainer = _trainer(["train.n_updates=30", "sampler.target_acceptance=0.574",
+                        "sampler.step_size=5.0"])
+    sizes = []
+    for _ in range(20):
+        sizes.append(trainer.update()["step_size"])
+    assert sizes[-1] < sizes[0] < 5.0  # a step of 5 is refused: it shrinks
+    kernel = trainer.estimator.kernel
+    assert kernel.state_dict() == {"step_size": sizes[-1]}
+    assert type(kernel).with_state(kernel.__class__(5.0, 3, 0.574), {"step_size": 0.3}).step_size == 0.3
+
+
+def test_a_flow_left_behind_by_its_energy_is_reported_in_the_log_and_metrics():
+    # The energy's rate 1000 times the flow's (0.3 against 3e-4): the mixture runs away from
+    # where the flow was fitted, IMH refuses nearly every proposal (windows of 0.006 and
+    # 0.004 measured, against 0.9-0.97 with matched rates), the weights go to 0 and 1, and
+    # the log windows say so.
+    import io
+
+    from raybm.console import Progress
+    from raybm.train import run_updates
+
+    trainer = _trainer(["train.n_updates=60", "optimizer.lr=0.3",
+                        "optimizers.flow={name: adam, lr_ratio: 0.001}",
+                        "algorithm.imh_floor=0.05", "train.log_every=10"])
+    stream = io.StringIO()
+    progress = Progress(60, 0, stream, bar=False)
+    lagging = []
+
+    def on_log(step, info):
+        lagging.append((info["imh_acceptance_window"], info["flow_lagging"]))
+        progress.log(step, info)
+        for message in trainer.estimator.alarms(info):
+            progress.warn(step, message)
+
+    run_updates(trainer, 60, on_log=on_log)
+    flagged = [window for window, flag in lagging if flag]
+    assert flagged and max(flagged) < 0.05
+    assert all(flag == float(window < 0.05) for window, flag in lagging)
+    assert "the flow is not keeping up with the energy" in stream.getvalue()
+    assert "optimizers.flow.lr_ratio" in stream.getvalue()
+    # A matched run keeps its proposals: no window below the floor after the first.
+    healthy = _trainer(["train.n_updates=60", "train.log_every=10",
+                        "algorithm.flow_warmup=300", "algorithm.flow_warmup_lr=0.01"])
+    windows = []
+    run_updates(healthy, 60, on_log=lambda step, info: windows.append(info))
+    assert all(w["flow_lagging"] == 0.0 for w in windows), windows
+
+
+def test_the_flow_warmup_fits_the_initial_model_the_same_on_every_rank():
+    from raybm.samplers.exact import exact_start
+
+    # An initial mixture at the data's modes (-4 e1, +4 e1): far from the identity flow.
+    at_modes = ["model.init_means=[[-4.0], [4.0]]"]
+    warm = at_modes + ["algorithm.flow_warmup=200", "algorithm.flow_warmup_lr=0.01"]
+    a, b, cold = _trainer(warm), _trainer(warm), _trainer(at_modes)
+    for name, value in a.modules["flow"].state_dict().items():
+        assert torch.equal(value, b.modules["flow"].state_dict()[name]), name
+    draws, _ = exact_start(torch.Generator().manual_seed(9), a.model, 2000)
+    with torch.no_grad():
+        warm_ll = a.modules["flow"].log_prob(draws.x).mean()
+        cold_ll = cold.modules["flow"].log_prob(draws.x).mean()
+    assert warm_ll > cold_ll + 1.0
+
+
+def test_a_flowmc_run_on_mode_data_reports_weights_rhat_and_importance_sampling(
+        tmp_path, capsys):
+    """What a user of the 4-Gaussian configs reads: summary.json's mode weights in the data's
+    order with their error, R-hat of frozen chains, the flow's importance-sampling read with
+    its ESS, the kernel's last IMH acceptance; the same names declared before the run;
+    ``raybm sample --from flow`` says what it drew; ``raybm eval`` reads the weights again."""
+    import json
+
+    import numpy as np
+
+    from raybm.cli import main
+    from raybm.data.load import load_data
+    from raybm.evaluate import reported_metrics
+
+    sets = FLOWMC + ["train.n_updates=40", "distributed.workers=0", "train.log_every=10",
+                     "train.eval_chain_rounds=20", "model.init_means=kmeans",
+                     "model.learn_std=true", "data.mixture.stds=[0.5, 1.0]",
+                     "algorithm.flow_warmup=200", "algorithm.flow_warmup_lr=0.01",
+                     "sampler.target_acceptance=0.574", "tracking.enabled=true",
+                     f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    cfg = load_config(None, sets)
+    declared = reported_metrics(cfg, load_data(cfg)[0])
+    run = tmp_path / "run"
+    assert main(["train", *[f"--set={s}" for s in sets], "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    final = {"mode_weight_0", "mode_weight_1", "mode_weight_error", "rhat", "rhat_mode",
+             "rhat_first_coordinate", "chain_mode_weight_0", "chain_mode_weight_error",
+             "is_ess", "is_log_z", "is_mode_weight_0", "is_mode_weight_error"}
+    assert final <= set(summary) and final <= set(declared)
+    # the kernel's diagnostics as last logged (from MLflow), and over the frozen rounds
+    assert {"imh_acceptance", "acceptance", "step_size", "chain_imh_acceptance"} <= set(summary)
+    assert {"imh_acceptance_window", "flow_lagging"} <= set(declared)
+    # The data's weights 0.25 / 0.75, its first mode at -4 e1: 40 updates get close.
+    assert summary["mode_weight_error"] < 0.1
+    assert summary["mode_weight_error"] == pytest.approx(
+        abs(summary["mode_weight_0"] - 0.25), abs=1e-9)
+    assert 0 < summary["is_ess"] <= 1 and summary["rhat"] < 1.5
+    # The importance-sampling log Z of the flow against the mixture's closed form.
+    assert summary["is_log_z"] == pytest.approx(summary["log_z_exact"], abs=0.1)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--from", "flow", "--n", "300", "--out",
+                 str(tmp_path / "f.npz")]) == 0
+    said = capsys.readouterr().out
+    assert "draws of the run's flow alone" in said and "ESS" in said
+    assert np.load(tmp_path / "f.npz")["x"].shape == (300, 4)
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    evaluated = json.loads(out[: out.rindex("}") + 1])
+    assert {"is_mode_weight_0", "is_ess", "rhat"} <= set(evaluated)
+
+
+def test_sampling_from_the_flow_of_a_run_without_one_is_one_line(tmp_path, capsys):
+    from raybm.cli import main
+
+    run = tmp_path / "run"
+    sets = [s for s in FLOWMC if not s.startswith(("algorithm.", "optimizers", "sampler."))]
+    sets += ["sampler.name=ula", "algorithm.name=pcd", "algorithm.n_walkers=32",
+             "train.n_updates=3", "distributed.workers=0"]
+    assert main(["train", *[f"--set={s}" for s in sets], "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--from", "flow", "--n", "5", "--out",
+                 str(tmp_path / "f.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--from" in err and "trains no flow" in err and "\n" not in err
+
+
+def _flowmc_gradients(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Both modules' gradients of FlowMC-EBM on this rank's shard, summed over the ranks."""
+    from raybm.algorithms.base import Batch
+    from raybm.algorithms.flowmc import FlowMCEBM
+    from raybm.algorithms.population import LOCAL
+    from raybm.distributed.comm import TorchComm
+    from raybm.gradients import sum_gradients
+    from raybm.models.gaussian import GaussianMixtureEnergy
+    from raybm.samplers.flowmc import FlowMC
+    from raybm.walkers import WalkerState, shard_slice
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    model = GaussianMixtureEnergy(torch.randn(2, 3, generator=g), torch.randn(2, generator=g),
+                                  learn_std=True)
+    walkers = WalkerState.unweighted(torch.randn(11, 3, generator=g))
+    data = torch.randn(9, 3, generator=g)
+    pop = TorchComm() if world > 1 else LOCAL
+    # k = 0: no kernel draw, the walkers as given (the split of the gradient is what is
+    # checked; the kernel's draws are per rank by design)
+    est = FlowMCEBM(k=0, kernel=FlowMC(0.1, 0), population=pop)
+
+    class Data:
+        event_shape = (3,)
+
+    flow = est.build_modules(torch.Generator().manual_seed(1), model, Data())["flow"]
+    with torch.no_grad():  # away from the identity: every parameter has a gradient
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    mine = walkers.take(torch.arange(11)[shard_slice(11, world, rank)])
+    batch = Batch(data[shard_slice(9, world, rank)], total_weight=9.0)
+    out = {}
+    for phase, module in (("fit", flow), ("joint", model)):
+        module.zero_grad(set_to_none=True)
+        est.estimate(torch.Generator(), model, batch, mine, phase).loss.backward()
+        sum_gradients(pop, list(module.parameters()), torch.zeros((), dtype=torch.float64))
+        out |= {f"{phase}.{n}": p.grad.clone() for n, p in module.named_parameters()
+                if p.grad is not None}
+    return out
+
+
+def test_two_ranks_sum_the_energy_and_flow_gradients_to_the_single_process_ones():
+    from raybm.distributed.spawn import run_ranks
+
+    single = _flowmc_gradients(0, 1)
+    assert any(k.startswith("fit.") for k in single) and "joint.log_stds" in single
+    for ranked in run_ranks(2, _flowmc_gradients):
+        assert ranked.keys() == single.keys()
+        for name, value in single.items():
+            assert torch.allclose(ranked[name], value, rtol=1e-5, atol=1e-6), name

@@ -106,7 +106,9 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
     assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(energy_phases)
 
 
-@pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"jarzynski"}))
+# (Jarzynski charges work to its walkers; FlowMC-EBM warms its flow up and keeps the IMH
+# acceptance window of the lagging check: tests/algorithms/test_flowmc.py.)
+@pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"jarzynski", "flowmc_ebm"}))
 def test_default_hooks_leave_walkers_and_state_alone(name):
     est = estimator_class(name).from_config(section(name), GibbsKernel(), seed=0)
     model = random_model("bernoulli", torch.Generator().manual_seed(3), 0)

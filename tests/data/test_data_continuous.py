@@ -449,3 +449,33 @@ def test_class_counts_apportionment():
     assert class_counts([10, 10], [0.5, 0.5], 7) in ([4, 3], [3, 4])
     assert sum(class_counts([5, 50, 500], [1 / 3] * 3, 14)) == 14
     assert class_counts([5, 50, 500], [1 / 3] * 3, 10_000) == [5, 5, 5]
+
+
+def test_mixture_components_of_unequal_widths():
+    from raybm.data.continuous import gaussian_mixture, gaussian_mixture_logprob
+
+    means = torch.tensor([[-30.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
+    data = gaussian_mixture(torch.Generator().manual_seed(0), 40_000, means,
+                            torch.tensor([0.3, 0.7]), [0.5, 2.0])
+    for k, std in enumerate((0.5, 2.0)):
+        rows = data.x[data.labels == k].double()
+        # per-coordinate std over 3 coordinates x m rows: standard error std / sqrt(2 * 3m)
+        spread = (rows - means[k].double()).square().mean().sqrt()
+        assert abs(float(spread) - std) < 4 * std / math.sqrt(6 * len(rows))
+    assert data.info["std"] == [0.5, 2.0] and data.info["labels_are_modes"]
+    # The log-density integrates to 1 (1-D: trapezoid on a grid covering both modes).
+    grid = torch.linspace(-45, 45, 90_001, dtype=torch.float64).unsqueeze(1)
+    density = gaussian_mixture_logprob(grid, means[:, :1], torch.tensor([0.3, 0.7]),
+                                       [0.5, 2.0]).exp()
+    assert abs(float(torch.trapezoid(density, grid[:, 0])) - 1) < 1e-9
+
+
+def test_mixture_stds_one_per_center(input_error):
+    from raybm.config import load_config
+
+    with input_error("data.mixture", "1 stds for 2 centers"):
+        load_config(None, ["data.format=gaussian_mixture", "model.kind=gaussian_mixture", "sampler.name=ula",
+                           "data.mixture.stds=[1.0]"])
+    cfg = load_config(None, ["data.format=gaussian_mixture", "model.kind=gaussian_mixture", "sampler.name=ula",
+                             "data.mixture.stds=[0.5, 2.0]"])
+    assert cfg.data.mixture.stds == [0.5, 2.0]
