@@ -235,8 +235,7 @@ def chain_metrics(config: Config, ckpt, train: Dataset, evaluated: dict[str, flo
     and, for a run that trains a flow, importance sampling through it. An energy without
     mode weights of its own (an MLP) takes the frozen chains' as its ``mode_weight_<k>``."""
     from raybm.metrics.modes import Modes, frozen_chain_metrics, importance_metrics
-    from raybm.models.flow import Flow
-    from raybm.sampling import run_kernel, run_modules
+    from raybm.sampling import run_flow, run_kernel, run_modules
 
     rounds = frozen_chain_rounds(config)
     if isinstance(ckpt.model, RBM) or ckpt.walkers is None or rounds == 0:
@@ -244,13 +243,11 @@ def chain_metrics(config: Config, ckpt, train: Dataset, evaluated: dict[str, flo
     modes = Modes.of(train)
     modules = run_modules(config, ckpt)
     kernel = run_kernel(config, ckpt, modules)
-    from raybm.streams import generator
-
     gen = generator(config.train.seed, "chains")
     out = frozen_chain_metrics(gen, ckpt.model, kernel, ckpt.walkers, rounds,
                                config.algorithm.k, modes)
-    flow = modules.get("flow")
-    if isinstance(flow, Flow):
+    flow = run_flow(modules)
+    if flow is not None:
         out |= importance_metrics(gen, ckpt.model, flow, IS_DRAWS, modes)
     if modes is not None and "mode_weight_0" not in evaluated:
         out |= {k.removeprefix("chain_"): v for k, v in out.items()

@@ -128,8 +128,7 @@ def _flow(gen: torch.Generator, model: EnergyModel, flow, n: int) -> Samples:
                          "flowmc_ebm does): use --from walkers or chains")
     x, log_q = flow.sample(gen, n)
     x = x.reshape(n, *model.event_shape)
-    log_w = (-model.energy(x).double() - log_q.double()).nan_to_num(nan=-math.inf)
-    ess = float(1.0 / torch.softmax(log_w, 0).square().sum()) / n
+    ess = ess_fraction((-model.energy(x).double() - log_q.double()).nan_to_num(nan=-math.inf))
     how = (f"draws of the run's flow alone, unweighted (fast and approximate: the flow, not "
            f"the energy; as importance samples of the energy their ESS is {ess:.3f} of {n}; "
            "--from chains for draws exact for the energy)")
@@ -180,6 +179,14 @@ def run_modules(config, checkpoint) -> dict:
     return modules | extra
 
 
+def run_flow(modules: dict):
+    """The run's trained flow (a ``models.flow.Flow`` among its modules, whatever its name),
+    or None."""
+    from raybm.models.flow import Flow
+
+    return next((m for m in modules.values() if isinstance(m, Flow)), None)
+
+
 def run_kernel(config, checkpoint, modules: dict | None = None) -> Kernel:
     """The kernel a run trained with, built with its model and trained modules (``modules``:
     :func:`run_modules`, when already built), in the state its checkpoint left it (an
@@ -212,16 +219,13 @@ def draw_run(config, checkpoint, n: int, *, source: str = "auto", k: int | None 
              label: int | None = None, seed: int = 0) -> Samples:
     """``n`` samples of a run (its config and a checkpoint), drawn as :func:`draw` says,
     with the run's own kernel, modules and walkers."""
-    from raybm.models.flow import Flow
     from raybm.streams import generator
 
     modules = run_modules(config, checkpoint)
-    flow = modules.get("flow")
     return draw(generator(seed, "sample"), checkpoint.model,
                 run_kernel(config, checkpoint, modules), n, source=source,
                 walkers=checkpoint.walkers, k=k, default_k=default_chain_length(config),
-                label=label, step=checkpoint.step,
-                flow=flow if isinstance(flow, Flow) else None)
+                label=label, step=checkpoint.step, flow=run_flow(modules))
 
 
 def sample_run(run, n: int, *, source: str = "auto", k: int | None = None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from raybm.algorithms.resample import ess_fraction, log_mean_weight
 from raybm.data.dataset import Dataset
 
 # Matching a mixture's components to the data's modes tries every permutation up to this
@@ -175,8 +176,7 @@ def importance_metrics(gen: torch.Generator, model, flow, n: int,
     finite = torch.isfinite(log_w)
     log_w = torch.where(finite, log_w, torch.full_like(log_w, -math.inf))
     w = torch.softmax(log_w, 0)
-    out = {"is_ess": float(1.0 / w.square().sum()) / n,
-           "is_log_z": float(torch.logsumexp(log_w, 0) - math.log(n))}
+    out = {"is_ess": ess_fraction(log_w), "is_log_z": log_mean_weight(log_w)}
     if modes is not None:
         out |= weight_metrics(modes.shares(y, w), modes, "is_")
     return out
