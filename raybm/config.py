@@ -106,6 +106,23 @@ class ToyDataConfig(_Section):
                   "pinwheel", "2spirals"] = "8gaussians"
     n_samples: int = Field(10_000, ge=2)
     seed: int = Field(0, ge=0, le=SEED_MAX)
+    # The mixtures' mode weights (normalised): 2 for two_modes (default 0.2, 0.8), 8 for
+    # 8gaussians (default equal); None: the set's default.
+    weights: list[Annotated[float, Field(gt=0)]] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _weights_fit(self) -> "ToyDataConfig":
+        if self.weights is not None:
+            from raybm.data.toy2d import N_MODES
+
+            modes = N_MODES.get(self.name)
+            if modes is None:
+                raise ValueError(f"weights are for the mixtures {' and '.join(N_MODES)}, "
+                                 f"not {self.name}")
+            if len(self.weights) != modes:
+                raise ValueError(f"{len(self.weights)} weights for the {modes} modes of "
+                                 f"{self.name}")
+        return self
 
 
 # Formats whose samples are float vectors or images (continuous models); the others are
@@ -412,15 +429,46 @@ class FlowMCEBMConfig(_AlgorithmOptions):
     imh_floor: float = Field(0.05, ge=0, lt=1, json_schema_extra=TUNE)
 
 
+class DCDConfig(_AlgorithmOptions):
+    """DCD-VE (algorithms/dcd.py): diffusion contrastive divergence with a variance-exploding
+    perturbation; walker-less (``k``: the posterior route's Langevin steps, with the run's
+    ``sampler``)."""
+
+    name: Literal["dcd_ve"] = "dcd_ve"
+    continuous_only: ClassVar[bool] = True
+    k: int = Field(5, gt=0, json_schema_extra=TUNE)
+    # taylor: the heat-equation expansion (one step, second derivatives); posterior: k
+    # Langevin steps on the noise-conditioned posterior
+    route: Literal["taylor", "posterior"] = Field("taylor", json_schema_extra=TUNE)
+    sigma: float = Field(0.1, gt=0, le=1e6, json_schema_extra=TUNE)  # the noise scale
+    # with it, sigma_t = sigma (sigma_max / sigma)^t, t ~ U(0, 1) per point (taylor only)
+    sigma_max: float | None = Field(None, gt=0, le=1e6, json_schema_extra=TUNE)
+    # Hutchinson probes of the Laplacian (taylor); 0: the exact Laplacian (d backward passes)
+    probes: int = Field(0, ge=0, le=10_000, json_schema_extra=TUNE)
+    # where the posterior chains start: the noised data (the research's) or the clean data
+    # (then noising + posterior sampling is a Gibbs sweep that leaves the model invariant)
+    posterior_start: Literal["noised", "data"] = "noised"
+
+    @pydantic.model_validator(mode="after")
+    def _schedule_fits(self) -> "DCDConfig":
+        if self.sigma_max is not None:
+            if self.sigma_max <= self.sigma:
+                raise ValueError(f"sigma_max {self.sigma_max} must exceed sigma {self.sigma}")
+            if self.route == "posterior":
+                raise ValueError("a noise schedule (sigma_max) is for route taylor: the "
+                                 "posterior route's Langevin step is tied to one sigma")
+        return self
+
+
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
 # of another algorithm is refused instead of silently ignored.
 ALGORITHM_CONFIGS: dict[str, type[_AlgorithmOptions]] = {
     c.model_fields["name"].default: c
-    for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig, FlowMCEBMConfig)
+    for c in (KStepConfig, PCDConfig, CDConfig, JarzynskiConfig, FlowMCEBMConfig, DCDConfig)
 }
 ALGORITHM_NAMES = tuple(ALGORITHM_CONFIGS)  # the built-in ones (plugins add to the dict)
 AlgorithmConfig = Annotated[
-    KStepConfig | PCDConfig | CDConfig | JarzynskiConfig | FlowMCEBMConfig,
+    KStepConfig | PCDConfig | CDConfig | JarzynskiConfig | FlowMCEBMConfig | DCDConfig,
     Field(discriminator="name")]
 
 

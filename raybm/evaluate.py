@@ -128,20 +128,22 @@ def has_pictures(model: EnergyModel) -> bool:
 def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
                          directory: Path, checkpoint=None) -> list[Path]:
     """For a 2-D energy its density and log-density on a grid with the data and model samples
-    overlaid (``density.png``); for images a grid of samples and one of data
+    overlaid (``density.png``), and a trained flow's beside it with draws of the flow
+    (``flow_density.png``); for images a grid of samples and one of data
     (``samples.png``, ``data.png``), and, when the samples are the run's persistent walkers
     (a buffer), one of fresh chains from the kernel's start (``chains.png``). Samples as
     ``raybm sample`` draws them by default (``raybm.sampling``: exact draws, the run's
     weighted walkers, or long chains). Returns the files written."""
-    from raybm.metrics.continuous import grid_extent, grid_log_density
+    from raybm.metrics.continuous import GRID_POINTS, grid_cells, grid_extent, grid_log_density
     from raybm.metrics.plots import density_plot, sample_grid
-    from raybm.sampling import default_chain_length, draw, run_kernel
+    from raybm.sampling import default_chain_length, draw, run_flow, run_kernel, run_modules
 
     shape = model.event_shape
     side = grey_image_side(shape)
     if not has_pictures(model):
         return []
-    kernel = (run_kernel(config, checkpoint) if checkpoint is not None
+    modules = run_modules(config, checkpoint) if checkpoint is not None else None
+    kernel = (run_kernel(config, checkpoint, modules) if checkpoint is not None
               else build_kernel(config.sampler))
     samples = draw(generator(config.train.seed, "artifacts"), model, kernel,
                    2000 if shape == (2,) else 100,
@@ -152,7 +154,19 @@ def continuous_artifacts(model: EnergyModel, train: Dataset, config: Config,
         log_density, _, _ = grid_log_density(model, extent)
         density_plot(log_density.numpy(), extent, train.x.numpy(), directory / "density.png",
                      samples.x.numpy())
-        return [directory / "density.png"]
+        flow = None if modules is None else run_flow(config, modules)
+        if flow is None:
+            return [directory / "density.png"]
+        # A run that trains a flow (FlowMC-EBM): the flow's own density beside the energy's,
+        # with draws of the flow alone: where the two differ, IMH proposals are rejected.
+        points, _ = grid_cells(extent, GRID_POINTS)
+        flow_log_density = torch.cat([flow.log_prob(chunk.float()).double()
+                                      for chunk in points.split(10_000)])
+        drawn, _ = flow.sample(generator(config.train.seed, "artifacts", 1), 2000)
+        density_plot(flow_log_density.reshape(GRID_POINTS, GRID_POINTS).numpy(), extent,
+                     train.x.numpy(), directory / "flow_density.png", drawn.numpy(),
+                     name="flow")
+        return [directory / "density.png", directory / "flow_density.png"]
     value_range = (float(train.x.min()), float(train.x.max()))
     written = [directory / "samples.png", directory / "data.png"]
     sample_grid(samples.x.reshape(100, -1), (side, side), written[0], value_range=value_range)
@@ -246,7 +260,7 @@ def chain_metrics(config: Config, ckpt, train: Dataset, evaluated: dict[str, flo
     gen = generator(config.train.seed, "chains")
     out = frozen_chain_metrics(gen, ckpt.model, kernel, ckpt.walkers, rounds,
                                config.algorithm.k, modes)
-    flow = run_flow(modules)
+    flow = run_flow(config, modules)
     if flow is not None:
         out |= importance_metrics(gen, ckpt.model, flow, IS_DRAWS, modes)
     if modes is not None and "mode_weight_0" not in evaluated:
@@ -281,7 +295,7 @@ def reported_metrics(config: Config, train: Dataset, has_test: bool = True) -> d
 
         return out | continuous_reported(model, log_z_live, has_test, Modes.of(train),
                                          frozen_chain_rounds(config) > 0,
-                                         "flow" in estimator.modules)
+                                         estimator.proposal is not None)
     if has_test:
         if model.n_labels:
             out |= {"test_accuracy": "live", "test_accuracy_sampled": "final",

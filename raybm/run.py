@@ -474,10 +474,11 @@ def evaluate_run(active: ActiveRun, final: Path, model) -> dict[str, float]:
     _curves_plot(tracker, art, ["acceptance", "step_size", "log_z", "log_z_exact"],
                  "sampler.png")
     tracker.log_artifact(art, "plots")
-    # The kernel's diagnostics at the last update (IMH and MALA acceptance, step size) beside
-    # the evaluation's, in the summary only (MLflow has their curves).
+    # The kernel's diagnostics at the last update (IMH and MALA acceptance, step size) and the
+    # last log window's training rate beside the evaluation's, in the summary only (MLflow
+    # has their curves).
     last = tracker.latest()
-    summary = metrics | {k: last[k] for k in estimator.kernel.info_names
+    summary = metrics | {k: last[k] for k in (*estimator.kernel.info_names, "updates_per_s")
                          if k in last and k not in metrics}
     atomic_write_text(active.run_dir / "summary.json", json.dumps(summary, indent=2))
     return metrics

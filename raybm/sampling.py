@@ -179,12 +179,13 @@ def run_modules(config, checkpoint) -> dict:
     return modules | extra
 
 
-def run_flow(modules: dict):
-    """The run's trained flow (a ``models.flow.Flow`` among its modules, whatever its name),
-    or None."""
-    from raybm.models.flow import Flow
+def run_flow(config, modules: dict):
+    """The run's trained flow: the module its estimator declares as its proposal
+    (``Estimator.proposal``), among ``modules`` (:func:`run_modules`), or None."""
+    from raybm.algorithms.registry import estimator_class
 
-    return next((m for m in modules.values() if isinstance(m, Flow)), None)
+    name = estimator_class(config.algorithm.name).proposal
+    return None if name is None else modules[name]
 
 
 def run_kernel(config, checkpoint, modules: dict | None = None) -> Kernel:
@@ -225,7 +226,7 @@ def draw_run(config, checkpoint, n: int, *, source: str = "auto", k: int | None 
     return draw(generator(seed, "sample"), checkpoint.model,
                 run_kernel(config, checkpoint, modules), n, source=source,
                 walkers=checkpoint.walkers, k=k, default_k=default_chain_length(config),
-                label=label, step=checkpoint.step, flow=run_flow(modules))
+                label=label, step=checkpoint.step, flow=run_flow(config, modules))
 
 
 def sample_run(run, n: int, *, source: str = "auto", k: int | None = None,

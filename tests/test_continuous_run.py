@@ -73,7 +73,10 @@ def test_mixture_run_reports_mode_weights_and_exact_likelihoods(tmp_path, capsys
                             # frozen chains from the final walkers (metrics.modes)
                             "rhat", "rhat_mode", "rhat_first_coordinate", "chain_rounds",
                             "chain_mode_weight_0", "chain_mode_weight_1",
-                            "chain_mode_weight_error"}
+                            "chain_mode_weight_error",
+                            # held-out score matching (metrics.continuous.sm_loss) and the
+                            # last log window's training rate
+                            "sm_loss_test", "updates_per_s"}
     assert summary["mode_weight_error"] == pytest.approx(
         abs(summary["mode_weight_0"] - 0.25), abs=1e-9)  # the data's weights: 0.25, 0.75
     # The last checkpoint's weighted walkers against the closed form of the trained mixture.

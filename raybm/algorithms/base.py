@@ -140,6 +140,11 @@ class Estimator(ABC):
     # Trained modules beside the energy (built by build_modules, optimized by the trainer
     # under optimizers.<name>, checkpointed and summed over ranks like the energy).
     modules: ClassVar[tuple[str, ...]] = ()
+    # The one of ``modules`` that is a normalised density of the walkers' space with exact
+    # draws (a flow: ``sample(gen, n) -> (x, log q)``, ``log_prob(x)``), or None: read at the
+    # end of a run as an importance-sampling proposal for the energy, and drawn from by
+    # ``raybm sample --from flow``.
+    proposal: ClassVar[str | None] = None
     # Plots drawn at the end of a run from the curves it logged, {file name: metric names};
     # the increases of ``plot_events`` (a cumulative count it logs) are marked on them.
     plots: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -205,6 +210,13 @@ class Estimator(ABC):
         """The metric names this estimator logs at every log step of a run of ``model``
         (what a sweep may rank on): each phase's loss and its declared diagnostics."""
         return [f"loss_{as_phase(p).name}" for p in self.phases] + list(self.info_names)
+
+    @property
+    def samples(self) -> bool:
+        """Whether each phase that steps the energy moves chains with ``kernel`` (``k``
+        steps per update); False for an estimator whose gradient needs no sampler (DCD-VE's
+        heat-equation route)."""
+        return True
 
     def loss(self, model: EnergyModel, batch: Batch, walkers: WalkerState,
              log_norm: torch.Tensor | None = None) -> torch.Tensor:

@@ -72,6 +72,7 @@ class FlowMCEBM(Estimator):
     persistent: ClassVar[bool] = True
     starts_exact: ClassVar[bool] = True
     modules: ClassVar[tuple[str, ...]] = ("flow",)
+    proposal: ClassVar[str | None] = "flow"
     plots: ClassVar[dict[str, tuple[str, ...]]] = {
         "flowmc.png": ("imh_acceptance", "acceptance", "loss_fit")}
 

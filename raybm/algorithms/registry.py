@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from raybm.algorithms.base import Estimator
 from raybm.algorithms.contrastive import (ContrastiveDivergence, KStep,
                                           PersistentContrastiveDivergence)
+from raybm.algorithms.dcd import DiffusionCD
 from raybm.algorithms.flowmc import FlowMCEBM
 from raybm.algorithms.jarzynski import Jarzynski
 from raybm.algorithms.population import LOCAL, Population
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls
     for cls in (KStep, PersistentContrastiveDivergence, ContrastiveDivergence, Jarzynski,
-                FlowMCEBM)
+                FlowMCEBM, DiffusionCD)
 }
 
 

@@ -57,7 +57,8 @@ def _load_dataset(config: Config) -> Dataset:
     if d.format == "toy2d":
         from raybm.data.toy2d import toy2d
 
-        return toy2d(d.toy.name, generator(d.toy.seed, "synthetic"), d.toy.n_samples)
+        return toy2d(d.toy.name, generator(d.toy.seed, "synthetic"), d.toy.n_samples,
+                     d.toy.weights)
     if d.path is None:
         from raybm.data.digits import load_digits
 

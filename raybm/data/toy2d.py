@@ -75,18 +75,25 @@ def _relabel(name: str, data: Dataset, **info) -> Dataset:
 
 
 def eight_gaussians(gen: torch.Generator, n_samples: int, radius: float = 2.0 * math.sqrt(2.0),
-                    std: float = 0.5 / math.sqrt(2.0)) -> Dataset:
-    """Equal-weight mixture of 8 isotropic Gaussians centred at
-    ``radius * (cos(k pi/4), sin(k pi/4))``, ``k = 0..7`` (label ``k``).
+                    std: float = 0.5 / math.sqrt(2.0),
+                    weights: Sequence[float] | None = None) -> Dataset:
+    """Mixture of 8 isotropic Gaussians centred at ``radius * (cos(k pi/4), sin(k pi/4))``,
+    ``k = 0..7`` (label ``k``), drawn with probabilities ``weights`` (normalised; default
+    equal, FFJORD's set; unequal weights make it a mode-weight test like ``two_modes``).
 
     Defaults are FFJORD's (centres at ``4 e`` for unit vectors ``e``, std 0.5, all divided by
     1.414): neighbouring centres are ``2 radius sin(pi/8) ~ 2.16`` apart, about 6 std.
     """
     _check_n(n_samples)
+    weights = [1.0] * 8 if weights is None else list(weights)
+    if len(weights) != 8 or min(weights) <= 0:
+        raise InputError(WHERE, "weights", "8 positive weights, one per mode")
     angles = torch.arange(8, dtype=_F64) * (math.pi / 4)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
-    data = gaussian_mixture(gen, n_samples, means.float(), torch.ones(8), std)
-    return _relabel("8gaussians", data, radius=radius, std=std, weights=[1 / 8] * 8)
+    data = gaussian_mixture(gen, n_samples, means.float(), torch.tensor(weights, dtype=_F64),
+                            std)
+    return _relabel("8gaussians", data, radius=radius, std=std,
+                    weights=[float(v) / sum(weights) for v in weights])
 
 
 def two_modes(gen: torch.Generator, n_samples: int,
@@ -201,10 +208,22 @@ TOY2D: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def toy2d(name: str, gen: torch.Generator, n_samples: int) -> Dataset:
+# The sets that are mixtures with weights to set, and their number of modes
+N_MODES = {"two_modes": 2, "8gaussians": 8}
+
+
+def toy2d(name: str, gen: torch.Generator, n_samples: int,
+          weights: Sequence[float] | None = None) -> Dataset:
     """``n_samples`` points of the toy set ``name`` (a key of :data:`TOY2D`) with its default
-    parameters, drawn from ``gen``."""
+    parameters, drawn from ``gen``; ``weights``: the mode weights of a mixture set (a key of
+    :data:`N_MODES`)."""
     fn = TOY2D.get(name)
     if fn is None:
         raise InputError(WHERE, "name", f"unknown toy data set {name!r} (known: {', '.join(TOY2D)})")
-    return fn(gen, n_samples)
+    if weights is None:
+        return fn(gen, n_samples)
+    if len(weights) != N_MODES.get(name, -1):
+        raise InputError(WHERE, "weights",
+                         f"{name} takes no {len(weights)} weights (mixtures: "
+                         + ", ".join(f"{k} {v}" for k, v in N_MODES.items()) + ")")
+    return fn(gen, n_samples, weights=weights)

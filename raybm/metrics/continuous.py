@@ -14,7 +14,7 @@ import torch
 
 from raybm.data.dataset import Dataset
 from raybm.models.base import EnergyModel
-from raybm.metrics.modes import Modes, mixture_mode_weights
+from raybm.metrics.modes import Modes, mixture_mode_weights, weight_metrics
 from raybm.models.gaussian import GaussianMixtureEnergy
 
 # Mixtures with more components log only their weights' entropy, not one metric per mode.
@@ -51,11 +51,18 @@ def continuous_live_metrics(model: EnergyModel, test: Dataset,
     """Logged every ``log_every`` updates: the closed-form log Z and exact test
     log-likelihood where the model has one, the Jarzynski one (running log Z, to be read
     against ``log_z_exact``), mode weights."""
-    out = dict(info) | mixture_metrics(model, Modes.of(test) if test.n_samples else None)
+    modes = Modes.of(test) if test.n_samples else None
+    out = dict(info) | mixture_metrics(model, modes)
+    if grid_modes(model, modes):
+        extent = grid_extent(test)
+        log_density, _, _ = grid_log_density(model, extent, LIVE_GRID_POINTS)
+        out |= grid_mode_weights(log_density, extent, modes)
     log_z = model.log_partition()
     if log_z is not None:
         out["log_z_exact"] = log_z
     if test.n_samples:
+        if sm_live(model):
+            out["sm_loss_test"] = sm_loss(model, test)
         if log_z is not None:
             out["test_loglik_exact"] = mean_log_likelihood(model, test, log_z)
         if "log_z" in info:
@@ -78,6 +85,19 @@ def grid_extent(data: Dataset, margin: float = 0.25) -> tuple[float, float, floa
     return float(low[0]), float(high[0]), float(low[1]), float(high[1])
 
 
+def grid_cells(extent: tuple[float, float, float, float],
+               n: int = GRID_POINTS) -> tuple[torch.Tensor, float]:
+    """The centres ``(n * n, 2)`` (float64, row-major from the lower left: ``(n_y, n_x)``
+    once reshaped) of an ``n x n`` grid over ``extent = (x0, x1, y0, y1)``, and a cell's
+    area."""
+    x0, x1, y0, y1 = extent
+    dx, dy = (x1 - x0) / n, (y1 - y0) / n
+    # Cell centres: the midpoint rule integrates over exactly the box.
+    xs = x0 + dx * (torch.arange(n, dtype=torch.float64) + 0.5)
+    ys = y0 + dy * (torch.arange(n, dtype=torch.float64) + 0.5)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2), dx * dy
+
+
 @torch.no_grad()
 def grid_log_density(model: EnergyModel, extent: tuple[float, float, float, float],
                      n: int = GRID_POINTS) -> tuple[torch.Tensor, float, float]:
@@ -90,14 +110,8 @@ def grid_log_density(model: EnergyModel, extent: tuple[float, float, float, floa
     The mass outside the box is not counted, so this ``log Z`` is a lower bound and the
     log-likelihoods from it upper bounds; the border mass says how much is likely missing
     (a density that has not decayed at the border of the box)."""
-    x0, x1, y0, y1 = extent
-    dx, dy = (x1 - x0) / n, (y1 - y0) / n
-    # Cell centres: the midpoint rule integrates over exactly the box.
-    xs = x0 + dx * (torch.arange(n, dtype=torch.float64) + 0.5)
-    ys = y0 + dy * (torch.arange(n, dtype=torch.float64) + 0.5)
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
+    grid, cell = grid_cells(extent, n)
     energy = torch.cat([model.energy(chunk.float()).double() for chunk in grid.split(10_000)])
-    cell = dx * dy
     log_z = float(torch.logsumexp(-energy, 0)) + math.log(cell)
     log_density = (-energy - log_z).reshape(n, n)
     mass = (log_density.exp() * cell)
@@ -105,22 +119,93 @@ def grid_log_density(model: EnergyModel, extent: tuple[float, float, float, floa
     return log_density, log_z, border
 
 
+def grid_modes(model: EnergyModel, modes: Modes | None) -> bool:
+    """Whether ``model``'s mode weights are read by quadrature: a 2-D energy without weights
+    of its own (not a mixture) on data with modes."""
+    return (modes is not None and model.event_shape == (2,)
+            and not isinstance(model, GaussianMixtureEnergy))
+
+
+def grid_mode_weights(log_density: torch.Tensor, extent: tuple[float, float, float, float],
+                      modes: Modes) -> dict[str, float]:
+    """A 2-D energy's own mode weights by quadrature: the mass of the grid's cells
+    (``log_density`` from :func:`grid_log_density` over ``extent``) summed over the mode
+    each cell's centre belongs to (``Modes.assign``), in the data's order, with
+    ``mode_weight_error``. Exact up to the grid's resolution and the mass outside it."""
+    n = log_density.shape[0]
+    points, _ = grid_cells(extent, n)
+    return weight_metrics(modes.shares(points, log_density.reshape(-1).exp()), modes)
+
+
+# Points per side of the grid the mode weights of a 2-D energy are read on at every log
+# (100^2 energies: milliseconds for the MLP; the final reading uses GRID_POINTS)
+LIVE_GRID_POINTS = 100
+
+
+# The held-out score-matching loss: at most this many test points; the Laplacian exact up to
+# SM_EXACT_DIM dimensions (one backward pass per dimension), above by Hutchinson's estimator
+# with SM_PROBES Rademacher probes (unbiased; for a 784-pixel energy 2 passes, not 784).
+SM_POINTS = 1000
+SM_EXACT_DIM = 16
+SM_PROBES = 2
+
+
+def sm_loss(model: EnergyModel, data: Dataset, gen: torch.Generator | None = None,
+            n: int = SM_POINTS, chunk: int = 250) -> float:
+    """Hyvarinen's score-matching loss of the energy on ``data`` (its first ``n`` points):
+
+        J(theta) = < |grad_x E(x)|^2 / 2 - Lap_x E(x) >_data
+
+    (Hyvarinen 2005, "Estimation of non-normalized statistical models by score matching",
+    eq. 4 with the score ``-grad E``): the Fisher divergence to the data up to a constant
+    that does not depend on the model, so lower is better and models compare on the same
+    data; ``log Z`` does not enter. The Laplacian is exact for walkers of at most
+    ``SM_EXACT_DIM`` coordinates, else Hutchinson's with ``SM_PROBES`` probes from ``gen``."""
+    x = data.x[:n]
+    exact = math.prod(model.event_shape) <= SM_EXACT_DIM
+    if gen is None:  # the probes: the same for every model read, so models compare
+        from raybm.streams import generator
+
+        gen = generator(0, "evaluate")
+    total = 0.0
+    for part in x.split(chunk):
+        score = model.score(part)
+        sq = score.reshape(part.shape[0], -1).double().square().sum(1)
+        lap = (model.laplacian(part) if exact
+               else model.hutchinson_laplacian(gen, part, n_probes=SM_PROBES))
+        total += float((0.5 * sq - lap.double()).sum())
+    return total / x.shape[0]
+
+
+def sm_live(model: EnergyModel) -> bool:
+    """Whether the held-out score-matching loss is logged at every log step (walkers of at
+    most ``SM_EXACT_DIM`` coordinates: milliseconds), not only at the end."""
+    return math.prod(model.event_shape) <= SM_EXACT_DIM
+
+
 def continuous_final_metrics(model: EnergyModel, train: Dataset,
                              test: Dataset) -> dict[str, float]:
     """End of run: log Z and the train / test log-likelihoods where log Z is exact (or, for a
     2-D energy, by quadrature on a grid: ``*_grid`` with ``grid_border_mass``), and the mode
-    weights."""
-    out = mixture_metrics(model, Modes.of(train))
+    weights (of a 2-D energy without its own, by quadrature: :func:`grid_mode_weights`)."""
+    modes = Modes.of(train)
+    out = mixture_metrics(model, modes)
     log_z, method = model.log_partition(), "exact"
-    if log_z is None and model.event_shape == (2,):
-        _, log_z, border = grid_log_density(model, grid_extent(train))
-        method = "grid"
-        out["grid_border_mass"] = border
+    if model.event_shape == (2,) and (log_z is None or grid_modes(model, modes)):
+        extent = grid_extent(train)
+        log_density, grid_log_z, border = grid_log_density(model, extent)
+        if grid_modes(model, modes):
+            out |= grid_mode_weights(log_density, extent, modes)
+        if log_z is None:
+            log_z, method = grid_log_z, "grid"
+            out["grid_border_mass"] = border
     if log_z is not None:
         out[f"log_z_{method}"] = log_z
         out[f"train_loglik_{method}"] = mean_log_likelihood(model, train, log_z)
         if test.n_samples:
             out[f"test_loglik_{method}"] = mean_log_likelihood(model, test, log_z)
+    if test.n_samples:
+        out["sm_loss_test"] = sm_loss(model, test)
     return out
 
 
@@ -156,6 +241,9 @@ def continuous_reported(model: EnergyModel, log_z_live: bool, has_test: bool,
             names = ([f"mode_weight_{k}" for k in range(n_components)]
                      if n_components <= MAX_MODE_METRICS else ["mode_weight_entropy"])
         out |= dict.fromkeys(names, "live")
+    elif grid_modes(model, modes):  # a 2-D energy: its own weights by quadrature
+        out |= dict.fromkeys([f"mode_weight_{k}" for k in range(modes.n_modes)]
+                             + ["mode_weight_error"], "live")
     elif chains and modes is not None:  # an energy without weights of its own: the chains'
         out |= dict.fromkeys([f"mode_weight_{k}" for k in range(modes.n_modes)]
                              + ["mode_weight_error"], "final")
@@ -165,4 +253,6 @@ def continuous_reported(model: EnergyModel, log_z_live: bool, has_test: bool,
             out["test_loglik_exact"] = "live"
     if log_z_live and has_test:
         out["test_loglik_jarzynski"] = "live"
+    if has_test:
+        out["sm_loss_test"] = "live" if sm_live(model) else "final"
     return out

@@ -157,13 +157,16 @@ def density_plot(
     data: np.ndarray,
     path: str | os.PathLike,
     samples: np.ndarray | None = None,
+    name: str = "",
 ) -> None:
     """A 2-D model density ``exp(log_density)`` on its grid (``(ny, nx)`` over ``extent =
     (x0, x1, y0, y1)``) as a heat map, with up to 2,000 data points (white) and model samples
-    (red) overlaid; beside it the log-density, where the tails and spurious modes show."""
+    (red) overlaid; beside it the log-density, where the tails and spurious modes show.
+    ``name`` prefixes the titles (whose density: e.g. "flow")."""
     fig = Figure(figsize=(9.0, 4.2))
-    for i, (values, title) in enumerate([(np.exp(log_density), "density"),
-                                         (log_density, "log density")]):
+    prefix = f"{name} " if name else ""
+    for i, (values, title) in enumerate([(np.exp(log_density), f"{prefix}density"),
+                                         (log_density, f"{prefix}log density")]):
         ax = fig.add_subplot(1, 2, i + 1)
         lo = np.percentile(values, 1) if i else 0.0
         ax.imshow(values, origin="lower", extent=extent, cmap="viridis", vmin=lo,
@@ -178,6 +181,28 @@ def density_plot(
         ax.set_title(title + ("" if samples is None else
                               " (data white, samples red)"), fontsize=9)
         ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def density_panels(
+    rows: Sequence[Sequence[tuple[str, np.ndarray]]],
+    extent: tuple[float, float, float, float],
+    path: str | os.PathLike,
+) -> None:
+    """Densities side by side: ``rows`` of ``(title, log_density)`` panels, each a heat map of
+    ``exp(log_density)`` on its grid over ``extent`` (one scale per panel: where the mass
+    is, not how peaked; e.g. one row per data set, one panel per method)."""
+    ncol = max(len(r) for r in rows)
+    fig = Figure(figsize=(2.4 * ncol, 2.5 * len(rows)))
+    for i, row in enumerate(rows):
+        for j, (title, log_density) in enumerate(row):
+            ax = fig.add_subplot(len(rows), ncol, i * ncol + j + 1)
+            ax.imshow(np.exp(log_density), origin="lower", extent=extent, cmap="viridis",
+                      aspect="equal", interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
     fig.tight_layout()
     _save(fig, path)
 

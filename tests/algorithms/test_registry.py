@@ -22,6 +22,7 @@ from raybm.algorithms.registry import ESTIMATORS, build_estimator, estimator_cla
 from raybm.config import ALGORITHM_CONFIGS, ALGORITHM_NAMES
 from raybm.samplers.base import KernelInfo
 from raybm.samplers.gibbs import GibbsKernel
+from raybm.samplers.langevin import ULA
 from raybm.walkers import WalkerState
 from tests.enumeration import all_visible_states, random_model
 
@@ -35,6 +36,17 @@ class CountingKernel(GibbsKernel):
     def init(self, gen, model, n, label=None):
         self.calls.append(("init", n))
         return super().init(gen, model, n, label=label)
+
+    def step(self, gen, state, model, k, **clamp):
+        self.calls.append(("step", k))
+        return super().step(gen, state, model, k, **clamp)
+
+
+@dataclass(frozen=True)
+class CountingULA(ULA):
+    """ULA that counts its calls (the kernel of a continuous-only estimator)."""
+
+    calls: list = field(default_factory=list, compare=False)
 
     def step(self, gen, state, model, k, **clamp):
         self.calls.append(("step", k))
@@ -64,6 +76,10 @@ def test_every_configurable_algorithm_is_registered_and_declared():
     assert {n for n, c in ESTIMATORS.items() if c.persistent} == {"pcd", "jarzynski",
                                                                    "flowmc_ebm"}
     assert {n for n, c in ESTIMATORS.items() if c.starts_exact} == {"jarzynski", "flowmc_ebm"}
+    # A proposal (the flow read by importance sampling) is one of the trained modules.
+    assert {n: c.proposal for n, c in ESTIMATORS.items() if c.proposal} == {
+        "flowmc_ebm": "flow"}
+    assert all(c.proposal in c.modules for c in ESTIMATORS.values() if c.proposal)
     with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
         estimator_class("nope")
 
@@ -78,21 +94,28 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
     if name == "jarzynski":
         assert est.ess_threshold == 0.3 and est.resample_seed == 5
 
-    model = random_model("bernoulli", torch.Generator().manual_seed(1), 3, scale=0.3)
-    if est.starts_exact:
-        with torch.no_grad():
-            model.weight.zero_()
-            model.label_weight.zero_()
-    kernel = CountingKernel()
+    g = torch.Generator().manual_seed(1)
+    if ALGORITHM_CONFIGS[name].continuous_only:  # on a continuous model, with a Langevin kernel
+        from raybm.models.gaussian import GaussianMixtureEnergy
+
+        model = GaussianMixtureEnergy(torch.randn(2, 4, generator=g))
+        kernel = CountingULA(0.01)
+        batch = Batch(torch.randn(8, 4, generator=g))
+    else:
+        model = random_model("bernoulli", g, 3, scale=0.3)
+        if est.starts_exact:
+            with torch.no_grad():
+                model.weight.zero_()
+                model.label_weight.zero_()
+        kernel = CountingKernel()
+        batch = Batch(all_visible_states(model)[:8], torch.arange(8) % 3)
     est = estimator_class(name).from_config(section(name, k=3), kernel, seed=0)
     gen = torch.Generator().manual_seed(2)
     # The modules it declares, built as the trainer builds them (a flow of the data's shape).
-    shaped = SimpleNamespace(event_shape=(model.n_visible,))
+    shaped = SimpleNamespace(event_shape=tuple(model.event_shape))
     assert set(est.build_modules(gen, model, shaped)) == set(est.modules)
     walkers = est.init_walkers(gen, model, 8)
     assert (walkers is not None) == est.persistent
-    vs = all_visible_states(model)
-    batch = Batch(vs[:8], torch.arange(8) % 3)
     for phase in est.phases:  # by name, as the trainer hands them
         out = est.estimate(gen, model, batch, walkers, as_phase(phase).name)
         assert isinstance(out, Estimate) and out.loss.requires_grad
@@ -102,8 +125,10 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
         assert set(est.info_names) <= set(out.info) | set(est.update_info(model, walkers))
     # Every sweep went through the kernel handed in, k at a time: once per phase that steps
     # the energy (a phase fitting another module moves no walker).
+    # (None for an estimator that declares it needs no sampler: DCD-VE's taylor route.)
     energy_phases = [p for p in map(as_phase, est.phases) if p.modules == (ENERGY,)]
-    assert [c for c in kernel.calls if c[0] == "step"] == [("step", 3)] * len(energy_phases)
+    expected = [("step", 3)] * len(energy_phases) if est.samples else []
+    assert [c for c in kernel.calls if c[0] == "step"] == expected
 
 
 # (Jarzynski charges work to its walkers; FlowMC-EBM warms its flow up and keeps the IMH

@@ -86,6 +86,40 @@ def test_toy_unknown_name_and_bad_size(input_error):
             toy2d("rings", gen(), bad)
 
 
+def test_toy_mixtures_take_unequal_weights_in_their_modes_order():
+    """``data.toy.weights`` (1 : ... : 8 for 8gaussians, 0.1 / 0.9 for two_modes): each mode's
+    share of the draws within 4 binomial standard errors, the normalised weights recorded for
+    the mode metrics; the default draws are unchanged by the option."""
+    weights = list(range(1, 9))
+    data = toy2d("8gaussians", gen(), N, weights)
+    expected = torch.tensor(weights, dtype=torch.float64) / 36
+    assert data.info["weights"] == pytest.approx(expected.tolist())
+    counts = torch.bincount(data.labels, minlength=8).double()
+    assert ((counts / N - expected).abs() < 4 * (expected * (1 - expected) / N).sqrt()).all()
+    two = toy2d("two_modes", gen(), N, [0.1, 0.9])
+    assert two.info["weights"] == pytest.approx([0.1, 0.9])
+    assert abs(float((two.labels == 0).double().mean()) - 0.1) < 4 * math.sqrt(0.09 / N)
+    assert torch.equal(toy2d("8gaussians", gen(), 50).x,
+                       toy2d("8gaussians", gen(), 50, [1.0] * 8).x)
+
+
+def test_toy_weights_that_do_not_fit_are_one_line(input_error):
+    with input_error("data.toy", "weights"):
+        toy2d("rings", gen(), 10, [0.5, 0.5])
+    with input_error("data.toy", "weights"):
+        toy2d("8gaussians", gen(), 10, [0.5, 0.5])
+    from raybm.config import load_config
+    from raybm.errors import InputError
+
+    for sets, said in ((["data.toy.name=moons", "data.toy.weights=[1, 2]"], "not moons"),
+                       (["data.toy.name=two_modes", "data.toy.weights=[1, 2, 3]"],
+                        "3 weights for the 2 modes"),
+                       (["data.toy.name=two_modes", "data.toy.weights=[0, 1]"], "greater")):
+        with pytest.raises(InputError, match="data.toy") as caught:
+            load_config(None, ["data.format=toy2d", *sets])
+        assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_eight_gaussians_clusters():
     data = toy2d("8gaussians", gen(), N)
     assert data.label_names == [str(k) for k in range(8)]

@@ -164,3 +164,23 @@ class Wide:
         log_q = (-0.5 * z.square().sum(1) - 0.5 * self.dim * math.log(2 * math.pi)
                  - self.dim * math.log(self.scale))
         return self.scale * z, log_q
+
+
+def test_a_2d_energys_own_weights_by_quadrature_are_its_mixture_weights():
+    """``metrics.continuous.grid_mode_weights``, the reading of a 2-D energy without weights
+    of its own (an MLP): on a mixture energy, whose weights are known, the grid's mass per
+    mode is the mixture's weight to the grid's resolution (the modes 6 widths apart, the
+    mass between them under 1e-4), in the data's order."""
+    from raybm.metrics.continuous import grid_extent, grid_log_density, grid_mode_weights
+
+    means = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    truth = torch.tensor([0.15, 0.6, 0.25], dtype=torch.float64)
+    points = gaussian_mixture(gen(), 4000, means, truth, 0.5)
+    model = GaussianMixtureEnergy(means[[2, 0, 1]], truth[[2, 0, 1]].log().float(), std=0.5)
+    extent = grid_extent(points, margin=0.5)
+    log_density, _, border = grid_log_density(model, extent)
+    assert border < 1e-6
+    read = grid_mode_weights(log_density, extent, Modes.of(points))
+    assert [read[f"mode_weight_{k}"] for k in range(3)] == pytest.approx(truth.tolist(),
+                                                                        abs=1e-3)
+    assert read["mode_weight_error"] < 1e-3

@@ -267,6 +267,48 @@ def test_pbt_exploit_clones_both_trained_modules_of_a_plugin_method(tmp_path, ra
 
 
 @pytest.mark.slow
+def test_pbt_exploit_clones_a_flowmc_run_with_its_flow_and_walkers(tmp_path, ray_session,
+                                                                  monkeypatch):
+    """FlowMC-EBM under PBT (tune_spaces/flowmc_lr_ratio.yaml, shrunk): an exploit restores
+    the donor's energy, flow, both optimizers, FlowMC walkers and adapted MALA step bit for
+    bit (the restore digest covers them all), and the exploited trial trains on at its
+    mutated rate; the flow's rate follows the energy's through its ratio."""
+    from raybm.tuning.sweep import tune_sweep
+
+    monkeypatch.chdir(tmp_path)
+    base = {"data": {"format": "gaussian_mixture",
+                     "mixture": {"dim": 4, "n_samples": 400, "centers": [[-4.0], [4.0]],
+                                 "weights": [0.25, 0.75]}},
+            "model": {"kind": "gaussian_mixture", "n_components": 2,
+                      "init_means": [[-0.1], [0.1]], "init_noise": 0.01},
+            "sampler": {"name": "flowmc", "step_size": 0.1, "n_mala": 3,
+                        "target_acceptance": 0.574},
+            "algorithm": {"name": "flowmc_ebm", "k": 1, "n_walkers": 64,
+                          "flow_transforms": 2, "flow_hidden": [8, 8]},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "optimizers": {"flow": {"name": "adam", "lr_ratio": 0.3}},
+            "train": {"n_updates": 60, "batch_size": 64, "log_every": 10,
+                      "checkpoint_every": 20, "threads": 1, "eval_chain_rounds": 10},
+            "distributed": {"workers": 0}}
+    space = write_space(tmp_path / "space.yaml", base=base, scheduler=PBT_CLONE,
+                        metric="mode_weight_error", mode="min",
+                        param_space={"optimizer.lr": {"grid_search": [0.0002, 0.05]}})
+    summary = tune_sweep(space, out=tmp_path / "pbt")
+    assert check_clone(tmp_path / "pbt", summary.tracking_uri) >= 1
+    for record, info in exploits(tmp_path / "pbt"):
+        ckpt = load_checkpoint(info["source"])
+        assert set(ckpt.state["modules"]) == {"flow"} and ckpt.walkers.x.shape == (64, 4)
+        if info["rank"] == 0:
+            later = sorted((record.parent.parent / "checkpoints").glob("step_*"))[-1]
+            nxt = load_checkpoint(later)
+            groups = {m: nxt.state["optimizers"][m]["param_groups"][0]["lr"]
+                      for m in ("energy", "flow")}
+            assert groups["flow"] == pytest.approx(0.3 * groups["energy"])
+    kids = children(summary.tracking_uri, summary.parent_run_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+
+
+@pytest.mark.slow
 def test_pbt_exploit_clones_every_shard_on_two_ray_workers(tmp_path, ray_session,
                                                            monkeypatch):
     """The same with each trial on its own 2-worker Ray Train group: every rank's shard, with
