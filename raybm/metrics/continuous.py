@@ -177,6 +177,29 @@ def sm_loss(model: EnergyModel, data: Dataset, gen: torch.Generator | None = Non
     return total / x.shape[0]
 
 
+def denoise_rmse(model: EnergyModel, data: Dataset, sigma: float, gen: torch.Generator,
+                 n: int = SM_POINTS, chunk: int = 250) -> tuple[float, float]:
+    """One-step denoising by Tweedie's formula with the learned energy: for ``y = x + sigma
+    eps``,
+
+        x_hat = y + sigma^2 grad log p_sigma(y) ~= y - sigma^2 grad E(y)
+
+    (Robbins 1956, Efron 2011, "Tweedie's formula and selection bias": the posterior mean
+    ``E[x | y]`` through the score of the noisy density ``p_sigma = p * N(0, sigma^2 I)``,
+    here the clean energy's, exact as sigma -> 0 or for an energy of the noisy data).
+    Returns the root mean squared error per coordinate of ``x_hat`` and of ``y`` (the noisy
+    input's, ``~sigma``) over the first ``n`` points of ``data``, the noise from ``gen``."""
+    x = data.x[:n]
+    sq_hat = sq_noisy = 0.0
+    for part in x.split(chunk):
+        y = part + sigma * torch.randn(part.shape, generator=gen, dtype=part.dtype)
+        x_hat = y + sigma * sigma * model.score(y)
+        sq_hat += float((x_hat - part).double().square().sum())
+        sq_noisy += float((y - part).double().square().sum())
+    count = x.numel()
+    return math.sqrt(sq_hat / count), math.sqrt(sq_noisy / count)
+
+
 def sm_live(model: EnergyModel) -> bool:
     """Whether the held-out score-matching loss is logged at every log step (walkers of at
     most ``SM_EXACT_DIM`` coordinates: milliseconds), not only at the end."""

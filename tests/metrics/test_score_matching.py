@@ -39,3 +39,20 @@ def test_sm_loss_of_a_gaussian_energy_is_its_closed_form(d):
     assert sm_loss(model, data) == pytest.approx(truth, abs=4 * se)
     own = GaussianMixtureEnergy(torch.full((1, d), 0.3), std=s)
     assert sm_loss(own, data) < sm_loss(model, data)
+
+
+def test_tweedie_denoising_with_the_noisy_datas_energy_is_the_posterior_mean():
+    """Data ``N(m, s^2 I)``, noise sigma: with the energy of the noisy density ``N(m, (s^2 +
+    sigma^2) I)`` Tweedie's one step is the posterior mean, whose error per coordinate has
+    variance ``s^2 sigma^2 / (s^2 + sigma^2)``; the noisy input's is ``sigma^2``."""
+    from raybm.metrics.continuous import denoise_rmse
+
+    g = torch.Generator().manual_seed(0)
+    d, s, sigma, n = 4, 1.0, 0.5, 4000
+    data = Dataset(x=0.3 + s * torch.randn(n, d, generator=g), n_states=0, source="test")
+    noisy = GaussianMixtureEnergy(torch.full((1, d), 0.3), std=math.sqrt(s * s + sigma**2))
+    rmse, rmse_noisy = denoise_rmse(noisy, data, sigma, g, n=n)
+    # mean squared errors of n d coordinates: relative standard error sqrt(2 / (n d))
+    rel = 4 * math.sqrt(2 / (n * d))
+    assert rmse**2 == pytest.approx(s * s * sigma**2 / (s * s + sigma**2), rel=rel)
+    assert rmse_noisy**2 == pytest.approx(sigma**2, rel=rel)
