@@ -44,9 +44,9 @@ METHODS = {
     "dcd taylor (1 probe)": ["algorithm.name=dcd_ve", "algorithm.route=taylor",
                              "algorithm.probes=1"],
     "dcd posterior k=1": ["algorithm.name=dcd_ve", "algorithm.route=posterior",
-                          "algorithm.k=1", "sampler.step_size=0.002"],
+                          "algorithm.k=1"],
     "dcd posterior k=5": ["algorithm.name=dcd_ve", "algorithm.route=posterior",
-                          "algorithm.k=5", "sampler.step_size=0.002"],
+                          "algorithm.k=5"],
 }
 
 

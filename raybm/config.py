@@ -368,6 +368,10 @@ class _AlgorithmOptions(_Section):
     # Declared by an algorithm for continuous models only (a flow on the walkers).
     continuous_only: ClassVar[bool] = False
 
+    def check_sampler(self, sampler: SamplerSection) -> None:
+        """Raise an InputError when ``sampler`` cannot serve this algorithm's options (called
+        for every config; any sampler by default)."""
+
 
 class KStepConfig(_AlgorithmOptions):
     """F&F out-of-equilibrium k-step training."""
@@ -440,9 +444,17 @@ class DCDConfig(_AlgorithmOptions):
     # taylor: the heat-equation expansion (one step, second derivatives); posterior: k
     # Langevin steps on the noise-conditioned posterior
     route: Literal["taylor", "posterior"] = Field("taylor", json_schema_extra=TUNE)
-    sigma: float = Field(0.1, gt=0, le=1e6, json_schema_extra=TUNE)  # the noise scale
+    # the noise scale, in units of sigma_unit
+    sigma: float = Field(0.05, gt=0, le=1e6, json_schema_extra=TUNE)
     # with it, sigma_t = sigma (sigma_max / sigma)^t, t ~ U(0, 1) per point (taylor only)
     sigma_max: float | None = Field(None, gt=0, le=1e6, json_schema_extra=TUNE)
+    # width: sigma and sigma_max are multiples of the training data's width (the RMS of its
+    # per-coordinate standard deviations), so one default fits data of any scale; absolute:
+    # in the data's units
+    sigma_unit: Literal["width", "absolute"] = "width"
+    # the posterior route's Langevin step as a fraction of sigma^2 (the posterior's width
+    # squared: steps beyond it diverge); unset: the sampler's own step_size
+    posterior_step: float | None = Field(0.1, gt=0, le=10, json_schema_extra=TUNE)
     # Hutchinson probes of the Laplacian (taylor); 0: the exact Laplacian (d backward passes)
     probes: int = Field(0, ge=0, le=10_000, json_schema_extra=TUNE)
     # where the posterior chains start: the noised data (the research's) or the clean data
@@ -458,6 +470,19 @@ class DCDConfig(_AlgorithmOptions):
                 raise ValueError("a noise schedule (sigma_max) is for route taylor: the "
                                  "posterior route's Langevin step is tied to one sigma")
         return self
+
+    def check_sampler(self, sampler: SamplerSection) -> None:
+        """The posterior route's step is set as a fraction of sigma^2: its kernel must be a
+        Langevin kernel with a fixed step (ula, or mala without adaptation)."""
+        if self.route != "posterior" or self.posterior_step is None:
+            return
+        if not isinstance(sampler, _LangevinSamplerConfig):
+            raise InputError("", "sampler.name", f"algorithm.posterior_step sets a Langevin "
+                             f"step: use ula or mala, not {sampler.name} (or unset "
+                             "posterior_step)")
+        if isinstance(sampler, MALASamplerConfig) and sampler.target_acceptance is not None:
+            raise InputError("", "sampler.target_acceptance", "adapts the step that "
+                             "algorithm.posterior_step fixes: unset one of them")
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key
@@ -726,6 +751,7 @@ class Config(_Section):
                 raise InputError("", "algorithm.walkers_per_update", f"{a.walkers_per_update} "
                                  f"for {self.distributed.workers} workers: each moves at "
                                  "least one of its walkers")
+        a.check_sampler(self.sampler)
         if rbm and type(a).continuous_only:
             raise InputError("", "algorithm.name", f"{a.name} trains continuous models, not "
                              "model.kind rbm")

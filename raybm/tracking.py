@@ -252,19 +252,28 @@ class Tracker:
 
 
 class NullTracker:
-    """Tracking switched off (``tracking.enabled: false``): every call is a no-op."""
+    """Tracking switched off (``tracking.enabled: false``): nothing is recorded, except the
+    last finite value of each metric this process logs (``latest``), which the run's
+    ``summary.json`` reads (its training rate) as it would from MLflow."""
 
     uri = ""
     run_id = None
     ui_command = ""
     previous_status = None
 
+    def __init__(self) -> None:
+        self._latest: dict[str, float] = {}
+
     def log_params(self, params): ...
-    def log_metrics(self, metrics, step): ...
+
+    def log_metrics(self, metrics, step):
+        self._latest |= {k: float(v) for k, v in metrics.items()
+                         if v is not None and math.isfinite(float(v))}
+
     def log_artifact(self, path, artifact_path=None): ...
     def set_tags(self, tags): ...
     def history(self, keys): return {k: [] for k in keys}
-    def latest(self): return {}
+    def latest(self): return dict(self._latest)
     def end(self, status="FINISHED"): ...
 
 

@@ -76,6 +76,7 @@ class Trainer:
                                          self.population)
         # Modules the estimator declares, built the same on every rank (a resumed run loads
         # their parameters over them).
+        self.estimator.read_data(self.train_set)
         extra = self.estimator.build_modules(generator(c.train.seed, "modules"), self.model,
                                              self.train_set)
         self.modules: dict[str, nn.Module] = {ENERGY: self.model, **extra}

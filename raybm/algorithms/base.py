@@ -103,9 +103,11 @@ class Estimator(ABC):
 
     The trainer calls, in this order, and nothing else (no probing for optional methods):
 
-    - when built: ``build_modules(shared_gen, model, data)``, the trained modules it declares
-      in ``modules`` (none by default), the same on every rank; a resumed run loads their
-      parameters over them;
+    - when built: ``read_data(data)`` with the whole training set on every rank (scales the
+      estimator reads off the data: DCD-VE's noise in units of the data's width; nothing by
+      default), then ``build_modules(shared_gen, model, data)``, the trained modules it
+      declares in ``modules`` (none by default), the same on every rank; a resumed run loads
+      their parameters over them;
     - fresh run: ``init_walkers(gen, model, n, data)`` (this shard's persistent walkers, or
       None), then ``start(shared_gen, model, walkers, weight_std)`` (a last change to the
       initial model with its walkers: Jarzynski's kick; identity by default);
@@ -161,6 +163,10 @@ class Estimator(ABC):
     def from_config(cls, algorithm: AlgorithmConfig, kernel: Kernel, seed: int,
                     population: Population = LOCAL) -> "Estimator":
         """The estimator an ``algorithm:`` config section describes."""
+
+    def read_data(self, data: Dataset) -> None:
+        """Read what the estimator scales by off the whole training set (every rank sees
+        the same set, so every rank reads the same); a resumed run reads it again."""
 
     def build_modules(self, gen: torch.Generator, model: EnergyModel,
                       data: Dataset) -> dict[str, nn.Module]:

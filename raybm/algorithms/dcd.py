@@ -46,7 +46,13 @@ Langevin steps suffice (the research's point: CD's long chains replaced by a sho
   stay below the posterior's width ``~sigma^2`` (the quadratic term's curvature is
   ``1 / sigma^2``): the route is stable at small noise only, as the issue's check found.
 
-**Noise scale.** ``sigma`` fixed, or with ``sigma_max`` a VE schedule ``sigma_t = sigma
+**Noise scale.** In units of the training data's width ``w`` (``sigma_unit: width``, the
+default; ``Dataset.width``: the RMS of the per-coordinate standard deviations), so one default
+fits data of any scale: ``sigma = 0.05 w`` is about a third of an 8-Gaussians mode's width and
+keeps the heat expansion's ``O(sigma^2)`` bias small on every 2-D set. ``sigma_unit:
+absolute`` takes it in the data's units. The posterior route's Langevin step is
+``posterior_step`` times ``sigma^2`` (0.1 by default), below the posterior's width squared at
+any scale. ``sigma`` fixed, or with ``sigma_max`` a VE schedule ``sigma_t = sigma
 (sigma_max / sigma)^t``, ``t ~ U(0, 1)`` per data point (Song et al. 2021's VE SDE; taylor
 only: the posterior route's step is tied to one ``sigma``). Each point's term is divided by
 its ``sigma^2``, so the loss has the scale of score matching at every noise level (and one
@@ -59,13 +65,15 @@ part of the minibatch and the trainer sums the shards' gradients (data-parallel)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from raybm.algorithms.base import Batch, Estimate, Estimator
 from raybm.algorithms.population import LOCAL, Population
+from raybm.data.dataset import Dataset
+from raybm.errors import InputError
 from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
 from raybm.walkers import WalkerState
@@ -131,6 +139,12 @@ class DiffusionCD(Estimator):
     sigma_max: float | None = None
     probes: int = 0
     posterior_start: str = "noised"
+    # Built by hand, sigma is absolute and the kernel's step is kept; a config's defaults
+    # (DCDConfig) are the width unit and a step of 0.1 sigma^2.
+    sigma_unit: str = "absolute"
+    posterior_step: float | None = None
+    # The unit sigma is measured in: the data's width (read_data) or 1.
+    scale: float = 1.0
     phases: tuple[str, ...] = ("joint",)
     name: ClassVar[str] = "dcd_ve"
     info_names: ClassVar[tuple[str, ...]] = ("dcd_sigma",)
@@ -144,15 +158,37 @@ class DiffusionCD(Estimator):
                     population: Population = LOCAL) -> "DiffusionCD":
         return cls(k=algorithm.k, kernel=kernel, population=population, route=algorithm.route,
                    sigma=algorithm.sigma, sigma_max=algorithm.sigma_max,
-                   probes=algorithm.probes, posterior_start=algorithm.posterior_start)
+                   probes=algorithm.probes, posterior_start=algorithm.posterior_start,
+                   sigma_unit=algorithm.sigma_unit, posterior_step=algorithm.posterior_step)
+
+    def read_data(self, data: Dataset) -> None:
+        """``sigma_unit: width``: the unit of ``sigma`` is the training data's width."""
+        if self.sigma_unit == "width":
+            self.scale = data.width()
+            if not self.scale > 0:
+                raise InputError(data.source, "algorithm.sigma_unit", "width, but the "
+                                 "training data has none (every point the same): set "
+                                 "absolute")
+
+    @property
+    def noise(self) -> float:
+        """The noise scale ``sigma`` in the data's units."""
+        return self.sigma * self.scale
+
+    def posterior_kernel(self) -> Kernel:
+        """The kernel of the posterior route: the run's, with the step ``posterior_step
+        sigma^2`` when that is set (a Langevin kernel then: ``DCDConfig.check_sampler``)."""
+        if self.posterior_step is None:
+            return self.kernel
+        return replace(self.kernel, step_size=self.posterior_step * self.noise ** 2)
 
     def noise_scales(self, gen: torch.Generator, n: int) -> torch.Tensor:
-        """``(n,)`` the noise scale of each point: ``sigma``, or ``sigma (sigma_max /
-        sigma)^t`` with ``t ~ U(0, 1)`` from ``gen``."""
+        """``(n,)`` the noise scale of each point in the data's units: ``sigma``, or
+        ``sigma (sigma_max / sigma)^t`` with ``t ~ U(0, 1)`` from ``gen``."""
         if self.sigma_max is None:
-            return torch.full((n,), self.sigma)
+            return torch.full((n,), self.noise)
         t = torch.rand(n, generator=gen)
-        return self.sigma * (self.sigma_max / self.sigma) ** t
+        return self.noise * (self.sigma_max / self.sigma) ** t
 
     def perturb(self, gen: torch.Generator, x: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,9 +217,9 @@ class DiffusionCD(Estimator):
             penalty = e_x.square() + e_y.square()
         else:
             start = y if self.posterior_start == "noised" else x
-            posterior = PosteriorEnergy(model, y, self.sigma)
+            posterior = PosteriorEnergy(model, y, self.noise)
             state = WalkerState.unweighted(start.detach(), batch.condition)
-            moved, _ = self.kernel.step(gen, state, posterior, self.k)
+            moved, _ = self.posterior_kernel().step(gen, state, posterior, self.k)
             e_neg = model.energy(moved.x.detach(), batch.condition)
             per_point = (e_x - e_neg) / var
             penalty = e_x.square() + e_neg.square()

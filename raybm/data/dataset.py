@@ -71,6 +71,20 @@ class Dataset:
         """The shape of one sample."""
         return tuple(self.x.shape[1:])
 
+    def width(self) -> float:
+        """The data's width: the root mean square over coordinates of each coordinate's
+        standard deviation (weighted by ``weights`` when given), ``sqrt(tr Cov / d)``, in
+        float64. The scale a noise level or a Langevin step of continuous data is measured
+        in (DCD-VE's ``sigma_unit: width``): a sampler's step beyond about the squared width
+        diverges (issue 19's calibration)."""
+        if not self.continuous:
+            raise ValueError("the width is defined for continuous data")
+        x = self.x.reshape(self.n_samples, -1).to(torch.float64)
+        w = (torch.full((self.n_samples,), 1.0 / self.n_samples, dtype=torch.float64)
+             if self.weights is None else self.weights.to(torch.float64) / self.weights.sum())
+        mean = w @ x
+        return float((w @ (x - mean).square()).mean().sqrt())
+
     @property
     def n_labels(self) -> int:
         return 0 if self.label_names is None else len(self.label_names)

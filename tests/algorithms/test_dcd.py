@@ -21,6 +21,7 @@ import torch
 
 from raybm.algorithms.base import Batch
 from raybm.algorithms.dcd import DiffusionCD, PosteriorEnergy
+from raybm.data.dataset import Dataset
 from raybm.models.gaussian import GaussianMixtureEnergy
 from raybm.samplers.langevin import MALA, ULA
 
@@ -161,8 +162,8 @@ def test_a_schedule_on_the_posterior_route_is_one_line():
     with pytest.raises(InputError, match="algorithm") as caught:
         load_config(None, base + ["algorithm.route=posterior", "algorithm.sigma_max=1.0"])
     assert "route taylor" in str(caught.value) and "\n" not in str(caught.value)
-    with pytest.raises(InputError, match="sigma_max 0.05 must exceed sigma 0.1"):
-        load_config(None, base + ["algorithm.sigma_max=0.05"])
+    with pytest.raises(InputError, match="sigma_max 0.03 must exceed sigma 0.05"):
+        load_config(None, base + ["algorithm.sigma_max=0.03"])
     with pytest.raises(InputError, match="algorithm.name"):
         load_config(None, ["algorithm.name=dcd_ve"])  # an RBM
 
@@ -244,3 +245,72 @@ def test_a_dcd_run_reports_score_matching_and_resumes_exactly(tmp_path, route):
     assert a.walkers is None and b.walkers is None
     for name, value in a.model.state_dict().items():
         assert torch.equal(value, b.model.state_dict()[name]), name
+
+
+def test_the_noise_and_the_posterior_step_scale_with_the_data_width():
+    """``sigma_unit: width`` (the default): sigma in units of the training set's width, read
+    on building the trainer; the posterior route's ULA step is ``posterior_step sigma^2`` in
+    the data's units. The same config on data 10 times wider: 10 times the noise, 100 times
+    the step."""
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    sets = TOY + ["algorithm.route=posterior", "algorithm.sigma=0.1",
+                  "algorithm.posterior_step=0.2", "train.n_updates=2"]
+    config = load_config(None, sets)
+    train, _ = load_data(config)
+    width = train.width()
+    x = train.x.double().reshape(train.n_samples, -1)
+    assert width == pytest.approx(float(x.var(0, unbiased=False).mean().sqrt()), rel=1e-9)
+    for factor in (1.0, 10.0):
+        data = Dataset(train.x * factor, n_states=0, labels=train.labels,
+                       label_names=train.label_names, source="scaled")
+        trainer = make_trainer(config, data)
+        est = trainer.estimator
+        assert est.noise == pytest.approx(0.1 * factor * width, rel=1e-6)
+        assert est.posterior_kernel().step_size == pytest.approx(
+            0.2 * (0.1 * factor * width) ** 2, rel=1e-6)
+        info = trainer.update()
+        assert info["dcd_sigma"] == pytest.approx(0.1 * factor * width, rel=1e-6)
+    absolute = make_trainer(load_config(None, sets + ["algorithm.sigma_unit=absolute"]), train)
+    assert absolute.estimator.noise == pytest.approx(0.1)
+
+
+def test_a_posterior_step_needs_a_langevin_kernel_with_a_fixed_step():
+    from raybm.config import load_config
+    from raybm.errors import InputError
+
+    base = ["data.format=toy2d", "model.kind=mlp", "algorithm.name=dcd_ve",
+            "algorithm.route=posterior"]
+    with pytest.raises(InputError, match="sampler.name") as caught:
+        load_config(None, base + ["sampler.name=short_run"])
+    assert "posterior_step" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="sampler.target_acceptance"):
+        load_config(None, base + ["sampler.name=mala", "sampler.target_acceptance=0.6"])
+    # without a posterior step, the sampler's own step serves
+    load_config(None, base + ["sampler.name=short_run", "algorithm.posterior_step=null"])
+    load_config(None, base + ["sampler.name=mala", "sampler.target_acceptance=0.6",
+                              "algorithm.posterior_step=null"])
+
+
+def test_a_run_without_tracking_still_reports_its_rate(tmp_path):
+    """``tracking.enabled: false``: summary.json still holds updates_per_s (the run's last
+    logged rate) beside sm_loss_test."""
+    import json
+
+    from raybm.cli import main
+
+    sets = TOY + ["train.n_updates=6", "train.log_every=3", "tracking.enabled=false"]
+    assert main(["train", *[f"--set={s}" for s in sets], "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["updates_per_s"] > 0 and math.isfinite(summary["sm_loss_test"])
+
+
+def test_data_without_width_is_one_line_naming_the_key():
+    from raybm.errors import InputError
+
+    est = DiffusionCD(k=1, kernel=ULA(0.01), sigma_unit="width")
+    with pytest.raises(InputError, match="algorithm.sigma_unit") as caught:
+        est.read_data(Dataset(torch.ones(5, 2), n_states=0, source="flat.csv"))
+    assert str(caught.value).startswith("flat.csv: ") and "\n" not in str(caught.value)

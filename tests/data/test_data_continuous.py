@@ -513,3 +513,21 @@ def test_mixture_stds_one_per_center(input_error):
     cfg = load_config(None, ["data.format=gaussian_mixture", "model.kind=gaussian_mixture", "sampler.name=ula",
                              "data.mixture.stds=[0.5, 2.0]"])
     assert cfg.data.mixture.stds == [0.5, 2.0]
+
+
+def test_the_width_is_the_rms_of_the_coordinate_stds_with_weights():
+    """``Dataset.width``: sqrt of the mean over coordinates of each coordinate's variance; a
+    sample weight counts as that many copies; refused for discrete data."""
+    import pytest
+    import torch
+
+    from raybm.data.dataset import Dataset
+
+    x = torch.tensor([[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]])
+    # variances 8/3 and 32/3: width sqrt(20/3)
+    assert Dataset(x, n_states=0).width() == pytest.approx((20 / 3) ** 0.5)
+    weighted = Dataset(x, n_states=0, weights=torch.tensor([1.0, 1.0, 2.0]))
+    copies = Dataset(torch.cat([x, x[2:]]), n_states=0)
+    assert weighted.width() == pytest.approx(copies.width())
+    with pytest.raises(ValueError, match="continuous"):
+        Dataset(torch.zeros(3, 2, dtype=torch.uint8)).width()
