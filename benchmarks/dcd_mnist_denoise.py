@@ -2,19 +2,23 @@
 
 Both methods train the same conv energy (``model.kind: conv``, the Jarzynski research's) on
 MNIST's 10,000 test-file images as floats in ``[-1, 1]`` (``../shared/data/mnist``; a tenth
-held out), with Adam, batch 64, the same number of updates and an energy penalty 0.1 (what
-keeps an image energy from running away on this budget, README):
+held out), with Adam (lr 1e-3, betas 0 / 0.999, gradient norm clipped at 1), batch 64, the
+same number of updates and an energy penalty 0.1 (what keeps an image energy from running
+away on this budget, README):
 
 - **DCD-VE**: the heat-equation route with one Hutchinson probe of the Laplacian (an exact one
   is 784 backward passes) under a VE schedule ``sigma_t`` log-uniform in ``[0.05, 0.5]``
   (absolute, in ``[-1, 1]`` units), so one energy has seen every noise level it denoises;
-- **CD-k**: ``k`` steps of short-run Langevin from the data (the sampler that learns digits
-  on 2 cores: configs/mnist236_conv_buffer.yaml).
+- **CD-k**: ``k`` ULA steps of ``--cd-step`` (0.001) from the data, in the box (a Langevin
+  kernel at the energy's own temperature, so that the energy is a log-density whose score can
+  denoise: with short-run Langevin, configs/mnist236_conv_buffer.yaml's sampler, a first run
+  learned an energy too flat to move a noisy image, Tweedie's estimate equal to the input).
 
 Each trained energy denoises ``y = x + sigma eps`` for ``sigma`` in 0.1, 0.2, 0.4 on 1,000
 held-out images by
 
-- **Tweedie**: one step ``x_hat = y - sigma^2 grad E(y)`` (``metrics.continuous.denoise_rmse``);
+- **Tweedie**: one step ``x_hat = y - sigma^2 grad E(y)`` (``metrics.continuous.denoise_rmse``),
+  and the same clamped to ``[-1, 1]``;
 - **MAP**: ``--map-steps`` gradient steps on the posterior energy ``E(x) + |y - x|^2 /
   (2 sigma^2)`` from ``y`` (step ``0.2 sigma^2``), clamped to ``[-1, 1]``;
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -46,13 +51,14 @@ DATA = ROOT.parent / "shared" / "data" / "mnist"  # --data: elsewhere
 SIGMAS = (0.1, 0.2, 0.4)
 
 
-def configs(updates: int, k: int, data: Path) -> dict[str, dict]:
+def configs(updates: int, k: int, data: Path, cd_step: float = 0.001,
+            cd_penalty: float = 0.1) -> dict[str, dict]:
     common = {
         "data": {"format": "mnist", "path": str(data / "t10k-images-idx3-ubyte.gz"),
                  "labels_path": str(data / "t10k-labels-idx1-ubyte.gz"),
                  "test_fraction": 0.1},
         "model": {"kind": "conv", "activation": "silu", "base_scale": 0.0},
-        "optimizer": {"name": "adam", "lr": 0.0003, "betas": [0.0, 0.999], "clip_norm": 1.0},
+        "optimizer": {"name": "adam", "lr": 0.001, "betas": [0.0, 0.999], "clip_norm": 1.0},
         "train": {"n_updates": updates, "batch_size": 64, "log_every": 50,
                   "checkpoint_every": updates, "threads": 1, "progress": False,
                   "eval_samples": 16},
@@ -67,9 +73,8 @@ def configs(updates: int, k: int, data: Path) -> dict[str, dict]:
             "sampler": {"name": "short_run", "step_size": 10.0, "noise_std": 0.005,
                         "grad_clamp": 0.03, "box": [-1.0, 1.0]}},
         "cd": common | {
-            "algorithm": {"name": "cd", "k": k, "energy_penalty": 0.1, "data_noise": 0.005},
-            "sampler": {"name": "short_run", "step_size": 10.0, "noise_std": 0.005,
-                        "grad_clamp": 0.03, "box": [-1.0, 1.0]}},
+            "algorithm": {"name": "cd", "k": k, "energy_penalty": cd_penalty},
+            "sampler": {"name": "ula", "step_size": cd_step, "box": [-1.0, 1.0]}},
     }
 
 
@@ -101,9 +106,13 @@ def evaluate(run_dir: Path, n: int, map_steps: int) -> dict[str, float]:
         clamped = y.clamp(-1.0, 1.0)
         x_map = torch.cat([map_denoise(model, part, sigma, map_steps)
                            for part in y.split(250)])
+        # Tweedie's estimate clamped to the box, as the MAP descent's is (same noise draw)
+        x_tw = (y + sigma * sigma * torch.cat([model.score(part) for part in y.split(250)])
+                ).clamp(-1.0, 1.0)
         rmse = lambda a: math.sqrt(float((a - x).double().square().mean()))  # noqa: E731
         out |= {f"noisy_{sigma}": noisy, f"clamp_{sigma}": rmse(clamped),
-                f"tweedie_{sigma}": tweedie, f"map_{sigma}": rmse(x_map)}
+                f"tweedie_{sigma}": tweedie, f"tweedie_clamped_{sigma}": rmse(x_tw),
+                f"map_{sigma}": rmse(x_map)}
     return out
 
 
@@ -115,6 +124,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="held-out images denoised")
     parser.add_argument("--map-steps", type=int, default=30)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--cd-step", type=float, default=0.001, help="CD-k's ULA step")
+    parser.add_argument("--cd-penalty", type=float, default=0.1, help="CD-k's energy penalty")
+    parser.add_argument("--methods", nargs="+", default=["dcd", "cd"], choices=["dcd", "cd"])
     args = parser.parse_args()
     if not args.data.exists():
         raise SystemExit(f"needs MNIST at {args.data}")
@@ -122,38 +134,55 @@ def main() -> None:
     torch.set_num_threads(1)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    procs = {}
-    for method, config in configs(args.updates, args.k, args.data.resolve()).items():
-        if method in results:
+    running = {}
+    for method, config in configs(args.updates, args.k, args.data.resolve(),
+                                  args.cd_step, args.cd_penalty).items():
+        if method not in args.methods or (method in results
+                                           and "failed" not in results[method]):
             continue
         config_file = args.out / f"{method}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        procs[method] = (time.perf_counter(), subprocess.Popen(
+        shutil.rmtree(args.out / method, ignore_errors=True)
+        log = (args.out / f"{method}.log").open("w")
+        running[method] = (time.perf_counter(), log, subprocess.Popen(
             [sys.executable, "-m", "raybm.cli", "train", str(config_file), "--out",
-             str(args.out / method)], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
-    for method, (start, proc) in procs.items():
-        output, _ = proc.communicate()
-        seconds = time.perf_counter() - start
+             str(args.out / method)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    ended = {}
+    try:
+        while len(ended) < len(running):  # the two trainings side by side, each timed
+            for method, (start, log, proc) in running.items():
+                if method not in ended and proc.poll() is not None:
+                    ended[method] = time.perf_counter() - start
+                    log.close()
+            time.sleep(0.5)
+    finally:
+        for _, log, proc in running.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+            log.close()
+    for method, (_, log, proc) in running.items():
+        seconds = round(ended[method], 1)
         if proc.returncode != 0:
-            results[method] = {"failed": output.strip().splitlines()[-1][-300:],
-                               "seconds": round(seconds, 1)}
+            lines = Path(log.name).read_text().strip().splitlines()
+            results[method] = {"failed": (lines or ["no output"])[-1][-300:],
+                               "seconds": seconds}
         else:
             summary = json.loads((args.out / method / "summary.json").read_text())
-            results[method] = {"seconds": round(seconds, 1),
+            results[method] = {"seconds": seconds,
                                "updates_per_s": summary.get("updates_per_s"),
                                "sm_loss_test": summary.get("sm_loss_test")}
             results[method] |= evaluate(args.out / method, args.n, args.map_steps)
         results_file.write_text(json.dumps(results, indent=2))
     print(f"CPU {cpu_model()}; {args.updates} updates each, batch 64, one thread each, side by side")
-    print("| method | s | " + " | ".join(f"sigma {s}: noisy / clamp / Tweedie / MAP"
-                                         for s in SIGMAS) + " |")
+    print("| method | s | " + " | ".join(
+        f"sigma {s}: noisy / clamp / Tweedie / Tweedie clamped / MAP" for s in SIGMAS) + " |")
     for method, r in results.items():
         if "failed" in r:
             print(f"| {method} | {r['seconds']} | failed: {r['failed']} |")
             continue
         cells = [f"{r[f'noisy_{s}']:.3f} / {r[f'clamp_{s}']:.3f} / {r[f'tweedie_{s}']:.3f} / "
-                 f"{r[f'map_{s}']:.3f}" for s in SIGMAS]
+                 f"{r[f'tweedie_clamped_{s}']:.3f} / {r[f'map_{s}']:.3f}" for s in SIGMAS]
         print(f"| {method} | {r['seconds']:.0f} | " + " | ".join(cells) + " |")
 
 

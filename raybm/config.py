@@ -454,7 +454,7 @@ class DCDConfig(_AlgorithmOptions):
     sigma_unit: Literal["width", "absolute"] = "width"
     # the posterior route's Langevin step as a fraction of sigma^2 (the posterior's width
     # squared: steps beyond it diverge); unset: the sampler's own step_size
-    posterior_step: float | None = Field(0.1, gt=0, le=10, json_schema_extra=TUNE)
+    posterior_step: float | None = Field(0.1, gt=0, lt=2, json_schema_extra=TUNE)
     # Hutchinson probes of the Laplacian (taylor); 0: the exact Laplacian (d backward passes)
     probes: int = Field(0, ge=0, le=10_000, json_schema_extra=TUNE)
     # where the posterior chains start: the noised data (the research's) or the clean data
@@ -483,6 +483,12 @@ class DCDConfig(_AlgorithmOptions):
         if isinstance(sampler, MALASamplerConfig) and sampler.target_acceptance is not None:
             raise InputError("", "sampler.target_acceptance", "adapts the step that "
                              "algorithm.posterior_step fixes: unset one of them")
+        if sampler.noise_std is not None:
+            # a noise of its own would sample the posterior at a temperature that moves with
+            # sigma and the data's width
+            raise InputError("", "sampler.noise_std", "the posterior route samples the "
+                             "posterior itself (noise sqrt(2 step)): unset noise_std, or "
+                             "algorithm.posterior_step")
 
 
 # ``algorithm:`` is one of these, chosen by ``name`` (a pydantic discriminated union): a key

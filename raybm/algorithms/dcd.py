@@ -143,8 +143,8 @@ class DiffusionCD(Estimator):
     # (DCDConfig) are the width unit and a step of 0.1 sigma^2.
     sigma_unit: str = "absolute"
     posterior_step: float | None = None
-    # The unit sigma is measured in: the data's width (read_data) or 1.
-    scale: float = 1.0
+    # The unit sigma is measured in: the data's width (set by read_data) or 1.
+    scale: float | None = None
     phases: tuple[str, ...] = ("joint",)
     name: ClassVar[str] = "dcd_ve"
     info_names: ClassVar[tuple[str, ...]] = ("dcd_sigma",)
@@ -170,9 +170,17 @@ class DiffusionCD(Estimator):
                                  "training data has none (every point the same): set "
                                  "absolute")
 
+    def __post_init__(self) -> None:
+        if self.sigma_unit not in ("width", "absolute"):
+            raise ValueError(f"sigma_unit must be width or absolute, got {self.sigma_unit!r}")
+        if self.sigma_unit == "absolute":
+            self.scale = 1.0
+
     @property
     def noise(self) -> float:
         """The noise scale ``sigma`` in the data's units."""
+        if self.scale is None:
+            raise RuntimeError("sigma is in units of the data's width: read_data first")
         return self.sigma * self.scale
 
     def posterior_kernel(self) -> Kernel:

@@ -79,11 +79,15 @@ class Dataset:
         diverges (issue 19's calibration)."""
         if not self.continuous:
             raise ValueError("the width is defined for continuous data")
-        x = self.x.reshape(self.n_samples, -1).to(torch.float64)
+        x = self.x.reshape(self.n_samples, -1)
         w = (torch.full((self.n_samples,), 1.0 / self.n_samples, dtype=torch.float64)
              if self.weights is None else self.weights.to(torch.float64) / self.weights.sum())
-        mean = w @ x
-        return float((w @ (x - mean).square()).mean().sqrt())
+        # in chunks of rows: a float64 copy of a large image set would not fit a worker
+        rows = max(1, 2**22 // max(1, x.shape[1]))
+        mean = sum(w[i:i + rows] @ x[i:i + rows].double() for i in range(0, len(x), rows))
+        var = sum(w[i:i + rows] @ (x[i:i + rows].double() - mean).square()
+                  for i in range(0, len(x), rows))
+        return float(var.mean().sqrt())
 
     @property
     def n_labels(self) -> int:

@@ -288,6 +288,8 @@ def test_a_posterior_step_needs_a_langevin_kernel_with_a_fixed_step():
     assert "posterior_step" in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(InputError, match="sampler.target_acceptance"):
         load_config(None, base + ["sampler.name=mala", "sampler.target_acceptance=0.6"])
+    with pytest.raises(InputError, match="sampler.noise_std"):
+        load_config(None, base + ["sampler.name=ula", "sampler.noise_std=0.1"])
     # without a posterior step, the sampler's own step serves
     load_config(None, base + ["sampler.name=short_run", "algorithm.posterior_step=null"])
     load_config(None, base + ["sampler.name=mala", "sampler.target_acceptance=0.6",
@@ -311,6 +313,8 @@ def test_data_without_width_is_one_line_naming_the_key():
     from raybm.errors import InputError
 
     est = DiffusionCD(k=1, kernel=ULA(0.01), sigma_unit="width")
+    with pytest.raises(RuntimeError, match="read_data first"):
+        est.noise
     with pytest.raises(InputError, match="algorithm.sigma_unit") as caught:
         est.read_data(Dataset(torch.ones(5, 2), n_states=0, source="flat.csv"))
     assert str(caught.value).startswith("flat.csv: ") and "\n" not in str(caught.value)
