@@ -20,6 +20,7 @@ from raybm.algorithms.base import ENERGY, Batch, Estimate, Estimator, as_phase
 from raybm.algorithms.jarzynski import Jarzynski
 from raybm.algorithms.registry import ESTIMATORS, build_estimator, estimator_class
 from raybm.config import ALGORITHM_CONFIGS, ALGORITHM_NAMES
+from raybm.data.dataset import Dataset
 from raybm.samplers.base import KernelInfo
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.samplers.langevin import ULA
@@ -111,7 +112,11 @@ def test_built_from_config_with_the_kernel_it_is_given(name):
         batch = Batch(all_visible_states(model)[:8], torch.arange(8) % 3)
     est = estimator_class(name).from_config(section(name, k=3), kernel, seed=0)
     gen = torch.Generator().manual_seed(2)
-    # The modules it declares, built as the trainer builds them (a flow of the data's shape).
+    # The training set read (DCD-VE's width), then the modules it declares, built as the
+    # trainer builds them (a flow of the data's shape).
+    continuous = ALGORITHM_CONFIGS[name].continuous_only
+    est.read_data(Dataset(batch.x if continuous else batch.x.to(torch.uint8),
+                          n_states=0 if continuous else 2))
     shaped = SimpleNamespace(event_shape=tuple(model.event_shape))
     assert set(est.build_modules(gen, model, shaped)) == set(est.modules)
     walkers = est.init_walkers(gen, model, 8)
