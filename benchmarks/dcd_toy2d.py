@@ -57,6 +57,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.threads import cpu_model  # noqa: E402
+from raybm.config import load_config  # noqa: E402
 
 SETS = ("8gaussians", "rings", "moons", "swissroll", "checkerboard", "pinwheel", "2spirals")
 METHODS = ("dcd", "cd", "pcd")
@@ -140,18 +141,18 @@ class Study:
         if not best.exists():
             raise SystemExit(f"sweep {name}/{method} failed (exit {done.returncode}):\n"
                              f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        chosen = yaml.safe_load(best.read_text())
+        chosen = load_config(best).flat()
         trials = []
         for trial in sorted((sweep_dir / "trials").iterdir()):
             summary, config = trial / "summary.json", trial / "config.yaml"
             if not config.exists():
                 continue
-            flat = _flat(yaml.safe_load(config.read_text()))
+            flat = load_config(config).flat()
             # a trial that diverged wrote no summary
             value = (json.loads(summary.read_text())["sm_loss_test"] if summary.exists()
                      else math.nan)
             trials.append({k: flat[k] for k in SPACES[method]} | {"sm_loss_test": value})
-        entry |= {"best": {k: _flat(chosen)[k] for k in SPACES[method]},
+        entry |= {"best": {k: chosen[k] for k in SPACES[method]},
                   "space": param_space,
                   "trials": trials, "sweep_seconds": round(seconds, 1),
                   "validation_sm": min((t["sm_loss_test"] for t in trials
@@ -374,16 +375,6 @@ class Study:
                     f"#   raybm train configs/{method}_toy2d_{name}.yaml"]
                 text = "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
                 (directory / f"{method}_toy2d_{name}.yaml").write_text(text)
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _short(value) -> str:

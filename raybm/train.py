@@ -74,9 +74,10 @@ class Trainer:
         a = c.algorithm
         self.estimator = build_estimator(a, build_kernel(c.sampler), c.train.seed,
                                          self.population)
+        # What the estimator scales by, read off the whole training set on every rank.
+        self.estimator.read_data(self.train_set)
         # Modules the estimator declares, built the same on every rank (a resumed run loads
         # their parameters over them).
-        self.estimator.read_data(self.train_set)
         extra = self.estimator.build_modules(generator(c.train.seed, "modules"), self.model,
                                              self.train_set)
         self.modules: dict[str, nn.Module] = {ENERGY: self.model, **extra}
