@@ -372,20 +372,25 @@ def fit_run(active: ActiveRun, on_report: Reporter | None = None,
         return _fit_in_process(active, on_report, extra_metrics, cores)
     from raybm.distributed.launch import fit
 
-    relay = None
-    if on_report is not None:
-        def relay(step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
-            # Rank 0 leaves MLflow to this process when it reports here (worker.py says why).
-            active.trained = True
-            logged = {k: v for k, v in metrics.items() if k != "step"}
-            if logged:
-                active.tracker.log_metrics(logged, step)
+    # Rank 0 leaves MLflow to this process when it reports every log here (worker.py says
+    # why); with tracking off it has no run to log to, and its checkpoint reports still reach
+    # this process's tracker, which keeps the latest values for summary.json (the training
+    # rate).
+    keeps_reports = on_report is not None or active.tracker.run_id is None
+
+    def relay(step: int, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        active.trained = True
+        logged = {k: v for k, v in metrics.items() if k != "step"}
+        if logged and keeps_reports:
+            active.tracker.log_metrics(logged, step)
+        if on_report is not None:
             on_report(step, metrics, checkpoint)
 
     try:
         final = fit(active.config, active.run_dir, active.meta, active.plan.resume_from,
                     on_report=relay, extra_metrics=extra_metrics() if extra_metrics else None,
-                    cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+                    cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                    report_every_log=on_report is not None)
     finally:  # also after a failure: which nodes held the shards is what one looks at first
         _tag_nodes(active)
     active.trained = True

@@ -132,12 +132,15 @@ def fit_name() -> str:
 def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None = None,
         on_report: Callable[[int, dict[str, float], Path | None], None] | None = None,
         extra_metrics: dict[str, float] | None = None,
-        cpus_per_worker: float | None = None, gpus_per_worker: float | None = None) -> Path:
+        cpus_per_worker: float | None = None, gpus_per_worker: float | None = None,
+        report_every_log: bool | None = None) -> Path:
     """Train on ``distributed.workers`` Ray workers; the final checkpoint in ``run_dir``.
 
     ``resume`` is the checkpoint to start from (``--resume``, or the one Tune handed a trial).
-    With ``on_report``, every rank reports every ``log_every`` updates too, and each report
-    (rank 0's metrics, the checkpoint copied into ``<run>/checkpoints``) is passed to it here.
+    Each report (rank 0's metrics since the last one, the checkpoint copied into
+    ``<run>/checkpoints``) is passed to ``on_report`` here; with ``report_every_log`` (default:
+    whenever there is an ``on_report``) every rank reports every ``log_every`` updates too,
+    not only at checkpoints.
     """
     import ray
     import ray.train
@@ -174,7 +177,9 @@ def fit(config: Config, run_dir: Path, meta: dict[str, Any], resume: Path | None
         "config": config.model_dump(), "run_dir": str(run_dir), "fit_dir": str(fit_dir),
         "meta": meta, "resume": None if resume is None else str(resume),
         "cpus_per_worker": cpus_per_worker, "fault": fault,
-        "report_every_log": on_report is not None, "extra_metrics": extra_metrics or {},
+        "report_every_log": (on_report is not None if report_every_log is None
+                             else report_every_log),
+        "extra_metrics": extra_metrics or {},
     }
     trainer = TorchTrainer(
         train_worker,

@@ -296,14 +296,17 @@ def test_a_posterior_step_needs_a_langevin_kernel_with_a_fixed_step():
                               "algorithm.posterior_step=null"])
 
 
-def test_a_run_without_tracking_still_reports_its_rate(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_without_tracking_still_reports_its_rate(tmp_path, workers):
     """``tracking.enabled: false``: summary.json still holds updates_per_s (the run's last
-    logged rate) beside sm_loss_test."""
+    logged rate) beside sm_loss_test, also when Ray workers trained it (their checkpoint
+    reports carry it to the driver, which has no MLflow run to read it from)."""
     import json
 
     from raybm.cli import main
 
-    sets = TOY + ["train.n_updates=6", "train.log_every=3", "tracking.enabled=false"]
+    sets = TOY + ["train.n_updates=6", "train.log_every=3", "train.checkpoint_every=3",
+                  "tracking.enabled=false", f"distributed.workers={workers}"]
     assert main(["train", *[f"--set={s}" for s in sets], "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["updates_per_s"] > 0 and math.isfinite(summary["sm_loss_test"])
