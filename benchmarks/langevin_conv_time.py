@@ -12,8 +12,10 @@ ratio and ``torch.where`` on the accepted rows. With a box the obvious loop clam
 proposal into it (``clamp(-1, 1)``, which is not exact: it puts mass on the faces that no
 density accounts for); raybm's kernels (``samplers.langevin``) reflect it and evaluate the
 reflected proposal's density both ways, report the acceptance or the Jarzynski increment, and
-draw from a named generator. Both run the same model in the same process, alternated, ``--repeats`` times; the
-median seconds per step and their ratio are printed.
+draw from a named generator. The second peer is ``torchebm`` 0.8.9's ``LangevinDynamics``
+(ULA only: it has no Metropolis correction) on the same energy. All run the same model in the
+same process, alternated, ``--repeats`` times; the median seconds per step and the ratios are
+printed.
 
     python benchmarks/langevin_conv_time.py [--walkers 1024] [--steps 10] [--repeats 5]
         [--threads 1 2]
@@ -71,6 +73,43 @@ def plain_mala(model: ConvEnergy, x: torch.Tensor, steps: int, h: float,
     return x
 
 
+def torchebm_ula(model: ConvEnergy, x: torch.Tensor, steps: int, h: float,
+                 box: bool = False) -> torch.Tensor:
+    """``torchebm`` 0.8.9's Langevin sampler (Euler-Maruyama, noise ``sqrt(2h)``, the box
+    as a clamp after each step) on the same energy: the second peer (issue 20)."""
+    from torchebm.samplers import LangevinDynamics
+
+    sampler = LangevinDynamics(_torchebm_energy(model), step_size=h, noise_scale=1.0,
+                               clamp=BOX if box else None)
+    return sampler.sample(x=x, n_steps=steps)
+
+
+_WRAPPED: dict[int, object] = {}
+
+
+def _torchebm_energy(model: ConvEnergy):
+    """The conv energy as a torchebm model (its ``forward`` is the energy)."""
+    if id(model) not in _WRAPPED:
+        from torchebm.core import BaseModel
+
+        class Conv(BaseModel):
+            def __init__(self, inner: ConvEnergy) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.inner.energy(x)
+
+        _WRAPPED[id(model)] = Conv(model)
+    return _WRAPPED[id(model)]
+
+
+def has_torchebm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchebm") is not None
+
+
 def seconds(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -91,26 +130,42 @@ def main() -> None:
     start = 2 * start - 1
     print(f"conv energy ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"{args.walkers} walkers, {args.steps} steps per call, median of {args.repeats}")
-    print("| threads | kernel | raybm s/step | plain PyTorch s/step | raybm / plain |")
-    print("|---|---|---|---|---|")
+    peer = has_torchebm()
+    if not peer:
+        print("torchebm is not installed (pip install torchebm==0.8.9 --no-deps): its column "
+              "is left out")
+    print("| threads | kernel | raybm s/step | plain PyTorch s/step | raybm / plain "
+          "| torchebm s/step | raybm / torchebm |")
+    print("|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for name, ours, plain in [
-            ("ULA", ULA(STEP), plain_ula), ("MALA", MALA(STEP), plain_mala),
-            ("ULA, box [-1, 1]", ULA(STEP, box=BOX), partial(plain_ula, box=True)),
-            ("MALA, box [-1, 1]", MALA(STEP, box=BOX), partial(plain_mala, box=True)),
+        for name, ours, plain, other in [
+            ("ULA", ULA(STEP), plain_ula, torchebm_ula),
+            ("MALA", MALA(STEP), plain_mala, None),
+            ("ULA, box [-1, 1]", ULA(STEP, box=BOX), partial(plain_ula, box=True),
+             partial(torchebm_ula, box=True)),
+            ("MALA, box [-1, 1]", MALA(STEP, box=BOX), partial(plain_mala, box=True), None),
         ]:
+            other = other if peer else None
             gen = torch.Generator().manual_seed(2)
             state = WalkerState.unweighted(start.clone())
-            ours_t, plain_t = [], []
-            ours.step(gen, state, model, 1)  # warm-up of both
+            ours_t, plain_t, other_t = [], [], []
+            ours.step(gen, state, model, 1)  # warm-up of each
             plain(model, start.clone(), 1, STEP)
-            for _ in range(args.repeats):
+            if other is not None:
+                other(model, start.clone(), 1, STEP)
+            for _ in range(args.repeats):  # interleaved: load hits each alike
                 ours_t.append(seconds(lambda: ours.step(gen, state, model, args.steps)))
                 plain_t.append(seconds(lambda: plain(model, start.clone(), args.steps, STEP)))
+                if other is not None:
+                    other_t.append(seconds(lambda: other(model, start.clone(), args.steps,
+                                                         STEP)))
             a = statistics.median(ours_t) / args.steps
             b = statistics.median(plain_t) / args.steps
-            print(f"| {threads} | {name} | {a:.4f} | {b:.4f} | {a / b:.2f} |", flush=True)
+            c = f"{statistics.median(other_t) / args.steps:.4f}" if other_t else "-"
+            r = f"{a / (statistics.median(other_t) / args.steps):.2f}" if other_t else "-"
+            print(f"| {threads} | {name} | {a:.4f} | {b:.4f} | {a / b:.2f} | {c} | {r} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -253,10 +253,14 @@ class SamplerSection(_Section):
 
 
 class GibbsSamplerConfig(SamplerSection):
-    """Block Gibbs for RBMs: ``fp32`` (exact reference) or ``bf16`` (fast path)."""
+    """Block Gibbs for RBMs: ``fp32`` (exact reference), ``bf16`` (fast path), or ``auto``
+    (the default: bf16 where every worker's CPU or GPU multiplies bf16 natively, else fp32)."""
 
     name: Literal["gibbs"] = "gibbs"
-    precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=TUNE)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", json_schema_extra=TUNE)
+    # torch.compile of the bf16 path's draws: auto (on for a run long enough to repay the
+    # ~15 s it takes to compile), true, false (YAML reads on / off as these too)
+    compile: Literal["auto"] | bool = "auto"
 
 
 class _BoxedSamplerConfig(SamplerSection):
@@ -583,7 +587,7 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     given = raw.get("sampler")
     sampler = dict(given or {}) if isinstance(given, dict) or given is None else None
     if sampler is None or sampler.get("name", "gibbs") != "gibbs":
-        if precision == GibbsSamplerConfig.model_fields["precision"].default:
+        if precision == "fp32":  # the old key's default: nothing was asked of it
             return {**raw, "algorithm": algorithm}
         raise InputError("", "algorithm.precision",
                          "is the Gibbs sampler's precision: set sampler.precision")

@@ -299,6 +299,17 @@ def make_tracker(config: Config, run_name: str, run_id: str | None = None,
                    tags={"raybm.algorithm": config.algorithm.name, **(tags or {})})
 
 
+def _precision_here(kernel, config: Config) -> str:
+    """The matmul precision ``kernel`` runs at on this machine's CPU (or GPU with
+    ``distributed.use_gpu``)."""
+    import torch
+
+    from raybm.samplers.gibbs import bf16_native
+
+    gpu = config.distributed.use_gpu and torch.cuda.is_available()
+    return kernel.for_run(bf16_native("cuda" if gpu else "cpu")).precision
+
+
 def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
              parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> ActiveRun:
     """Create the run directory and config.yaml, open (or reopen) the MLflow run, and decide
@@ -307,8 +318,7 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     config = plan.config
     from raybm.samplers.registry import build_kernel
 
-    for note in build_kernel(config.sampler).notes(config.distributed.use_gpu):
-        say(note)  # e.g. bf16 emulated on this CPU
+    kernel = build_kernel(config.sampler)
     # The cluster and the tracking store first: a cluster that cannot be joined, a node that
     # cannot see the data, a store that cannot be opened all leave nothing on disk.
     workers = config.distributed.workers
@@ -340,8 +350,12 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
         from raybm.distributed.launch import record_ray_start
 
         record_ray_start(plan.run_dir, *ray_times)
+    # What the kernel's machine-dependent settings come to here (precision auto); Ray
+    # workers agree on their own and say so where they differ (worker.py).
+    precision = _precision_here(kernel, config)
     if plan.run_id is None:
         tracker.log_params(config.flat())
+        tracker.log_params({"sampler.precision_used": precision})
         train = plan.train_set
         tracker.log_params({"data.n_train": train.n_samples,
                             "data.n_test": plan.test_set.n_samples,
@@ -350,8 +364,12 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
     if plan.config_changed:
         tracker.log_artifact(plan.run_dir / "config.yaml")
     tracker.set_tags({"raybm.workers": str(workers)})
+    # Once the run is open (a run that cannot open says only why): e.g. bf16 emulated on
+    # this CPU, or what precision auto chose.
+    for note in kernel.notes(config.distributed.use_gpu):
+        say(note)
     meta = {"mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri,
-            "data_digest": plan.data_digest}
+            "data_digest": plan.data_digest, "precision_used": precision}
     return ActiveRun(plan, tracker, workers, meta)
 
 

@@ -199,7 +199,7 @@ def run_kernel(config, checkpoint, modules: dict | None = None) -> Kernel:
         modules = run_modules(config, checkpoint)
     kernel = build_kernel(config.sampler, checkpoint.model, modules)
     state = kernel_state(checkpoint.state)
-    return kernel.with_state(state) if state else kernel
+    return kernel.with_state(state)
 
 
 def default_chain_length(config) -> int:

@@ -47,6 +47,7 @@ from raybm.gradients import add_gradients, finite, sum_gradients
 from raybm.models.base import EnergyModel
 from raybm.models.build import build as build_model
 from raybm.optim import build_optimizers
+from raybm.samplers.gibbs import bf16_native
 from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 from raybm.threads import apply_threads
@@ -81,8 +82,12 @@ class Trainer:
         extra = self.estimator.build_modules(generator(c.train.seed, "modules"), self.model,
                                              self.train_set)
         self.modules: dict[str, nn.Module] = {ENERGY: self.model, **extra}
-        # The kernel again, now that it can see the modules (a flow proposing its moves).
-        self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules)
+        # The kernel again, now that it can see the modules (a flow proposing its moves),
+        # with what its config left to the machine and the run decided for every rank alike
+        # (Gibbs' precision auto: bf16 only if every rank multiplies bf16 natively; compile
+        # auto: on for a bf16 run long enough to repay compiling).
+        self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules).for_run(
+            self._every_rank_bf16_native(), self._draws())
         self.optimizers = build_optimizers(c, self.modules)
         self.phases: list[Phase] = [as_phase(p) for p in self.estimator.phases]
         use_labels = self.model.n_labels > 0
@@ -104,6 +109,22 @@ class Trainer:
         self.minibatches = Minibatches(self.train_set, c.train.batch_size, c.train.seed,
                                        self.population.world_size, self.population.rank,
                                        use_labels)
+
+    def _draws(self) -> float:
+        """About how many walker-coordinate moves the run's kernel makes on this rank:
+        chains x coordinates of a walker x k x phases x updates (what ``sampler.compile:
+        auto`` weighs against the cost of compiling)."""
+        c = self.config
+        chains = (c.algorithm.n_walkers or c.train.batch_size) / self.population.world_size
+        return float(chains * math.prod(self.model.event_shape) * c.algorithm.k
+                     * len(self.estimator.phases) * c.train.n_updates)
+
+    def _every_rank_bf16_native(self) -> bool:
+        device = next(self.model.parameters()).device
+        native = torch.tensor([float(bf16_native(device)), 1.0], dtype=torch.float64,
+                              device=device)
+        self.population.all_reduce_(native)
+        return bool(native[0] == native[1])
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -134,7 +155,8 @@ class Trainer:
         if self.centering is not None:  # once per minibatch, whatever the number of phases
             # The offsets must be the same on every rank: computed from the whole minibatch.
             whole = batch if self.population.world_size == 1 else self.batch(self.step, False)
-            self.centering.update_hidden_offset(self.model, whole)
+            self.centering.update_hidden_offset(self.model, whole,
+                                                self.estimator.kernel.precision)
         for phase in self.phases:
             t0 = time.perf_counter()
             est = self.estimator.estimate(self.gen, self.model, batch, self.walkers,
@@ -285,9 +307,9 @@ class Trainer:
         for name, params in modules.items():
             self.modules[name].load_state_dict(params)
         self.estimator.load_state_dict(state["estimator"])
-        kernel = kernel_state(state)
-        if kernel:
-            self.estimator.kernel = self.estimator.kernel.with_state(kernel)
+        # Always, also when empty: a kernel reads what a checkpoint without its state means
+        # (Gibbs: the random stream of runs before SFC64).
+        self.estimator.kernel = self.estimator.kernel.with_state(kernel_state(state))
         if self.centering is not None and state.get("centering") is not None:
             self.centering.load_state_dict(state["centering"])
         self.gen.set_state(state["generator"])

@@ -232,12 +232,89 @@ class Estimator(ABC):
                 - walker_term(model, walkers, self.population, log_norm,
                               penalty=self.energy_penalty))
 
+    def contrast(self, model: EnergyModel, batch: Batch, walkers: WalkerState,
+                 log_norm: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+        """The contrastive surrogate loss of :meth:`loss` and the gradients handed over with
+        it (``Estimate.loss`` and ``Estimate.grads``).
+
+        A model that declares ``closed_form_gradient`` (an RBM) gets the loss's value and its
+        gradient from sufficient statistics, data and walkers in one pass, in the kernel's
+        matmul precision (``EnergyModel.weighted_energy_gradient``); any other model, an
+        energy penalty, or inputs without a closed form get the loss with its graph, for
+        autograd, and no gradients. Both give the same gradient
+        (tests/algorithms/test_closed_form_gradient.py)."""
+        if model.closed_form_gradient and not self.energy_penalty:
+            terms = contrast_terms(batch, walkers, self.population, log_norm)
+            if terms is not None:
+                out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision)
+                if out is not None:
+                    return out[0], {ENERGY: out[1]}
+        return self.loss(model, batch, walkers, log_norm), {}
+
+    def label_contrast(self, model: EnergyModel, batch: Batch, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+        """``sum_b w_b (F(v_b, l_b) - F(v_b, l'_b))``, the batch against itself with the
+        labels ``l'`` (F&F's classification phase: only the label part contributes), and
+        the gradients handed over with it, as :meth:`contrast` gives them."""
+        if model.closed_form_gradient and batch.label is not None:
+            w = data_weights(batch)
+            out = model.weighted_energy_gradient(
+                batch.x, torch.stack([batch.label, labels.to(batch.label.dtype)], 1),
+                torch.stack([w, -w], 1), precision=self.kernel.precision)
+            if out is not None:
+                return out[0], {ENERGY: out[1]}
+        return data_term(model, batch) - data_term(model, batch, label=labels), {}
+
+    def _contrast(self, model: EnergyModel, batch: Batch, walkers: WalkerState,
+                  keep: WalkerState | None, info: dict[str, float],
+                  log_norm: torch.Tensor | None = None) -> tuple:
+        """``Estimate``'s fields for :meth:`contrast` against ``walkers``, keeping ``keep``."""
+        loss, grads = self.contrast(model, batch, walkers, log_norm)
+        return loss, keep, info, grads
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must keep beyond parameters and walkers."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+
+def data_weights(batch: Batch, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``w_b``, the batch's weights normalised over the whole minibatch (uniform when
+    absent; ``batch.total_weight`` when this batch is a shard of it): the coefficients of
+    :func:`data_term`."""
+    total = batch.total_weight
+    if batch.weight is None:
+        return torch.full((batch.size,), 1.0 / (batch.size if total is None else total),
+                          dtype=dtype, device=batch.x.device)
+    w = batch.weight.to(dtype)
+    return w / (w.sum() if total is None else total)
+
+
+def walker_weights(walkers: WalkerState, population: Population = LOCAL,
+                   log_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(log_weight)_i`` over the whole population, this shard's entries (float64):
+    the coefficients of :func:`walker_term`."""
+    if log_norm is None:
+        log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
+    return torch.exp(walkers.log_weight.double() - log_norm)
+
+
+def contrast_terms(batch: Batch, walkers: WalkerState, population: Population = LOCAL,
+                   log_norm: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None:
+    """Data and walkers stacked as ``(x, cond, coef)``, with ``coef`` the data weights and
+    minus the walker weights: ``sum_b coef_b F(x_b, cond_b)`` is ``data_term -
+    walker_term`` without penalty. None when only one side has a condition."""
+    if (batch.condition is None) != (walkers.condition is None):
+        return None
+    x = torch.cat([batch.x, walkers.x.to(batch.x.dtype)])
+    cond = (None if batch.condition is None
+            else torch.cat([batch.condition, walkers.condition.to(batch.condition.dtype)]))
+    coef = torch.cat([data_weights(batch), -walker_weights(walkers, population, log_norm)])
+    return x, cond, coef
 
 
 def data_term(model: EnergyModel, batch: Batch, label: torch.Tensor | None = None,
@@ -277,7 +354,4 @@ def walker_term(model: EnergyModel, walkers: WalkerState, population: Population
     f = model.energy(walkers.x, walkers.condition)
     if penalty:
         f = f - penalty * f * f
-    if log_norm is None:
-        log_norm = torch.logsumexp(population.gather(walkers.log_weight.double()), 0)
-    w = torch.exp(walkers.log_weight.double() - log_norm).to(f.dtype)
-    return (w * f).sum()
+    return (walker_weights(walkers, population, log_norm).to(f.dtype) * f).sum()

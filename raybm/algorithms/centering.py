@@ -39,8 +39,13 @@ class Centering:
         self.momentum = momentum
 
     @torch.no_grad()
-    def update_hidden_offset(self, model: RBM, batch: Batch) -> None:
-        p = torch.sigmoid(model.hidden_field(batch.x, batch.label if model.n_labels else None))
+    def update_hidden_offset(self, model: RBM, batch: Batch, precision: str = "fp32") -> None:
+        """One step of the moving average of ``p(h | v_data, l_data)``; its fields' matmul
+        in the sampler's ``precision`` (bf16: the fields rounded to 8 bits, nothing next to
+        the noise of a minibatch mean averaged over ~1/momentum updates)."""
+        dtype = torch.bfloat16 if precision == "bf16" else None
+        p = torch.sigmoid(model.hidden_field(batch.x, batch.label if model.n_labels else None,
+                                             dtype))
         self.hidden_offset.mul_(1 - self.momentum).add_(self.momentum * p.mean(0))
 
     @torch.no_grad()

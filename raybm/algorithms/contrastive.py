@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from raybm.algorithms.base import Batch, Estimate, Estimator, data_term
+from raybm.algorithms.base import Batch, Estimate, Estimator
 from raybm.algorithms.population import LOCAL, Population
 from raybm.models.base import EnergyModel
 from raybm.samplers.base import Kernel
@@ -51,7 +51,7 @@ class ContrastiveDivergence(Estimator):
                  walkers: WalkerState | None, phase: str) -> Estimate:
         start = WalkerState.unweighted(batch.x, batch.label if model.n_labels else None)
         neg, moved = self.kernel.step(gen, start, model, self.k)
-        return Estimate(self.loss(model, batch, neg), None, moved.metrics())
+        return Estimate(*self._contrast(model, batch, neg, None, moved.metrics()))
 
 
 @dataclass
@@ -111,7 +111,7 @@ class PersistentContrastiveDivergence(Estimator):
                  walkers: WalkerState | None, phase: str) -> Estimate:
         if self.walkers_per_update is None and not self.reinit_fraction:
             walkers, moved = self.kernel.step(gen, walkers, model, self.k)
-            return Estimate(self.loss(model, batch, walkers), walkers, moved.metrics())
+            return Estimate(*self._contrast(model, batch, walkers, walkers, moved.metrics()))
         # A buffer: this shard moves its share of walkers_per_update, drawn from its own
         # walkers without replacement, a reinit_fraction of them restarted first.
         n = walkers.n_walkers
@@ -139,9 +139,9 @@ class PersistentContrastiveDivergence(Estimator):
             self.population.all_reduce_(counts)
             info["reinitialised"] = counts[0] / counts[1]
         moved_walkers, moved = self.kernel.step(gen, chosen, model, self.k)
-        loss = self.loss(model, batch, moved_walkers)
         kept = moved_walkers if rows is None else walkers.put(rows, moved_walkers)
-        return Estimate(loss, kept, {**moved.metrics(), **info})
+        return Estimate(*self._contrast(model, batch, moved_walkers, kept,
+                                        {**moved.metrics(), **info}))
 
     @property
     def info_names(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -191,9 +191,9 @@ class KStep(Estimator):
             start = start.replace(x=batch.x)
             neg, _ = self.kernel.step(gen, start, model, self.k, clamp_visible=True)
             # Same visibles on both sides: only the label (and its coupling) part remains.
-            loss = data_term(model, batch) - data_term(model, batch, label=neg.label)
+            loss, grads = self.label_contrast(model, batch, neg.label)
             acc = float((neg.label == batch.label).float().mean())
-            return Estimate(loss, None, {"train_label_accuracy": acc})
+            return Estimate(loss, None, {"train_label_accuracy": acc}, grads)
         if model.n_labels:
             # Generation: the negatives are generated for the batch's labels.
             start = self.kernel.init(gen, model, batch.size, label=batch.label)
@@ -203,5 +203,5 @@ class KStep(Estimator):
             n = batch.size if self.n_chains is None else shard_sizes(
                 self.n_chains, self.population.world_size)[self.population.rank]
             neg, moved = self.kernel.step(gen, self.kernel.init(gen, model, n), model, self.k)
-            return Estimate(self.loss(model, batch, neg), None, moved.metrics())
-        return Estimate(self.loss(model, batch, neg), None)
+            return Estimate(*self._contrast(model, batch, neg, None, moved.metrics()))
+        return Estimate(*self._contrast(model, batch, neg, None, {}))

@@ -167,7 +167,7 @@ class FlowMCEBM(Estimator):
             info = moved.metrics()
             self._window[0] += info.get("imh_acceptance", 0.0)
             self._window[1] += 1
-            return Estimate(self.loss(model, batch, walkers), walkers, info)
+            return Estimate(*self._contrast(model, batch, walkers, walkers, info))
         # fit: this shard's terms of the flow's mean negative log-likelihood over the whole
         # population (and over the whole minibatch for the data term).
         n = self.population.gather(walkers.log_weight).numel()

@@ -124,7 +124,8 @@ class Jarzynski(Estimator):
         # each would see its own push on F (O(lr / n) per update): a feedback that breaks
         # Jarzynski's equality and, on a bimodal target, under-weights the minor mode
         # (benchmarks/bimodal_modes.py measured +0.07..+0.11 on its weight, 2k walkers).
-        loss = self.loss(model, batch, walkers, torch.logsumexp(log_weight.double(), 0))
+        loss, grads = self.contrast(model, batch, walkers,
+                                    torch.logsumexp(log_weight.double(), 0))
         walkers, moved = self.kernel.step(gen, walkers, model, self.k)
         if moved.log_weight_increment is not None:  # a kernel that is not invariant (ULA)
             walkers = walkers.replace(
@@ -133,7 +134,7 @@ class Jarzynski(Estimator):
         w = torch.softmax(log_weight, 0)  # the kernel moves walkers, never their weights
         info["weight_entropy"] = float(-(w * torch.log(w.clamp_min(1e-300))).sum())
         info["n_resamplings"] = float(self.n_resamplings)
-        return Estimate(loss, walkers, info)
+        return Estimate(loss, walkers, info, grads)
 
     def update_info(self, model: EnergyModel, walkers: WalkerState | None) -> dict[str, float]:
         """``log Z`` of the parameters this update set: the log-weights have absorbed its

@@ -39,6 +39,10 @@ class EnergyModel(nn.Module, ABC):
     """
 
     offers_centering: ClassVar[bool] = False
+    # The gradient of a weighted sum of energies in closed form
+    # (:meth:`weighted_energy_gradient`): an RBM's sufficient statistics as matmuls. Without
+    # it estimators take autograd through ``energy``.
+    closed_form_gradient: ClassVar[bool] = False
     # log Z in closed form for every value of the parameters (a Gaussian, a mixture): the
     # live and final log-likelihoods are exact; otherwise a 2-D energy gets quadrature.
     closed_form_log_z: ClassVar[bool] = False
@@ -63,6 +67,16 @@ class EnergyModel(nn.Module, ABC):
     @abstractmethod
     def energy(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Per-walker energy, shape ``(n,)``."""
+
+    def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
+                                 coef: torch.Tensor, precision: str = "fp32"
+                                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
+        respect to every parameter, by name, in closed form; ``precision`` the sampler's
+        matmul precision ("fp32": the parameters' dtype, "bf16"). None where these inputs
+        have no closed form (the caller takes autograd). Only for a model that declares
+        ``closed_form_gradient``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no closed-form gradient")
 
     def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,6 +46,7 @@ class RBM(EnergyModel):
     n_labels: int
     n_states: int
     offers_centering: ClassVar[bool] = True
+    closed_form_gradient: ClassVar[bool] = True
 
     def __init__(self, n_visible: int, n_hidden: int, n_labels: int = 0) -> None:
         super().__init__()
@@ -173,6 +174,73 @@ class RBM(EnergyModel):
         sp = F.softplus(base.unsqueeze(1) + self.label_weight.unsqueeze(0)).sum(-1)
         return -self.visible_term(v).unsqueeze(1) - self.lbias - sp
 
+    # ------------------------------------------------------------------ closed-form gradient
+    def flat_visible(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Visible states as the rows ``x`` with ``a.v = x.a`` and ``v W = x W``: ``(n, N)``
+        0/1 for Bernoulli, ``(n, N q)`` one-hot for Potts."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
+                                 coef: torch.Tensor, precision: str = "fp32"
+                                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """``S = sum_b c_b F(v_b, l_b)`` and ``dS/dtheta`` from sufficient statistics.
+
+        With ``z_b = b + x_b W + D_{l_b}`` and ``p_b = sigmoid(z_b)`` (the hidden
+        probabilities ``p(h = 1 | v_b, l_b)``), ``F(v, l) = -a.x - c_l - sum_j softplus(z_j)``
+        gives (Hinton 2002; Fischer & Igel 2014, "Training restricted Boltzmann machines: an
+        introduction", eqs. 28-30)::
+
+            dS/dW = -X^T (c * P)        dS/da = -X^T c        dS/db = -sum_b c_b p_b
+            dS/dD_l = -sum_{b: l_b = l} c_b p_b                dS/dc_l = -sum_{b: l_b = l} c_b
+
+        and ``S = a.(dS/da) - sum_b c_b (c_{l_b} + sum_j softplus(z_bj))`` needs no visible
+        term per row. One matmul for the fields and one for
+        ``[dS/dW | dS/da]`` (data and walkers stacked, with ``c`` positive on one and
+        negative on the other, make the whole contrastive gradient two matmuls), where
+        autograd through :meth:`free_energy` takes the same two plus its graph, casts and a
+        softplus backward.
+
+        ``cond`` may be ``(n, r)`` with ``coef`` ``(n, r)``: row ``b`` counted with each of
+        its ``r`` labels (F&F's classification contrast, the batch against itself with
+        other labels: ``x W`` and ``X^T (...)`` once for both sides).
+
+        ``precision="bf16"``: both matmuls in bf16 (``X`` is 0/1, exact; ``W`` and
+        ``[c * P | c]`` rounded to 8 bits, the rounding the bf16 Gibbs sweeps already make),
+        the rest in float32. With a label unit and no label (``F(v)`` with the labels summed
+        out) there is no such form: None.
+        """
+        if self.n_labels and cond is None:
+            return None
+        pdtype = self.weight.dtype
+        dtype = torch.bfloat16 if precision == "bf16" else pdtype
+        m = self.n_hidden
+        xs = self.flat_visible(x, dtype)
+        z = (xs @ self.weight.reshape(-1, m).to(dtype)).to(pdtype) + self.hbias
+        c = coef.to(pdtype)
+        if cond is not None and cond.dim() == 2:  # several labels per row
+            z = z.unsqueeze(1) + self.label_weight[cond]  # (n, r, M)
+        elif self.n_labels:
+            z = z + self.label_weight[cond]
+        sp = F.softplus(z).sum(-1)
+        cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
+        row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
+        stats = xs.T @ torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)  # X^T [cP | c]
+        stats = -stats.to(pdtype)
+        grads = {"weight": stats[:, :m].reshape(self.weight.shape),
+                 "vbias": stats[:, m].reshape(self.vbias.shape),
+                 "hbias": -row_p.sum(0)}
+        value = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
+                 - (coef.double() * sp.double()).sum())
+        if self.n_labels:
+            flat_cond, flat_c = cond.reshape(-1), c.reshape(-1)
+            grads["label_weight"] = -torch.zeros_like(self.label_weight).index_add_(
+                0, flat_cond, cp.reshape(-1, m))
+            grads["lbias"] = -torch.zeros_like(self.lbias).index_add_(0, flat_cond, flat_c)
+            value = value - (coef.double().reshape(-1)
+                             * self.lbias[flat_cond].double()).sum()
+        return value, grads
+
     # ----------------------------------------------------------------------- utilities
     def _need_labels(self) -> None:
         if not self.n_labels:
@@ -222,6 +290,9 @@ class BernoulliRBM(RBM):
     def visible_term(self, v: torch.Tensor) -> torch.Tensor:
         return v.to(self.vbias.dtype) @ self.vbias
 
+    def flat_visible(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return v.to(dtype)
+
     def visible_to_hidden(self, v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = dtype or self.weight.dtype
         return v.to(dtype) @ self.weight.to(dtype)
@@ -259,6 +330,9 @@ class PottsRBM(RBM):
 
     def visible_term(self, v: torch.Tensor) -> torch.Tensor:
         return self.one_hot(v, self.vbias.dtype) @ self.vbias.reshape(-1)
+
+    def flat_visible(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.one_hot(v, dtype)
 
     def visible_to_hidden(self, v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = dtype or self.weight.dtype

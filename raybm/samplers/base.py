@@ -65,11 +65,21 @@ class Kernel(Protocol):
     box: tuple[float, float] | None
     adapts_on: tuple[str, ...]
     info_names: tuple[str, ...]
+    # The matmul precision of its moves ("fp32": the parameters' own dtype, or "bf16"),
+    # which a closed-form gradient of the same model takes too.
+    precision: str
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
         ...
 
     def notes(self, use_gpu: bool) -> list[str]:
+        ...
+
+    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "Kernel":
+        """The kernel as it runs here: what its config left to the machine and the run
+        decided (Gibbs' ``precision: auto`` and ``compile: auto``). ``bf16_native``: every
+        rank of the run has native bf16 matmuls; ``draws``: about how many unit updates
+        (walkers x units x steps) the whole run makes on one rank."""
         ...
 
     def state_dict(self) -> dict[str, float]:
@@ -101,6 +111,7 @@ class KernelBase:
 
     adapts_on: tuple[str, ...] = ()
     info_names: tuple[str, ...] = ()  # the diagnostics its steps report (KernelInfo.metrics)
+    precision: str = "fp32"
     exact_weights: ClassVar[bool] = True
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
@@ -109,6 +120,9 @@ class KernelBase:
     def notes(self, use_gpu: bool) -> list[str]:
         """Lines a run should say about this kernel on this machine before it trains."""
         return []
+
+    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "Kernel":
+        return self
 
     def state_dict(self) -> dict[str, float]:
         return {}

@@ -12,9 +12,10 @@ bottom half the high 16 bits). Eagerly this is about five passes over the ``(n, 
 0/1 result, with no float temporaries. (Unpacking with shifts rather than int16 views is what
 lets Inductor vectorise it: it does not vectorise int16 loads.)
 
-Compilation is opt-in (``RAYBM_COMPILE=1`` in the environment, or :func:`set_compile`): the
-first call per shape costs tens of seconds of C++ compilation, which tests and short runs
-should not pay. If compiling fails (no compiler, an unsupported platform) the eager kernel is
+Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
+long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
+the environment or :func:`set_compile`: the first call per shape costs ~15 s of C++
+compilation, which tests and short runs should not pay. If compiling fails (no compiler, an unsupported platform) the eager kernel is
 used from then on, with one warning, and :func:`compile_status` says why. Both give the same
 draws up to float rounding (where a uniform sits within an ulp of its threshold).
 """
@@ -111,7 +112,8 @@ def _fused_categorical(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> 
     return count.to(torch.int64)
 
 
-def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor,
+                      compiled: bool = False) -> torch.Tensor:
     """Potts visibles ``v_i ~ softmax_s(y + bias)_{i,s}`` by inverse CDF, int64 ``(n, N)``.
 
     ``y``: ``(n, N q)`` field from the matmul, site-major (bf16 or float32, not modified);
@@ -120,7 +122,7 @@ def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor) -> t
     draw may differ where ``u`` falls within rounding of a cumulative probability.
     """
     global _compiled_categorical
-    if _enabled and _failure is None:
+    if (_enabled or compiled) and _failure is None:
         if _compiled_categorical is None:
             _compiled_categorical = torch.compile(_fused_categorical, fullgraph=True)
         state = _try(_compiled_categorical, y, bias, u)
@@ -148,8 +150,10 @@ def bernoulli_field(
     words: torch.Tensor,
     out: torch.Tensor | None = None,
     scratch: Scratch | None = None,
+    compiled: bool = False,
 ) -> torch.Tensor:
-    """``[u 2^-16 + 1/2 < sigmoid(y + bias)]`` as bf16 0/1 (into ``out`` when given).
+    """``[u 2^-16 + 1/2 < sigmoid(y + bias)]`` as bf16 0/1 (into ``out`` when given);
+    ``compiled``: by the ``torch.compile`` kernel (as everywhere with ``RAYBM_COMPILE=1``).
 
     ``y``: ``(n, m)`` field from the matmul (bf16 or float32, not modified; column slices of a
     wider field are fine); ``bias``: ``(m,)`` float32, broadcast over rows; ``words``: the
@@ -159,7 +163,7 @@ def bernoulli_field(
     draws).
     """
     global _compiled
-    if _enabled and _failure is None and y.shape[0] % 2 == 0:
+    if (_enabled or compiled) and _failure is None and y.shape[0] % 2 == 0:
         if _compiled is None:
             _compiled = torch.compile(_fused, fullgraph=True)
         h = _try(_compiled, y, bias, words)

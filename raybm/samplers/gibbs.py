@@ -31,7 +31,8 @@ new parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -43,6 +44,7 @@ from raybm.samplers.fused import bernoulli_field, categorical_field
 from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
 from raybm.samplers.random_bits import (
+    STREAMS,
     categorical_index,
     categorical_logits,
     pair_words,
@@ -54,10 +56,41 @@ from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
 
 PRECISIONS = ("fp32", "bf16")
+# ``auto``: bf16 where every rank's device multiplies bf16 natively, else fp32 (the trainer
+# decides, :meth:`GibbsKernel.for_run`).
+SETTINGS = ("auto", *PRECISIONS)
+# compile: auto (samplers.fused), measured on the Intel Xeon of 2026-12-04 (MNIST 784 x 512,
+# 2,000 walkers, benchmarks/train_throughput.py): a cold compilation took ~15 s; the fused
+# draws saved ~30 ms of 10 sweeps, ~1.9 ns per sweep of one walker's visible unit (with its
+# share of the hidden layer).
+COMPILE_COST_S = 15.0
+COMPILE_SAVES_S = 1.9e-9
 # CPU flags of the instructions that make bf16 matmuls fast (Zen 4 / Cooper Lake, Sapphire
 # Rapids); without them oneDNN emulates bf16, measured ~54x slower than fp32 (AVX2 EPYC,
 # benchmarks/RESULTS.md).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_native(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` multiplies bf16 natively: a CUDA device that supports it, or a CPU
+    with ``avx512_bf16`` / ``amx_bf16`` (an AVX2-only CPU emulates bf16, ~50x slower than
+    fp32). A CPU that cannot be told (no ``/proc/cpuinfo``) counts as not native."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and _cpu_bf16()
+
+
+@functools.cache
+def _cpu_bf16() -> bool:
+    return cpu_has_bf16() is True
+
+
+def resolve_precision(precision: str, native: bool) -> str:
+    """The precision a Gibbs setting runs at: ``auto`` is bf16 where ``native``, else fp32."""
+    if precision == "auto":
+        return "bf16" if native else "fp32"
+    return precision
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
@@ -73,11 +106,22 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 
 def init_uniform(
-    gen: torch.Generator, model: RBM, n: int, label: torch.Tensor | None = None
+    gen: torch.Generator, model: RBM, n: int, label: torch.Tensor | None = None,
+    stream: str = STREAMS[-1],
 ) -> WalkerState:
-    """``n`` walkers from the uniform distribution over visibles (and over labels unless given)."""
-    x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen, device=gen.device)
-    x = x.to(torch.uint8)
+    """``n`` walkers from the uniform distribution over visibles (and over labels unless
+    given). Binary visibles with ``stream="sfc64"`` are bits cut from random words, 64 per
+    word (``torch.randint`` spends a 64-bit draw on each: ~6 ms of the 1.57 million units of
+    2,000 MNIST walkers, every F&F update twice)."""
+    if model.n_states == 2 and stream != STREAMS[0]:
+        count = n * model.n_visible
+        words = random_words(gen, (count + 63) // 64, stream=stream)
+        shifts = torch.arange(8, dtype=torch.uint8, device=words.device)
+        bits = (words.view(torch.uint8).unsqueeze(1) >> shifts) & 1
+        x = bits.reshape(-1)[:count].reshape(n, model.n_visible).to(gen.device)
+    else:
+        x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen,
+                          device=gen.device).to(torch.uint8)
     if model.n_labels and label is None:
         label = torch.randint(0, model.n_labels, (n,), generator=gen, device=gen.device)
     return WalkerState.unweighted(x, label if model.n_labels else None)
@@ -133,8 +177,8 @@ def _bernoulli_exact(
     if out.dtype != torch.float32:
         return out.uniform_(generator=gen).lt_(prob)
     n, m = z.shape
-    words = random_words(gen, (n * m + 1) // 2, out=ws.get("words", ((n * m + 1) // 2,),
-                                                           torch.int64, z.device))
+    words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
+                         out=ws.get("words", ((n * m + 1) // 2,), torch.int64, z.device))
     return unit_uniform24_(words.view(torch.int32)[: n * m].view(n, m), out=out).lt_(prob)
 
 
@@ -147,9 +191,9 @@ def _fast_draw(
 ) -> torch.Tensor:
     """The fast Bernoulli draw on ``field + bias`` with fresh 16-bit uniforms (bf16 0/1)."""
     n, m = field.shape
-    words = uniform16_pairs(gen, n, m, out=ws.get("words", (pair_words(n, m),), torch.int64,
-                                                  field.device))
-    return bernoulli_field(field, bias, words, out=out, scratch=ws)
+    words = uniform16_pairs(gen, n, m, stream=ws.stream,
+                            out=ws.get("words", (pair_words(n, m),), torch.int64, field.device))
+    return bernoulli_field(field, bias, words, out=out, scratch=ws, compiled=ws.compiled)
 
 
 def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch) -> torch.Tensor:
@@ -167,6 +211,29 @@ def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch
         return _fast_draw(gen, y, p.hbias, ws)
     z = torch.addmm(p.hbias, buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))
     return _bernoulli_exact(gen, z, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
+
+
+def _visible_part(p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
+    """The visibles' part of the hidden field, ``x W`` without bias or label, float32 (from
+    a bf16 matmul in the fast path)."""
+    if p.potts:
+        return F.embedding_bag(buf[:, : p.n_visible], p.up, mode="sum").to(p.field_dtype)
+    return torch.mm(buf[:, : p.n_in], p.up[: p.n_in]).to(p.field_dtype)
+
+
+def _label_rows(p: GibbsParams, label: torch.Tensor) -> torch.Tensor:
+    """The rows of ``up`` holding ``D_l`` for each walker's label."""
+    return label + p.n_in
+
+
+def _hidden_from(gen: torch.Generator, p: GibbsParams, field: torch.Tensor,
+                 ws: Scratch) -> torch.Tensor:
+    """``h ~ p(h | field + b)`` as 0/1 in the matmul dtype, from a float32 field."""
+    ws = ws.sub("h")
+    if p.fast:
+        return _fast_draw(gen, field, p.hbias, ws)
+    out = ws.get("out", field.shape, p.matmul_dtype, field.device)
+    return _bernoulli_exact(gen, field.add_(p.hbias), out, ws)
 
 
 def _visible(
@@ -193,7 +260,7 @@ def _visible(
         if p.potts:
             if p.fast:
                 u = torch.rand(n, p.n_visible, generator=gen, device=dev)
-                state = categorical_field(field[:, :nv], bias[:nv], u)
+                state = categorical_field(field[:, :nv], bias[:nv], u, compiled=ws.compiled)
             else:
                 state = categorical_index(gen, field[:, :nv].view(n, p.n_visible, p.n_states))
             torch.add(state, p.offsets, out=buf[:, : p.n_visible])
@@ -261,9 +328,14 @@ def step(
     clamp_label: bool = False,
     clamp_visible: bool = False,
     precision: str = "fp32",
+    stream: str = "sfc64",
+    compiled: bool = False,
 ) -> tuple[WalkerState, dict]:
     """``k`` block-Gibbs sweeps; the log-weights are carried unchanged (the kernel leaves the
-    current model's distribution invariant, so it does no work on the weights)."""
+    current model's distribution invariant, so it does no work on the weights). ``stream``:
+    where the random words come from (``random_bits.STREAMS``); ``compiled``: the fast
+    path's draws by the ``torch.compile`` kernel (``samplers.fused``; also on everywhere
+    with ``RAYBM_COMPILE=1``)."""
     _check_precision(precision)
     if clamp_visible and (clamp_label or not model.n_labels):
         raise ValueError("clamp_visible samples labels only: needs a label unit and free labels")
@@ -276,10 +348,15 @@ def step(
     p = prepare(model, precision)
     label = state.label
     sample_label = bool(model.n_labels) and not clamp_label
-    ws = Scratch()  # temporaries reused by all k sweeps
+    ws = Scratch(stream=stream, compiled=compiled)  # temporaries reused by all k sweeps
     buf = _encode(p, state.x, label, ws)
+    # Clamped visibles: their part of the hidden field, x W, is the same at every sweep, so
+    # it is computed once and each sweep adds only the label's row D_l (one (n, M) gather
+    # instead of a (n, N) x (N, M) matmul per sweep: F&F's classification phase).
+    fixed = _visible_part(p, buf) if clamp_visible else None
     for _ in range(k):
-        h = _hidden(gen, p, buf, ws)
+        h = (_hidden(gen, p, buf, ws) if fixed is None
+             else _hidden_from(gen, p, fixed + p.up[_label_rows(p, label)], ws))
         buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label, ws)
         if new_label is not None:
             label = new_label
@@ -296,7 +373,15 @@ class GibbsKernel(KernelBase):
     visibles (sample labels for classification): those estimators take a ``GibbsKernel``.
     """
 
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 | bf16 | auto (the trainer resolves it: for_run)
+    # torch.compile of the fast path's elementwise draws (samplers.fused): True, False, or
+    # "auto" (the trainer turns it on for a bf16 run whose draws save more than the
+    # compilation costs, for_run).
+    compile: bool | str = False
+    # Where a sweep's random words come from (random_bits.STREAMS): SFC64 for new runs; a
+    # checkpoint written before the choice existed holds no such state and continues with
+    # the Mersenne Twister it was drawn with (with_state), exactly.
+    stream: str = STREAMS[-1]
     name: ClassVar[str] = "gibbs"
     invariant: ClassVar[bool] = True
     box: ClassVar[None] = None  # states are discrete: no box
@@ -304,26 +389,53 @@ class GibbsKernel(KernelBase):
     start: ClassVar[str] = "uniform noise"
 
     def __post_init__(self) -> None:
-        _check_precision(self.precision)
+        if self.precision not in SETTINGS:
+            raise ValueError(f"precision must be one of {SETTINGS}, got {self.precision!r}")
 
     def notes(self, use_gpu: bool) -> list[str]:
         if self.precision == "bf16" and not use_gpu and cpu_has_bf16() is False:
             return ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
                     "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x "
                     "measured); set sampler.precision=fp32"]
+        if self.precision == "auto":
+            native = bf16_native("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+            where = "this GPU" if use_gpu else "this CPU"
+            return [f"sampler.precision auto: {resolve_precision('auto', native)} "
+                    f"({where} {'has' if native else 'has no'} native bf16 matmuls; on "
+                    "Ray workers bf16 only if every worker has them)"]
         return []
+
+    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "GibbsKernel":
+        precision = resolve_precision(self.precision, bf16_native)
+        compiled = self.compile
+        if compiled == "auto":
+            # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and
+            # sweep) at least twice what compiling costs (COMPILE_COST_S, once per process).
+            saves = draws * COMPILE_SAVES_S
+            compiled = precision == "bf16" and saves >= 2 * COMPILE_COST_S
+        return replace(self, precision=precision, compile=compiled)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"random_stream": float(STREAMS.index(self.stream))}
+
+    def with_state(self, state: dict[str, float]) -> "GibbsKernel":
+        return replace(self, stream=STREAMS[int(state.get("random_stream", 0))])
 
     def init(self, gen: torch.Generator, model: RBM, n: int,
              label: torch.Tensor | None = None) -> WalkerState:
         """Walkers from the uniform distribution (labels uniform too unless given)."""
-        return init_uniform(gen, model, n, label=label)
+        return init_uniform(gen, model, n, label=label, stream=self.stream)
 
     def step(self, gen: torch.Generator, state: WalkerState, model: RBM, k: int, *,
              clamp_label: bool = False, clamp_visible: bool = False
              ) -> tuple[WalkerState, KernelInfo]:
-        """``k`` sweeps (see :func:`step`)."""
+        """``k`` sweeps (see :func:`step`); ``auto`` not yet resolved by the trainer (a
+        kernel built outside a run) is resolved for the walkers' device."""
+        precision = resolve_precision(self.precision, self.precision == "auto"
+                                      and bf16_native(state.x.device))
         out, _ = step(gen, state, model, k, clamp_label=clamp_label,
-                      clamp_visible=clamp_visible, precision=self.precision)
+                      clamp_visible=clamp_visible, precision=precision, stream=self.stream,
+                      compiled=self.compile is True)
         return out, KernelInfo()
 
 

@@ -20,19 +20,40 @@ made in one pass from the int16 values (:func:`unit_uniform16`).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _I64_MIN = -(2**63)
+_U64_MASK = 2**64 - 1
 _HALF = torch.tensor(0.5)  # 0-dim: an int16 tensor plus this promotes to float32 in one pass
 
 
-def random_words(gen: torch.Generator, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``n`` uniformly random 64-bit words (int64), every bit used (into ``out[:n]`` if given).
+# Where random words come from: index 0 is what runs before the choice existed used (their
+# checkpoints continue with it, exactly); new runs take the last.
+STREAMS = ("mt19937", "sfc64")
 
-    ``random_(-2^63, None)`` takes the generator's full-range path (one 64-bit output per
-    element); ``torch.randint(-2^63, 2^63 - 1)`` instead reduces every word modulo
-    ``2^64 - 1``, a 64-bit division per element.
+
+def random_words(gen: torch.Generator, n: int, out: torch.Tensor | None = None,
+                 stream: str = "sfc64") -> torch.Tensor:
+    """``n`` uniformly random 64-bit words (int64), every bit used.
+
+    ``stream="sfc64"`` on the CPU: one 64-bit word of ``gen`` seeds numpy's SFC64 (Doty-Humphrey's small fast
+    chaotic generator, which passes BigCrush and PractRand), whose raw output gives the
+    ``n`` words: 1.3 ms for 784,000 words against 3.4 ms for torch's Mersenne Twister
+    (``random_``) on the Intel Xeon of 2026-12-04, the largest non-matmul cost of a Gibbs
+    sweep. The words are a function of ``gen``'s state, which advances by one draw, so a
+    checkpointed generator still continues a run exactly. ``out`` is then not used (the
+    words are numpy's buffer). ``stream="mt19937"``, or another device: the generator draws
+    them itself into ``out[:n]`` (if given): ``random_(-2^63, None)`` takes its full-range path (one 64-bit
+    output per element), where ``torch.randint(-2^63, 2^63 - 1)`` would reduce every word
+    modulo ``2^64 - 1``.
     """
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    if stream == "sfc64" and gen.device.type == "cpu":
+        seed = int(torch.empty((), dtype=torch.int64).random_(_I64_MIN, None, generator=gen))
+        raw = np.random.SFC64(seed & _U64_MASK).random_raw(n)
+        return torch.from_numpy(raw.view(np.int64))
     if out is None:
         out = torch.empty(n, dtype=torch.int64, device=gen.device)
     return out[:n].random_(_I64_MIN, None, generator=gen)
@@ -64,7 +85,8 @@ def pair_words(rows: int, cols: int) -> int:
 
 
 def uniform16_pairs(
-    gen: torch.Generator, rows: int, cols: int, out: torch.Tensor | None = None
+    gen: torch.Generator, rows: int, cols: int, out: torch.Tensor | None = None,
+    stream: str = "sfc64",
 ) -> torch.Tensor:
     """16-bit uniforms for a ``(rows, cols)`` draw, packed two per int32: ``(ceil(rows/2), cols)``.
 
@@ -75,7 +97,7 @@ def uniform16_pairs(
     of at least :func:`pair_words` words to draw into (reused across sweeps).
     """
     r = (rows + 1) // 2
-    words = random_words(gen, pair_words(rows, cols), out)
+    words = random_words(gen, pair_words(rows, cols), out, stream)
     return words.view(torch.int32)[: r * cols].view(r, cols)
 
 

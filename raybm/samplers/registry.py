@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from raybm.config import SamplerConfig
 
 KERNELS: dict[str, Callable[..., Kernel]] = {
-    "gibbs": lambda c, model, modules: GibbsKernel(c.precision),
+    "gibbs": lambda c, model, modules: GibbsKernel(c.precision, c.compile),
     "ula": lambda c, model, modules: ULA(c.step_size, None if c.box is None else tuple(c.box),
                                          noise_std=c.noise_std, box_rule=c.box_rule),
     "mala": lambda c, model, modules: MALA(c.step_size, None if c.box is None else tuple(c.box),

@@ -14,11 +14,18 @@ import torch
 
 
 class Scratch:
-    """Named, lazily allocated tensors; ``sub(prefix)`` shares the store under a prefix."""
+    """Named, lazily allocated tensors; ``sub(prefix)`` shares the store under a prefix.
 
-    def __init__(self, store: dict[str, torch.Tensor] | None = None, prefix: str = "") -> None:
+    It also says how the sweeps of one ``step`` call draw, which every half-step shares:
+    the stream of their random words (``random_bits.STREAMS``) and whether the fast path's
+    draws run compiled (``samplers.fused``)."""
+
+    def __init__(self, store: dict[str, torch.Tensor] | None = None, prefix: str = "",
+                 stream: str = "sfc64", compiled: bool = False) -> None:
         self._store = {} if store is None else store
         self._prefix = prefix
+        self.stream = stream
+        self.compiled = compiled
 
     def get(
         self,
@@ -39,4 +46,4 @@ class Scratch:
 
     def sub(self, prefix: str) -> Scratch:
         """The same store, names prefixed with ``prefix`` (e.g. one per half-step)."""
-        return Scratch(self._store, self._prefix + prefix + ".")
+        return Scratch(self._store, self._prefix + prefix + ".", self.stream, self.compiled)

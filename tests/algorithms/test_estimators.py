@@ -16,7 +16,8 @@ import torch
 
 from raybm.algorithms import Batch, ContrastiveDivergence, KStep, PersistentContrastiveDivergence
 from raybm.algorithms.centering import Centering
-from raybm.algorithms.base import data_term, walker_term
+from raybm.algorithms.base import ENERGY, data_term, walker_term
+from raybm.gradients import add_gradients
 from raybm.metrics.exact import as_float64
 from raybm.walkers import WalkerState
 from tests.enumeration import all_visible_states, random_model, transition_matrix
@@ -27,6 +28,16 @@ N_CHAINS = 200_000
 def flat_grad(model, loss) -> torch.Tensor:
     model.zero_grad()
     loss.backward()
+    return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()])
+
+
+def estimate_grad(model, est) -> torch.Tensor:
+    """The energy gradient an estimate gives the trainer: its loss's backward pass plus the
+    gradients it hands over (an RBM's closed form), flattened in parameter order."""
+    model.zero_grad(set_to_none=True)
+    if est.loss.requires_grad:
+        est.loss.backward()
+    add_gradients(model, est.grads.get(ENERGY, {}), "estimate")
     return torch.cat([p.grad.reshape(-1).clone() for p in model.parameters()])
 
 
@@ -68,7 +79,7 @@ def test_kstep_generation_without_labels(kind):
     gen = torch.Generator().manual_seed(2)
     batch, vs = data_batch(model, gen, N_CHAINS, False)
     est = KStep(k=2, classification=False).estimate(gen, model, batch, None, "generation")
-    grad = flat_grad(model, est.loss)
+    grad = estimate_grad(model, est)
     data_grad = flat_grad(model, data_term(model, batch))
     q = uniform_start(model, vs, 0) @ torch.linalg.matrix_power(transition_matrix(model), 2)
     check_negative_phase(model, grad, data_grad, q, vs, None, N_CHAINS)
@@ -82,7 +93,7 @@ def test_kstep_with_labels_generation_and_classification():
     assert estimator.phases == ("generation", "classification")
     data_grad = flat_grad(model, data_term(model, batch))
     # generation: labels clamped to the batch labels, visibles from uniform, k sweeps
-    grad = flat_grad(model, estimator.estimate(gen, model, batch, None, "generation").loss)
+    grad = estimate_grad(model, estimator.estimate(gen, model, batch, None, "generation"))
     u = torch.full((len(vs),), 1.0 / len(vs), dtype=torch.float64)
     g_neg = torch.zeros_like(data_grad)
     var = torch.zeros_like(data_grad)
@@ -95,7 +106,7 @@ def test_kstep_with_labels_generation_and_classification():
     se = (var / N_CHAINS).sqrt()
     assert ((grad - (data_grad - g_neg)).abs() <= 5 * se + 1e-9).all()
     # classification: visibles clamped to the batch, labels from uniform, k label steps
-    grad = flat_grad(model, estimator.estimate(gen, model, batch, None, "classification").loss)
+    grad = estimate_grad(model, estimator.estimate(gen, model, batch, None, "classification"))
     g_neg = torch.zeros_like(data_grad)
     var = torch.zeros_like(data_grad)
     for vi in (3, 17, 8, 22):
@@ -115,8 +126,8 @@ def test_cd_k_chains_start_at_the_data(n_labels):
                                     scale=0.6))
     gen = torch.Generator().manual_seed(6)
     batch, vs = data_batch(model, gen, N_CHAINS, n_labels > 0)
-    grad = flat_grad(model, ContrastiveDivergence(k=2).estimate(gen, model, batch, None,
-                                                                "joint").loss)
+    grad = estimate_grad(model, ContrastiveDivergence(k=2).estimate(gen, model, batch, None,
+                                                                    "joint"))
     data_grad = flat_grad(model, data_term(model, batch))
     nl = max(n_labels, 1)
     start = torch.zeros(len(vs) * nl, dtype=torch.float64)
@@ -145,7 +156,7 @@ def test_pcd_at_equilibrium_gives_the_exact_log_likelihood_gradient(n_labels):
     draws = torch.multinomial(p, N_CHAINS, replacement=True, generator=gen)
     walkers = WalkerState.unweighted(vs[draws // nl], labels[draws] if n_labels else None)
     est = PersistentContrastiveDivergence(k=1).estimate(gen, model, batch, walkers, "joint")
-    grad = flat_grad(model, est.loss)
+    grad = estimate_grad(model, est)
     data_grad = flat_grad(model, data_term(model, batch))
     check_negative_phase(model, grad, data_grad, p, vs[states // nl], labels, N_CHAINS)
     # and the expectation itself is the exact log-likelihood gradient

@@ -18,7 +18,7 @@ from raybm.train import make_trainer, run_updates
 from tests.enumeration import random_model
 
 
-def teacher_problem(n_walkers: int, batch_size: int):
+def teacher_problem(n_walkers: int, batch_size: int, precision: str = "fp32"):
     """A strong 10 x 3 teacher's samples and a Jarzynski config whose log Z moves > 0.3 nats
     in a few hundred updates, with several resamplings (ESS threshold 0.97)."""
     g = torch.Generator().manual_seed(0)
@@ -28,7 +28,7 @@ def teacher_problem(n_walkers: int, batch_size: int):
         "algorithm.name=jarzynski", "algorithm.k=2", f"algorithm.n_walkers={n_walkers}",
         "algorithm.ess_threshold=0.97", "model.n_hidden=6", "model.labels=false",
         "optimizer.name=adam", "optimizer.lr=0.01", f"train.batch_size={batch_size}",
-        "train.progress=false", "train.log_every=50"])
+        "train.progress=false", "train.log_every=50", f"sampler.precision={precision}"])
     return config, train
 
 

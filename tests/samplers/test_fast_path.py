@@ -14,6 +14,7 @@ import torch
 from raybm.models import BernoulliRBM
 from raybm.samplers import fused, gibbs, prepared
 from raybm.samplers.random_bits import (
+    STREAMS,
     bernoulli_logits,
     bernoulli_u16,
     categorical_index,
@@ -56,11 +57,43 @@ def test_field_kernel_matches_the_draw_and_writes_into_out(rows):
     assert (out[:, 40:] == 7).all()
 
 
-def test_random_words_use_every_bit():
-    words = random_words(torch.Generator().manual_seed(1), 20_000)
+@pytest.mark.parametrize("stream", STREAMS)
+def test_random_words_use_every_bit(stream):
+    words = random_words(torch.Generator().manual_seed(1), 20_000, stream=stream)
     bits = (words.unsqueeze(1) >> torch.arange(64)) & 1  # sign bit included (arithmetic >>)
     freq = bits.double().mean(0)
     assert ((freq - 0.5).abs() < 5 * (0.25 / 20_000) ** 0.5).all()
+    # neighbouring bits and words uncorrelated (within 5 SE of 0)
+    b = bits.double() - 0.5
+    se = 5 * 0.25 / (20_000 * 63) ** 0.5
+    assert abs(float((b[:, 1:] * b[:, :-1]).mean())) < se
+    assert abs(float((b[1:] * b[:-1]).mean())) < se
+
+
+def test_sfc64_words_follow_the_generator_state():
+    """The words are a function of the generator's state, which they advance by one draw:
+    a checkpointed generator continues the same words; another state gives others."""
+    gen = torch.Generator().manual_seed(7)
+    state = gen.get_state()
+    first = random_words(gen, 1000, stream="sfc64")
+    after = gen.get_state()
+    gen.set_state(state)
+    assert torch.equal(random_words(gen, 1000, stream="sfc64"), first)
+    assert torch.equal(gen.get_state(), after)
+    assert not torch.equal(random_words(gen, 1000, stream="sfc64"), first)
+    with pytest.raises(ValueError, match="stream must be one of"):
+        random_words(gen, 10, stream="xorshift")
+
+
+def test_uniform_binary_walkers_from_bits_are_uniform_and_independent():
+    model = BernoulliRBM(784, 8)
+    x = gibbs.init_uniform(torch.Generator().manual_seed(3), model, 2000, stream="sfc64").x
+    assert x.dtype == torch.uint8 and x.shape == (2000, 784) and int(x.max()) == 1
+    b = x.double() - 0.5
+    n = b.numel()
+    assert abs(float(b.mean())) < 5 * 0.5 / n ** 0.5
+    assert (b.mean(0).abs() < 5 * 0.5 / 2000 ** 0.5).all()  # every unit
+    assert abs(float((b[:, 1:] * b[:, :-1]).mean())) < 5 * 0.25 / n ** 0.5
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -502,3 +502,27 @@ def test_bad_noise_std_and_box_rule_are_refused(bad):
             cls(0.1, (-1.0, 1.0), box_rule="clip")
     assert ULA(0.1, noise_std=1e-4).noise_std == 1e-4
     assert MALA(0.1, (-1.0, 1.0), box_rule="revert").box_rule == "revert"
+
+
+@pytest.mark.parametrize("noise_std", [None, 0.05])
+def test_the_difference_form_of_the_proposal_ratio_is_the_two_densities(noise_std):
+    """``log q(x | y) - log q(y | x)`` of the unboxed proposal in its difference form equals
+    the two Gaussian log-densities subtracted (float64: to rounding), and in float32 it
+    stays within float32 rounding of the float64 value, far below what the ratio means
+    (walkers of 784 coordinates, as MNIST's)."""
+    from raybm.samplers.langevin import _log_q, _log_q_ratio
+
+    g = torch.Generator().manual_seed(4)
+    h = 1e-3
+    x = torch.randn(64, 1, 28, 28, generator=g, dtype=torch.float64)
+    g_x = 30 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    g_y = g_x + 3 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    sigma = (2 * h) ** 0.5 if noise_std is None else noise_std
+    y = x - h * g_x + sigma * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    want = _log_q(x, y - h * g_y, h, None, noise_std) - _log_q(y, x - h * g_x, h, None,
+                                                                noise_std)
+    got = _log_q_ratio(x, y, g_x, g_y, h, noise_std)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    low = _log_q_ratio(x.float(), y.float(), g_x.float(), g_y.float(), h, noise_std)
+    assert low.dtype == torch.float64
+    torch.testing.assert_close(low, want, rtol=1e-4, atol=1e-4)

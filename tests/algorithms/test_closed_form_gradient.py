@@ -1,0 +1,152 @@
+"""An RBM's closed-form gradient (sufficient statistics as matmuls) against autograd.
+
+The closed form is what every RBM estimator hands the trainer (``Estimator.contrast``); the
+autograd gradient of the surrogate loss ``data_term - walker_term`` stays the reference.
+Equal to float64 rounding for Bernoulli and Potts visibles, with and without a label unit,
+weighted data and weighted walkers; to float32 rounding in float32; within the bf16 rounding
+of the couplings and of ``c p`` with the fast path's matmuls. Then whole trainer updates,
+centred and not, for PCD, F&F with labels and Jarzynski: the closed form and autograd leave
+the same parameters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raybm.algorithms.base import ENERGY, Batch, Estimator, contrast_terms, data_term, walker_term
+from raybm.algorithms.contrastive import PersistentContrastiveDivergence
+from raybm.gradients import add_gradients
+from raybm.models.rbm import RBM
+from raybm.samplers.gibbs import GibbsKernel
+from raybm.walkers import WalkerState
+from tests.enumeration import random_model
+
+
+def _inputs(model: RBM, gen: torch.Generator, n_data: int, n_walkers: int, weighted: bool):
+    def states(n):
+        x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen)
+        label = (torch.randint(0, model.n_labels, (n,), generator=gen)
+                 if model.n_labels else None)
+        return x.to(torch.uint8), label
+
+    x, label = states(n_data)
+    weight = torch.rand(n_data, generator=gen, dtype=torch.float64) if weighted else None
+    batch = Batch(x, label, weight)
+    wx, wl = states(n_walkers)
+    log_weight = (torch.randn(n_walkers, generator=gen, dtype=torch.float64) if weighted
+                  else torch.zeros(n_walkers, dtype=torch.float64))
+    return batch, WalkerState(wx, log_weight, wl)
+
+
+def _autograd(model: RBM, batch: Batch, walkers: WalkerState) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    (data_term(model, batch) - walker_term(model, walkers)).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _closed(model: RBM, batch: Batch, walkers: WalkerState, precision: str = "fp32"):
+    value, grads = model.weighted_energy_gradient(*contrast_terms(batch, walkers),
+                                                  precision=precision)
+    return value, grads
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_closed_form_is_the_autograd_gradient_in_float64(kind, n_labels, weighted):
+    gen = torch.Generator().manual_seed(11 + n_labels)
+    model = random_model(kind, gen, n_labels, scale=0.7).double()
+    batch, walkers = _inputs(model, gen, 37, 23, weighted)
+    value, grads = _closed(model, batch, walkers)
+    loss = data_term(model, batch) - walker_term(model, walkers)
+    torch.testing.assert_close(value, loss.detach(), rtol=1e-12, atol=1e-12)
+    reference = _autograd(model, batch, walkers)
+    assert set(grads) == set(reference)
+    for name, g in grads.items():
+        assert g.shape == reference[name].shape, name
+        torch.testing.assert_close(g, reference[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_in_float32_and_with_bf16_matmuls_within_their_rounding(kind, n_labels):
+    """float32: to float32 rounding of sums of ~100 terms. bf16 (the fast path): the
+    couplings and ``c p`` rounded to 8 significant bits, each gradient entry a sum of
+    products with relative error <= 2^-8, against the scale of that sum's terms."""
+    gen = torch.Generator().manual_seed(21 + n_labels)
+    model = random_model(kind, gen, n_labels, scale=0.7)
+    batch, walkers = _inputs(model, gen, 64, 48, True)
+    reference = _autograd(model.double(), batch, walkers)
+    model = model.float()
+    for precision, tol in (("fp32", 1e-5), ("bf16", 2.0**-7)):
+        _, grads = _closed(model, batch, walkers, precision)
+        for name, g in grads.items():
+            ref = reference[name].float()
+            scale = ref.abs().max() + 1e-3
+            assert float((g - ref).abs().max()) <= tol * float(scale), (precision, name)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_the_classification_contrast_is_the_autograd_gradient(kind):
+    """F&F's classification phase: the batch against itself with sampled labels."""
+    gen = torch.Generator().manual_seed(5)
+    model = random_model(kind, gen, 4, scale=0.7).double()
+    batch, _ = _inputs(model, gen, 31, 1, True)
+    labels = torch.randint(0, 4, (31,), generator=gen)
+    est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
+    value, grads = est.label_contrast(model, batch, labels)
+    model.zero_grad(set_to_none=True)
+    loss = data_term(model, batch) - data_term(model, batch, label=labels)
+    loss.backward()
+    torch.testing.assert_close(value, loss.detach(), rtol=1e-12, atol=1e-12)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[ENERGY][name], p.grad, rtol=1e-12, atol=1e-12,
+                                   msg=name)
+
+
+def test_an_rbm_with_a_label_unit_and_no_label_falls_back_to_autograd():
+    """``F(v)`` with the labels summed out has no such closed form: the estimator takes the
+    loss's graph instead, and the gradient is the same as the loss's."""
+    gen = torch.Generator().manual_seed(3)
+    model = random_model("bernoulli", gen, 3, scale=0.5).double()
+    batch, walkers = _inputs(model, gen, 9, 7, False)
+    batch = Batch(batch.x)
+    walkers = WalkerState.unweighted(walkers.x)
+    assert model.weighted_energy_gradient(batch.x, None, torch.ones(9)) is None
+    est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
+    loss, grads = Estimator.contrast(est, model, batch, walkers)
+    assert grads == {} and loss.requires_grad
+
+
+def _one_update(config_sets: list[str], closed_form: bool, monkeypatch) -> dict:
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    monkeypatch.setattr(RBM, "closed_form_gradient", closed_form)
+    config = load_config(None, config_sets)
+    train, _ = load_data(config)
+    trainer = make_trainer(config, train)
+    for _ in range(3):
+        trainer.update(diagnostics=False)
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize("case", [
+    ["algorithm.name=pcd", "algorithm.centered=true"],
+    ["algorithm.name=pcd", "algorithm.centered=false"],
+    ["algorithm.name=kstep", "model.labels=true"],
+    ["algorithm.name=jarzynski", "algorithm.resample_after=0"],
+])
+def test_trainer_updates_are_the_same_by_closed_form_and_by_autograd(case, monkeypatch):
+    """Three whole updates (centring, the optimizer, F&F's two phases, Jarzynski's weights):
+    the closed form and autograd leave the same parameters, to float32 rounding."""
+    sets = ["data.max_samples=300", "model.n_hidden=16",
+            "algorithm.k=2", "algorithm.n_walkers=64", "train.batch_size=64",
+            "train.threads=1", "train.progress=false", "tracking.enabled=false",
+            "optimizer.lr=0.05", "sampler.precision=fp32", *case]
+    closed = _one_update(sets, True, monkeypatch)
+    reference = _one_update(sets, False, monkeypatch)
+    for name, p in closed.items():
+        torch.testing.assert_close(p, reference[name], rtol=1e-5, atol=1e-6, msg=name)
