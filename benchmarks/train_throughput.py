@@ -251,6 +251,39 @@ def breakdown(method: str, precision: str, device: str, updates: int) -> dict[st
     return out
 
 
+def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of the matrix products one PCD-10 update cannot avoid, timed alone in
+    this process: per sweep ``v W`` (n x N by N x M) and ``h W^T`` (n x M by M x N); per
+    update the fields of data and walkers (two ``x W``) and the two sufficient-statistic
+    products ``X^T [P | 1]`` (N x n by n x (M + 1)). Any implementation, ``rbms`` included,
+    does at least these; ``rbms``' time over this floor bounds the speed-up any
+    implementation can have over it on this CPU."""
+    import torch
+
+    n, nv, nh, k = SIZES["n_walkers"], 784, SIZES["n_hidden"], SIZES["k"]
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    v = (torch.rand(n, nv, generator=gen) < 0.5).to(dtype)
+    h = (torch.rand(n, nh, generator=gen) < 0.5).to(dtype)
+    w = torch.randn(nv, nh, generator=gen).to(dtype)
+    p = torch.rand(n, nh + 1, generator=gen).to(dtype)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return 1000 * min(times)
+
+    up = best(lambda: torch.mm(v, w))
+    down = best(lambda: torch.mm(h, w.t()))
+    stats = best(lambda: torch.mm(v.t(), p))
+    return {"vW": up, "hW^T": down, "X^T[P|1]": stats,
+            "pcd10_floor": k * (up + down) + 2 * up + 2 * stats}
+
+
 def load_mnist_tensors():
     """The binarised MNIST test images and labels as torch tensors (no config needed)."""
     from raybm.data.idx import load_idx
@@ -401,6 +434,16 @@ def main() -> None:
             print(f"| {r['case']} | {r['precision']} | {r['s_per_update'] * 1000:.1f} "
                   f"({r['s_min'] * 1000:.0f}-{r['s_max'] * 1000:.0f}) | "
                   f"{vs_rbms} | {vs_pcd} | {r['peak_mib']:.0f} |")
+    if args.device == "cpu":
+        print("\nMatmul floor of one PCD-10 update (the products alone, best of 5), ms:")
+        results["floor"] = {}
+        for precision in ("fp32", "bf16") if native else ("fp32",):
+            floor = matmul_floor(precision)
+            results["floor"][precision] = floor
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in floor.items())
+            bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / floor['pcd10_floor']:.2f}x"
+                     if ref else "")
+            print(f"  {precision}: {parts}{bound}", flush=True)
     if args.breakdown and args.device == "cpu":
         print("\nIn-process breakdown, ms per update:")
         for method in args.methods:
