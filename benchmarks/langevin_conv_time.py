@@ -12,7 +12,8 @@ ratio and ``torch.where`` on the accepted rows. With a box the obvious loop clam
 proposal into it (``clamp(-1, 1)``, which is not exact: it puts mass on the faces that no
 density accounts for); raybm's kernels (``samplers.langevin``) reflect it and evaluate the
 reflected proposal's density both ways, report the acceptance or the Jarzynski increment, and
-draw from a named generator. The second peer is ``torchebm`` 0.8.9's ``LangevinDynamics``
+draw from a named generator. ULA runs as PCD runs it (``weighs_moves=False``: no estimator
+reads its increment) and as Jarzynski runs it (the increment in float64). The second peer is ``torchebm`` 0.8.9's ``LangevinDynamics``
 (ULA only: it has no Metropolis correction) on the same energy. All run the same model in the
 same process, alternated, ``--repeats`` times; the median seconds per step and the ratios are
 printed.
@@ -140,10 +141,14 @@ def main() -> None:
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name, ours, plain, other in [
-            ("ULA", ULA(STEP), plain_ula, torchebm_ula),
+            # ULA as PCD runs it (no estimator reads the log-weight increment: for_run)
+            ("ULA", ULA(STEP, weighs_moves=False), plain_ula, torchebm_ula),
+            ("ULA + Jarzynski increment", ULA(STEP), plain_ula, None),
             ("MALA", MALA(STEP), plain_mala, None),
-            ("ULA, box [-1, 1]", ULA(STEP, box=BOX), partial(plain_ula, box=True),
-             partial(torchebm_ula, box=True)),
+            ("ULA, box [-1, 1]", ULA(STEP, box=BOX, weighs_moves=False),
+             partial(plain_ula, box=True), partial(torchebm_ula, box=True)),
+            ("ULA + increment, box [-1, 1]", ULA(STEP, box=BOX), partial(plain_ula, box=True),
+             None),
             ("MALA, box [-1, 1]", MALA(STEP, box=BOX), partial(plain_mala, box=True), None),
         ]:
             other = other if peer else None

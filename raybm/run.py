@@ -299,15 +299,18 @@ def make_tracker(config: Config, run_name: str, run_id: str | None = None,
                    tags={"raybm.algorithm": config.algorithm.name, **(tags or {})})
 
 
-def _precision_here(kernel, config: Config) -> str:
-    """The matmul precision ``kernel`` runs at on this machine's CPU (or GPU with
-    ``distributed.use_gpu``)."""
+def _kernel_here(kernel, config: Config, train: Dataset):
+    """``kernel`` as it runs on this machine's CPU (or GPU with ``distributed.use_gpu``) for
+    the run's model (Gibbs' precision auto: bf16 only where native and the model is large
+    enough); the trainer decides the same on every rank."""
     import torch
 
+    from raybm.models.build import build as build_model
     from raybm.samplers.gibbs import bf16_native
 
     gpu = config.distributed.use_gpu and torch.cuda.is_available()
-    return kernel.for_run(bf16_native("cuda" if gpu else "cpu")).precision
+    model = build_model(config, train, torch.Generator().manual_seed(0))
+    return kernel.for_run(model, bf16_native("cuda" if gpu else "cpu"))
 
 
 def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
@@ -352,7 +355,8 @@ def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,
         record_ray_start(plan.run_dir, *ray_times)
     # What the kernel's machine-dependent settings come to here (precision auto); Ray
     # workers agree on their own and say so where they differ (worker.py).
-    precision = _precision_here(kernel, config)
+    kernel = _kernel_here(kernel, config, plan.train_set)
+    precision = kernel.precision
     if plan.run_id is None:
         tracker.log_params(config.flat())
         tracker.log_params({"sampler.precision_used": precision})

@@ -87,7 +87,8 @@ class Trainer:
         # (Gibbs' precision auto: bf16 only if every rank multiplies bf16 natively; compile
         # auto: on for a bf16 run long enough to repay compiling).
         self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules).for_run(
-            self._every_rank_bf16_native(), self._draws())
+            self.model, self._every_rank_bf16_native(), self._draws(),
+            weighs_moves=self.estimator.weighs_moves)
         self.optimizers = build_optimizers(c, self.modules)
         self.phases: list[Phase] = [as_phase(p) for p in self.estimator.phases]
         use_labels = self.model.n_labels > 0

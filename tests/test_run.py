@@ -275,3 +275,29 @@ def test_a_step_that_overflows_the_parameters_is_never_checkpointed(tmp_path, mo
     with pytest.raises(DivergenceError, match="diverged at update 4: non-finite hbias"):
         run_updates(trainer, 6, on_checkpoint=lambda step: trainer.save(tmp_path, {}))
     assert load_checkpoint(tmp_path).step == 2
+
+
+@pytest.mark.parametrize("native, n_hidden, used, why", [
+    (False, 16, "fp32", "no native bf16 matmuls here"),
+    (True, 16, "fp32", "samples faster in fp32"),  # N M / (N + M) = 74 x 16 / 90 = 13
+    (True, 2000, "bf16", "native bf16 matmuls on every rank"),  # 74 x 2000 / 2074 = 71
+])
+def test_precision_auto_takes_bf16_only_where_native_and_worth_it(
+        tmp_path, monkeypatch, native, n_hidden, used, why):
+    """``sampler.precision: auto`` (the default) runs bf16 only where the matmuls are native
+    and the model large enough for them to repay the conversions (AUTO_BF16_MIN_WIDTH); the
+    run's first lines say what it chose and why, and the trainer runs that."""
+    import raybm.samplers.gibbs
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    monkeypatch.setattr(raybm.samplers.gibbs, "_cpu_bf16", lambda: native)
+    said: list[str] = []
+    cfg = load_config(None, SMALL + [f"model.n_hidden={n_hidden}", "train.n_updates=2"])
+    assert cfg.sampler.precision == "auto"
+    train_run(cfg, out=tmp_path / "r", evaluate_at_end=False, say=said.append)
+    assert [m for m in said if m.startswith("sampler.precision")] == [
+        next(m for m in said if m.startswith(f"sampler.precision auto: {used} ("))]
+    assert why in next(m for m in said if m.startswith("sampler.precision"))
+    train, _ = load_data(cfg)
+    assert make_trainer(cfg, train).estimator.kernel.precision == used

@@ -136,6 +136,9 @@ class Estimator(ABC):
     info_names: ClassVar[tuple[str, ...]] = ()
     starts_exact: ClassVar[bool] = False
     persistent: ClassVar[bool] = False  # walkers live across updates (and in checkpoints)
+    # It reads the log-weight increments a kernel that is not invariant reports (Jarzynski):
+    # a kernel that computes them only on request (ULA) is told (Kernel.for_run).
+    weighs_moves: ClassVar[bool] = False
     # The model is trained to generate in k kernel steps from the kernel's start (F&F): its
     # samples are drawn that way by default (``raybm.sampling``).
     generates_in_k: ClassVar[bool] = False

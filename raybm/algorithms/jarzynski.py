@@ -61,6 +61,7 @@ class Jarzynski(Estimator):
     (``samplers.exact``), so ``log Z_0`` is known.
     """
 
+    weighs_moves: ClassVar[bool] = True
     k: int
     ess_threshold: float = 0.5
     resampling: str = "systematic"

@@ -75,11 +75,15 @@ class Kernel(Protocol):
     def notes(self, use_gpu: bool) -> list[str]:
         ...
 
-    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "Kernel":
-        """The kernel as it runs here: what its config left to the machine and the run
-        decided (Gibbs' ``precision: auto`` and ``compile: auto``). ``bf16_native``: every
-        rank of the run has native bf16 matmuls; ``draws``: about how many unit updates
-        (walkers x units x steps) the whole run makes on one rank."""
+    def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
+                weighs_moves: bool = True) -> "Kernel":
+        """The kernel as it runs on ``model`` here: what its config left to the machine and
+        the run decided (Gibbs' ``precision: auto`` and ``compile: auto``); its ``notes``
+        then say what that came to. ``bf16_native``: every rank of the run has native bf16
+        matmuls; ``draws``: about how many unit updates (walkers x units x steps) the whole
+        run makes on one rank; ``weighs_moves``: the estimator reads the log-weight
+        increments of moves (``KernelInfo.log_weight_increment``; Jarzynski), which a
+        kernel may otherwise skip computing (ULA)."""
         ...
 
     def state_dict(self) -> dict[str, float]:
@@ -121,7 +125,8 @@ class KernelBase:
         """Lines a run should say about this kernel on this machine before it trains."""
         return []
 
-    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "Kernel":
+    def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
+                weighs_moves: bool = True) -> "Kernel":
         return self
 
     def state_dict(self) -> dict[str, float]:

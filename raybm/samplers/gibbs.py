@@ -56,8 +56,9 @@ from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
 
 PRECISIONS = ("fp32", "bf16")
-# ``auto``: bf16 where every rank's device multiplies bf16 natively, else fp32 (the trainer
-# decides, :meth:`GibbsKernel.for_run`).
+# ``auto``: bf16 where every rank's device multiplies bf16 natively and the model is large
+# enough for it to pay (AUTO_BF16_MIN_WIDTH), else fp32 (the trainer decides,
+# :meth:`GibbsKernel.for_run`).
 SETTINGS = ("auto", *PRECISIONS)
 # compile: auto (samplers.fused), measured on the Intel Xeon of 2026-12-04 (MNIST 784 x 512,
 # 2,000 walkers, benchmarks/train_throughput.py): a cold compilation took ~15 s; the fused
@@ -65,6 +66,12 @@ SETTINGS = ("auto", *PRECISIONS)
 # share of the hidden layer).
 COMPILE_COST_S = 15.0
 COMPILE_SAVES_S = 1.9e-9
+# precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
+# 2,000 walkers, fp32 time over bf16 (Intel Xeon with AMX, 1 thread, 2026-12-05): 12 x 8
+# (width 4.8) 0.54 / 0.58, 64 x 32 (21) 0.75 / 0.88, 100 x 100 (50) 0.99 / 1.20, 200 x 100
+# (67) 1.05 / 1.30, 784 x 128 (110) 1.31 / 1.34, 256 x 256 (128) 1.46 / 1.70, 784 x 512
+# (310) 2.32 / 2.06: below ~60 the bf16 path's conversions cost more than its matmuls save.
+AUTO_BF16_MIN_WIDTH = 64.0
 # CPU flags of the instructions that make bf16 matmuls fast (Zen 4 / Cooper Lake, Sapphire
 # Rapids); without them oneDNN emulates bf16, measured ~54x slower than fp32 (AVX2 EPYC,
 # benchmarks/RESULTS.md).
@@ -84,6 +91,15 @@ def bf16_native(device: torch.device | str = "cpu") -> bool:
 @functools.cache
 def _cpu_bf16() -> bool:
     return cpu_has_bf16() is True
+
+
+def bf16_width(model: RBM) -> float:
+    """``N M / (N + M)`` for ``N`` visible columns (one-hot for Potts, labels included) and
+    ``M`` hidden units: a sweep's matmul work over its elementwise work (draws, random
+    numbers, conversions), the ratio that decides whether bf16's faster matmuls repay its
+    extra conversions (``AUTO_BF16_MIN_WIDTH``)."""
+    n_in = model.weight.numel() // model.n_hidden + model.n_labels
+    return n_in * model.n_hidden / (n_in + model.n_hidden)
 
 
 def resolve_precision(precision: str, native: bool) -> str:
@@ -382,6 +398,8 @@ class GibbsKernel(KernelBase):
     # checkpoint written before the choice existed holds no such state and continues with
     # the Mersenne Twister it was drawn with (with_state), exactly.
     stream: str = STREAMS[-1]
+    # What ``precision: auto`` came to and why (for_run; the run's first lines say it).
+    chosen: str = ""
     name: ClassVar[str] = "gibbs"
     invariant: ClassVar[bool] = True
     box: ClassVar[None] = None  # states are discrete: no box
@@ -397,23 +415,28 @@ class GibbsKernel(KernelBase):
             return ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
                     "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x "
                     "measured); set sampler.precision=fp32"]
-        if self.precision == "auto":
-            native = bf16_native("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-            where = "this GPU" if use_gpu else "this CPU"
-            return [f"sampler.precision auto: {resolve_precision('auto', native)} "
-                    f"({where} {'has' if native else 'has no'} native bf16 matmuls; on "
-                    "Ray workers bf16 only if every worker has them)"]
-        return []
+        return [self.chosen] if self.chosen else []
 
-    def for_run(self, bf16_native: bool, draws: float = 0.0) -> "GibbsKernel":
-        precision = resolve_precision(self.precision, bf16_native)
+    def for_run(self, model: RBM, bf16_native: bool, draws: float = 0.0,
+                weighs_moves: bool = True) -> "GibbsKernel":
+        chosen = ""
+        precision = self.precision
+        if precision == "auto":
+            width = bf16_width(model)
+            precision = resolve_precision("auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH)
+            why = ("no native bf16 matmuls here (on Ray workers: on some worker)"
+                   if not bf16_native else
+                   f"native bf16 matmuls, but a model this small (N M / (N + M) = {width:.0f} "
+                   f"< {AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32"
+                   if precision == "fp32" else "native bf16 matmuls on every rank")
+            chosen = f"sampler.precision auto: {precision} ({why})"
         compiled = self.compile
         if compiled == "auto":
             # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and
             # sweep) at least twice what compiling costs (COMPILE_COST_S, once per process).
             saves = draws * COMPILE_SAVES_S
             compiled = precision == "bf16" and saves >= 2 * COMPILE_COST_S
-        return replace(self, precision=precision, compile=compiled)
+        return replace(self, precision=precision, compile=compiled, chosen=chosen)
 
     def state_dict(self) -> dict[str, float]:
         return {"random_stream": float(STREAMS.index(self.stream))}
@@ -432,7 +455,8 @@ class GibbsKernel(KernelBase):
         """``k`` sweeps (see :func:`step`); ``auto`` not yet resolved by the trainer (a
         kernel built outside a run) is resolved for the walkers' device."""
         precision = resolve_precision(self.precision, self.precision == "auto"
-                                      and bf16_native(state.x.device))
+                                      and bf16_native(state.x.device)
+                                      and bf16_width(model) >= AUTO_BF16_MIN_WIDTH)
         out, _ = step(gen, state, model, k, clamp_label=clamp_label,
                       clamp_visible=clamp_visible, precision=precision, stream=self.stream,
                       compiled=self.compile is True)

@@ -296,11 +296,13 @@ class _Langevin(NoiseStart, KernelBase):
         return torch.where((y >= low) & (y <= high), y, x)  # NaN compares False: reverted
 
     def _steps(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int,
-               metropolis: bool) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+               metropolis: bool, weigh: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         """``k`` Langevin steps. With ``metropolis`` a proposal is kept when it passes the
         Metropolis-Hastings test (otherwise the walker stays); without, every one is kept.
         Returns the walkers, the summed log ratio of the kept moves (ULA's log-weight
-        increment), and the mean fraction of proposals kept (None for k = 0).
+        increment; zero with ``weigh=False`` and no ``metropolis``, where nothing reads it and
+        it is not computed), and the mean fraction of proposals kept (None for k = 0).
         ``E`` and ``grad E`` at the proposal are the next step's at the walker, so each step
         costs one ``energy_and_grad``."""
         x, cond = state.x, state.condition
@@ -313,6 +315,10 @@ class _Langevin(NoiseStart, KernelBase):
         for _ in range(k):
             y = self._propose(gen, x, g_x)
             e_y, g_y = model.energy_and_grad(y, cond)
+            if not (metropolis or weigh):  # nothing reads the ratio: the move alone
+                x, e_x, g_x = y, e_y, g_y
+                kept += 1.0
+                continue
             log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
             if not metropolis:
                 x, e_x, g_x = y, e_y, g_y
@@ -347,16 +353,25 @@ class _Langevin(NoiseStart, KernelBase):
 
 @dataclass(frozen=True)
 class ULA(_Langevin):
-    """Unadjusted Langevin: always moves; reports the Jarzynski log-weight increment."""
+    """Unadjusted Langevin: always moves; reports the Jarzynski log-weight increment, unless
+    built with ``weighs_moves=False`` (:meth:`for_run`: a run whose estimator does not read
+    it, where it would cost ~15% of a step of the conv energy: the log ratio in float64)."""
 
+    weighs_moves: bool = True
     name: ClassVar[str] = "ula"
     invariant: ClassVar[bool] = False
+
+    def for_run(self, model: EnergyModel, bf16_native: bool, draws: float = 0.0,
+                weighs_moves: bool = True) -> "ULA":
+        return replace(self, weighs_moves=weighs_moves)
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,
              clamp_label: bool = False) -> tuple[WalkerState, KernelInfo]:
         # The condition (label) is never moved by Langevin: clamp_label changes nothing.
-        x, increment, _ = self._steps(gen, state, model, k, metropolis=False)
-        return state.replace(x=x), KernelInfo(log_weight_increment=increment)
+        x, increment, _ = self._steps(gen, state, model, k, metropolis=False,
+                                      weigh=self.weighs_moves)
+        return state.replace(x=x), KernelInfo(
+            log_weight_increment=increment if self.weighs_moves else None)
 
 
 @dataclass(frozen=True)

@@ -526,3 +526,32 @@ def test_the_difference_form_of_the_proposal_ratio_is_the_two_densities(noise_st
     low = _log_q_ratio(x.float(), y.float(), g_x.float(), g_y.float(), h, noise_std)
     assert low.dtype == torch.float64
     torch.testing.assert_close(low, want, rtol=1e-4, atol=1e-4)
+
+
+def test_ula_skips_the_increment_only_where_nothing_reads_it(tmp_path):
+    """A ULA told that no estimator weighs its moves (PCD) makes the same moves from the same
+    draws and reports no increment; the trainer tells it so for PCD and not for Jarzynski."""
+    import numpy as np
+
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    model = GaussianMixtureEnergy(torch.tensor([[0.0, 0.0], [2.0, 1.0]]),
+                                  torch.tensor([0.3, -0.2]), std=0.5)
+    start = WalkerState.unweighted(torch.randn(64, 2,
+                                               generator=torch.Generator().manual_seed(1)))
+    weighed, info = ULA(0.1).step(torch.Generator().manual_seed(2), start, model, 5)
+    bare, bare_info = ULA(0.1, weighs_moves=False).step(torch.Generator().manual_seed(2),
+                                                        start, model, 5)
+    assert torch.equal(weighed.x, bare.x)
+    assert info.log_weight_increment is not None and bare_info.log_weight_increment is None
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(100, 2)).astype("f4"))
+    for algorithm, weighs in (("pcd", False), ("jarzynski", True)):
+        cfg = load_config(None, [
+            f"data.path={tmp_path / 'x.npy'}", "data.format=floats", "model.kind=mlp",
+            "model.widths=[8]", "sampler.name=ula", f"algorithm.name={algorithm}",
+            "algorithm.k=2", "algorithm.n_walkers=20", "train.batch_size=20",
+            "train.progress=false", "tracking.enabled=false"])
+        train, _ = load_data(cfg)
+        assert make_trainer(cfg, train).estimator.kernel.weighs_moves is weighs
