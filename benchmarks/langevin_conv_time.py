@@ -13,8 +13,9 @@ proposal into it (``clamp(-1, 1)``, which is not exact: it puts mass on the face
 density accounts for); raybm's kernels (``samplers.langevin``) reflect it and evaluate the
 reflected proposal's density both ways, report the acceptance or the Jarzynski increment, and
 draw from a named generator. ULA runs as PCD runs it (``weighs_moves=False``: no estimator
-reads its increment) and as Jarzynski runs it (the increment in float64). The second peer is ``torchebm`` 0.8.9's ``LangevinDynamics``
-(ULA only: it has no Metropolis correction) on the same energy. All run the same model in the
+reads its increment) and as Jarzynski runs it (the increment in float64). The second peer is
+``torchebm`` 0.8.9's ``LangevinDynamics`` (ULA only: it has no Metropolis correction) on the
+same energy. All run the same model in the
 same process, alternated, ``--repeats`` times; the median seconds per step and the ratios are
 printed.
 

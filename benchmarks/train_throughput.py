@@ -62,7 +62,8 @@ def cpu_line() -> str:
     except OSError:
         pass
     have = [f for f in FLAGS if f in flags]
-    return f"{model}; {os.cpu_count()} cores; flags: {' '.join(have) or 'none of ' + ', '.join(FLAGS)}"
+    named = " ".join(have) or "none of " + ", ".join(FLAGS)
+    return f"{model}; {os.cpu_count()} cores; flags: {named}"
 
 
 def raybm_sets(method: str, precision: str, n_updates: int, device: str,
@@ -128,7 +129,8 @@ def rbms_argv(data: Path, n_updates: int, out: Path, device: str) -> list[str] |
 
     if importlib.util.find_spec("rbms") is None:
         return None
-    return [sys.executable, "-m", "rbms.scripts.train_rbm", "--dataset", str(data), "--num_hiddens", str(SIZES["n_hidden"]),
+    return [sys.executable, "-m", "rbms.scripts.train_rbm", "--dataset", str(data),
+            "--num_hiddens", str(SIZES["n_hidden"]),
             "--batch_size", str(SIZES["batch"]), "--num_chains", str(SIZES["n_walkers"]),
             "--gibbs_steps", str(SIZES["k"]), "--num_updates", str(n_updates),
             "--learning_rate", "0.01", "--device", device, "--n_save", "1",

@@ -15,8 +15,9 @@ lets Inductor vectorise it: it does not vectorise int16 loads.)
 Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
 long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
 the environment or :func:`set_compile`: the first call per shape costs ~15 s of C++
-compilation, which tests and short runs should not pay. If compiling fails (no compiler, an unsupported platform) the eager kernel is
-used from then on, with one warning, and :func:`compile_status` says why. Both give the same
+compilation, which tests and short runs should not pay. If compiling fails (no compiler, an
+unsupported platform) the eager kernel is used from then on, with one warning, and
+:func:`compile_status` says why. Both give the same
 draws up to float rounding (where a uniform sits within an ulp of its threshold).
 """
 

@@ -304,21 +304,24 @@ class _Langevin(NoiseStart, KernelBase):
         increment; zero with ``weigh=False`` and no ``metropolis``, where nothing reads it and
         it is not computed), and the mean fraction of proposals kept (None for k = 0).
         ``E`` and ``grad E`` at the proposal are the next step's at the walker, so each step
-        costs one ``energy_and_grad``."""
+        costs one ``energy_and_grad`` (and the call one more, at the start; without the
+        ratio, k in all)."""
         x, cond = state.x, state.condition
         shape = (-1, *[1] * (x.dim() - 1))
         increment = torch.zeros(x.shape[0], dtype=torch.float64)
         # Summed on the device and read once per call: no host sync per step.
         kept = torch.zeros((), dtype=torch.float64)
+        if not (metropolis or weigh):
+            # Nothing reads the ratio: the moves alone, one gradient each (the ratio would
+            # need E and grad E at the last proposal too: k + 1 evaluations).
+            for _ in range(k):
+                x = self._propose(gen, x, model.grad_energy(x, cond))
+            return x.detach(), increment, (1.0 if k else None)
         if k:
             e_x, g_x = model.energy_and_grad(x, cond)
         for _ in range(k):
             y = self._propose(gen, x, g_x)
             e_y, g_y = model.energy_and_grad(y, cond)
-            if not (metropolis or weigh):  # nothing reads the ratio: the move alone
-                x, e_x, g_x = y, e_y, g_y
-                kept += 1.0
-                continue
             log_ratio = self._log_ratio(x, y, e_x, g_x, e_y, g_y)
             if not metropolis:
                 x, e_x, g_x = y, e_y, g_y

@@ -37,16 +37,16 @@ def random_words(gen: torch.Generator, n: int, out: torch.Tensor | None = None,
                  stream: str = "sfc64") -> torch.Tensor:
     """``n`` uniformly random 64-bit words (int64), every bit used.
 
-    ``stream="sfc64"`` on the CPU: one 64-bit word of ``gen`` seeds numpy's SFC64 (Doty-Humphrey's small fast
-    chaotic generator, which passes BigCrush and PractRand), whose raw output gives the
-    ``n`` words: 1.3 ms for 784,000 words against 3.4 ms for torch's Mersenne Twister
-    (``random_``) on the Intel Xeon of 2026-12-04, the largest non-matmul cost of a Gibbs
-    sweep. The words are a function of ``gen``'s state, which advances by one draw, so a
-    checkpointed generator still continues a run exactly. ``out`` is then not used (the
-    words are numpy's buffer). ``stream="mt19937"``, or another device: the generator draws
-    them itself into ``out[:n]`` (if given): ``random_(-2^63, None)`` takes its full-range path (one 64-bit
-    output per element), where ``torch.randint(-2^63, 2^63 - 1)`` would reduce every word
-    modulo ``2^64 - 1``.
+    ``stream="sfc64"`` on the CPU: one 64-bit word of ``gen`` seeds numpy's SFC64
+    (Doty-Humphrey's small fast chaotic generator, which passes BigCrush and PractRand),
+    whose raw output gives the ``n`` words: 1.3 ms for 784,000 words against 3.4 ms for
+    torch's Mersenne Twister (``random_``) on the Intel Xeon of 2026-12-04, the largest
+    non-matmul cost of a Gibbs sweep. The words are a function of ``gen``'s state, which
+    advances by one draw, so a checkpointed generator still continues a run exactly.
+    ``out`` is then not used (the words are numpy's buffer). ``stream="mt19937"``, or
+    another device: the generator draws them itself into ``out[:n]`` (if given):
+    ``random_(-2^63, None)`` takes its full-range path (one 64-bit output per element),
+    where ``torch.randint(-2^63, 2^63 - 1)`` would reduce every word modulo ``2^64 - 1``.
     """
     if stream not in STREAMS:
         raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
