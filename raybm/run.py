@@ -307,9 +307,11 @@ def _kernel_here(kernel, config: Config, train: Dataset):
 
     from raybm.models.build import build as build_model
     from raybm.samplers.gibbs import bf16_native
+    from raybm.streams import generator
 
     gpu = config.distributed.use_gpu and torch.cuda.is_available()
-    model = build_model(config, train, torch.Generator().manual_seed(0))
+    # The model as the trainer builds it (its stream; only its shape matters here).
+    model = build_model(config, train, generator(config.train.seed, "init"))
     return kernel.for_run(model, bf16_native("cuda" if gpu else "cpu"))
 
 
