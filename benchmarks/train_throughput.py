@@ -424,18 +424,29 @@ def main() -> None:
     rows = results["processes"]
     ref = next((r for r in rows if r["case"].startswith("rbms")), None)
     if rows:
-        print(f"\nMedian of {args.repeats} rounds (min-max in brackets):")
-        print("| case | precision | ms / update | vs rbms | vs PCD same precision | peak MiB |")
-        print("|---|---|---|---|---|---|")
+        # Per round too: rbms' time over this case's in the same round (the VMs this runs on
+        # drift by 1.5x within minutes; a round's cases run within a few minutes of each
+        # other, so the ratio of one round is steadier than the ratio of the medians).
+        print(f"\nMedian of {args.repeats} rounds (min-max in brackets); 'per round': the "
+              "median (min-max) of rbms' time over the case's, round by round:")
+        print("| case | precision | ms / update | vs rbms | vs rbms per round | vs PCD same "
+              "precision | peak MiB |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
             pcd = next((p for p in rows if p["case"] == "pcd"
                         and p["precision"] == r["precision"]), None)
             vs_rbms = f"{ref['s_per_update'] / r['s_per_update']:.2f}x" if ref else "-"
+            per_round = "-"
+            if ref and not r["case"].startswith("rbms"):
+                ratios = [a / b for a, b in zip(ref["runs"], r["runs"])]
+                r["vs_rbms_per_round"] = ratios
+                per_round = (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-"
+                             f"{max(ratios):.2f})")
             vs_pcd = (f"{r['s_per_update'] / pcd['s_per_update']:.2f}"
                       if pcd and not r["case"].startswith("rbms") else "-")
             print(f"| {r['case']} | {r['precision']} | {r['s_per_update'] * 1000:.1f} "
                   f"({r['s_min'] * 1000:.0f}-{r['s_max'] * 1000:.0f}) | "
-                  f"{vs_rbms} | {vs_pcd} | {r['peak_mib']:.0f} |")
+                  f"{vs_rbms} | {per_round} | {vs_pcd} | {r['peak_mib']:.0f} |")
     if args.device == "cpu":
         print("\nMatmul floor of one PCD-10 update (the products alone, best of 5), ms:")
         results["floor"] = {}

@@ -258,8 +258,9 @@ class GibbsSamplerConfig(SamplerSection):
 
     name: Literal["gibbs"] = "gibbs"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", json_schema_extra=TUNE)
-    # torch.compile of the bf16 path's draws: auto (on for a run long enough to repay the
-    # ~15 s it takes to compile), true, false (YAML reads on / off as these too)
+    # torch.compile of the sweeps' elementwise draws (both precisions): auto (on for a run
+    # long enough to repay the ~15 s it takes to compile), true, false (YAML reads on / off
+    # as these too)
     compile: Literal["auto"] | bool = "auto"
 
 

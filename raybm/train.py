@@ -85,7 +85,7 @@ class Trainer:
         # The kernel again, now that it can see the modules (a flow proposing its moves),
         # with what its config left to the machine and the run decided for every rank alike
         # (Gibbs' precision auto: bf16 only if every rank multiplies bf16 natively; compile
-        # auto: on for a bf16 run long enough to repay compiling).
+        # auto: on for a run long enough to repay compiling).
         self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules).for_run(
             self.model, self._every_rank_bf16_native(), self._draws(),
             weighs_moves=self.estimator.weighs_moves)

@@ -1,4 +1,4 @@
-"""The elementwise half of a fast Bernoulli half-step, eager or fused by ``torch.compile``.
+"""The elementwise half of a Bernoulli half-step, eager or fused by ``torch.compile``.
 
 After the bf16 matmul ``y = x @ W``, the fast draw (``random_bits``) is
 
@@ -10,7 +10,9 @@ bottom half the high 16 bits). Eagerly this is about five passes over the ``(n, 
 (cast to float32, bias add, sigmoid, the uniforms' cast, the compare); ``torch.compile``
 (Inductor) fuses them into one vectorised loop that reads ``y`` and the words and writes the
 0/1 result, with no float temporaries. (Unpacking with shifts rather than int16 views is what
-lets Inductor vectorise it: it does not vectorise int16 loads.)
+lets Inductor vectorise it: it does not vectorise int16 loads.) The fp32 reference draw,
+``[u < sigmoid(z)]`` on 24-bit uniforms, is fused the same way (:func:`exact_field`), from the
+same words and with the same arithmetic as its eager kernel.
 
 Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
 long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
@@ -34,6 +36,7 @@ from raybm.samplers.scratch import Scratch
 
 _enabled = os.environ.get("RAYBM_COMPILE", "") == "1"
 _compiled: Callable | None = None
+_compiled_exact: Callable | None = None
 _compiled_categorical: Callable | None = None
 _failure: str | None = None
 
@@ -69,6 +72,33 @@ def _fused(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor) -> torch.Te
     # slower than the compare itself on this project's CPUs.
     h = torch.where(u + u * e < 1.0, 1.0, 0.0)
     return h.to(torch.bfloat16).view(2 * r, m)
+
+
+def _fused_exact(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor) -> None:
+    # The reference draw [u < sigmoid(z)], u = (w >> 8) 2^-24 + 1/2 on torch.rand's 24-bit
+    # grid, as the eager kernel computes it (same uniforms, same sigmoid-then-compare), in one
+    # loop: the eager kernel's shift, int -> float add, sigmoid and compare are four passes
+    # over the field with two hidden casts (~2.3 of a 784 x 512, 2,000-walker sweep's ~4.5 ms
+    # outside its matmuls, Intel Xeon, 2 threads, 2026-12-05). Writing ``out`` inside the
+    # compiled function lets Inductor store into it (also a strided column block) directly.
+    u = torch.bitwise_right_shift(words, 8).to(torch.float32) * 2.0**-24 + 0.5
+    out.copy_(torch.where(u < torch.sigmoid(z), 1.0, 0.0))
+
+
+def exact_field(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor,
+                compiled: bool = False) -> torch.Tensor | None:
+    """The fp32 reference draw ``[u < sigmoid(z)]`` by the ``torch.compile`` kernel, written
+    into ``out`` (float32 0/1; ``z``: float32 ``(n, m)``, may be a column slice; ``words``: int32
+    ``(n, m)``, the uniforms' 32-bit words, as ``random_bits.unit_uniform24_`` reads them), or
+    None where it does not run (compilation off or failed): the caller's eager kernel then
+    draws, from the same words, the same states up to a sigmoid's last bit."""
+    global _compiled_exact
+    if not (_enabled or compiled) or _failure is not None:
+        return None
+    if _compiled_exact is None:
+        _compiled_exact = torch.compile(_fused_exact, fullgraph=True)
+    _try(_compiled_exact, z, words, out)  # on failure it sets _failure (out is redrawn)
+    return None if _failure is not None else out
 
 
 def _eager(

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from raybm.models.rbm import RBM
-from raybm.samplers.fused import bernoulli_field, categorical_field
+from raybm.samplers.fused import bernoulli_field, categorical_field, exact_field
 from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
 from raybm.samplers.random_bits import (
@@ -62,10 +62,11 @@ PRECISIONS = ("fp32", "bf16")
 SETTINGS = ("auto", *PRECISIONS)
 # compile: auto (samplers.fused), measured on the Intel Xeon of 2026-12-04 (MNIST 784 x 512,
 # 2,000 walkers, benchmarks/train_throughput.py): a cold compilation took ~15 s; the fused
-# draws saved ~30 ms of 10 sweeps, ~1.9 ns per sweep of one walker's visible unit (with its
-# share of the hidden layer).
+# draws saved ~30 ms of 10 sweeps in bf16, ~1.9 ns per sweep of one walker's visible unit
+# (with its share of the hidden layer), and 20 ms of 10 sweeps in fp32 (167 -> 147 ms, same
+# draws; 2 threads, 2026-12-05), ~1.3 ns.
 COMPILE_COST_S = 15.0
-COMPILE_SAVES_S = 1.9e-9
+COMPILE_SAVES_S = {"bf16": 1.9e-9, "fp32": 1.3e-9}
 # precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
 # 2,000 walkers, fp32 time over bf16 (Intel Xeon with AMX, 1 thread, 2026-12-05): 12 x 8
 # (width 4.8) 0.54 / 0.58, 64 x 32 (21) 0.75 / 0.88, 100 x 100 (50) 0.99 / 1.20, 200 x 100
@@ -188,14 +189,18 @@ def _bernoulli_exact(
     """``[u < sigmoid(z)]`` as 0/1 in ``out`` (``z``'s shape; ``z`` is a temporary and is
     overwritten). The uniforms are made in place in ``out``, then compared in place: in
     float32, on ``torch.rand``'s 24-bit grid from 32-bit halves of the int64 stream
-    (``unit_uniform24_``); in other dtypes (float64 references), by ``uniform_``."""
-    prob = z.sigmoid_()
+    (``unit_uniform24_``), or with ``ws.compiled`` in one compiled loop from the same words
+    (``fused.exact_field``); in other dtypes (float64 references), by ``uniform_``."""
     if out.dtype != torch.float32:
-        return out.uniform_(generator=gen).lt_(prob)
+        return out.uniform_(generator=gen).lt_(z.sigmoid_())
     n, m = z.shape
     words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
                          out=ws.get("words", ((n * m + 1) // 2,), torch.int64, z.device))
-    return unit_uniform24_(words.view(torch.int32)[: n * m].view(n, m), out=out).lt_(prob)
+    words = words.view(torch.int32)[: n * m].view(n, m)
+    if exact_field(z, words, out, compiled=ws.compiled) is not None:
+        return out
+    prob = z.sigmoid_()
+    return unit_uniform24_(words, out=out).lt_(prob)
 
 
 def _fast_draw(
@@ -237,9 +242,14 @@ def _visible_part(p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
     return torch.mm(buf[:, : p.n_in], p.up[: p.n_in]).to(p.field_dtype)
 
 
-def _label_rows(p: GibbsParams, label: torch.Tensor) -> torch.Tensor:
-    """The rows of ``up`` holding ``D_l`` for each walker's label."""
-    return label + p.n_in
+def _clamped_field(p: GibbsParams, fixed: torch.Tensor, label_rows: torch.Tensor,
+                   label: torch.Tensor, ws: Scratch) -> torch.Tensor:
+    """``x W + D_l`` for clamped visibles: the fixed part plus each walker's label row, in a
+    scratch buffer. (``fixed + up[label + N]`` made two fresh ``(n, M)`` tensors a sweep, each
+    page-faulted in: ~2 ms of a 2,000 x 512 classification sweep's ~3 ms, Intel Xeon,
+    2026-12-05.)"""
+    field = ws.get("clamped", fixed.shape, fixed.dtype, fixed.device)
+    return torch.index_select(label_rows, 0, label, out=field).add_(fixed)
 
 
 def _hidden_from(gen: torch.Generator, p: GibbsParams, field: torch.Tensor,
@@ -370,9 +380,12 @@ def step(
     # it is computed once and each sweep adds only the label's row D_l (one (n, M) gather
     # instead of a (n, N) x (N, M) matmul per sweep: F&F's classification phase).
     fixed = _visible_part(p, buf) if clamp_visible else None
+    # D, the label rows of up, in the field's dtype (a float32 copy in the fast path: 10 rows)
+    label_rows = (p.up[p.n_in : p.n_in + p.n_labels].to(fixed.dtype)
+                  if fixed is not None else None)
     for _ in range(k):
         h = (_hidden(gen, p, buf, ws) if fixed is None
-             else _hidden_from(gen, p, fixed + p.up[_label_rows(p, label)], ws))
+             else _hidden_from(gen, p, _clamped_field(p, fixed, label_rows, label, ws), ws))
         buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label, ws)
         if new_label is not None:
             label = new_label
@@ -390,8 +403,8 @@ class GibbsKernel(KernelBase):
     """
 
     precision: str = "fp32"  # fp32 | bf16 | auto (the trainer resolves it: for_run)
-    # torch.compile of the fast path's elementwise draws (samplers.fused): True, False, or
-    # "auto" (the trainer turns it on for a bf16 run whose draws save more than the
+    # torch.compile of the elementwise draws (samplers.fused; the fp32 path's too): True,
+    # False, or "auto" (the trainer turns it on for a run whose draws save more than the
     # compilation costs, for_run).
     compile: bool | str = False
     # Where a sweep's random words come from (random_bits.STREAMS): SFC64 for new runs; a
@@ -434,8 +447,7 @@ class GibbsKernel(KernelBase):
         if compiled == "auto":
             # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and
             # sweep) at least twice what compiling costs (COMPILE_COST_S, once per process).
-            saves = draws * COMPILE_SAVES_S
-            compiled = precision == "bf16" and saves >= 2 * COMPILE_COST_S
+            compiled = draws * COMPILE_SAVES_S[precision] >= 2 * COMPILE_COST_S
         return replace(self, precision=precision, compile=compiled, chosen=chosen)
 
     def state_dict(self) -> dict[str, float]:

@@ -210,6 +210,7 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
 
     monkeypatch.setattr(fused, "_compiled", broken)
     monkeypatch.setattr(fused, "_compiled_categorical", broken)
+    monkeypatch.setattr(fused, "_compiled_exact", broken)
     fused.set_compile(True)
     try:
         model = random_model("potts", torch.Generator().manual_seed(10), 0)
@@ -218,6 +219,13 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
         with pytest.warns(RuntimeWarning, match="torch.compile"):
             new, _ = gibbs.step(gen, state, model, 2, precision="bf16")
         assert fused.compile_status().startswith("failed: RuntimeError")
+        assert new.x.shape == state.x.shape
+    finally:
+        fused.set_compile(False)
+    fused.set_compile(True)  # the fp32 reference draw falls back the same way
+    try:
+        with pytest.warns(RuntimeWarning, match="torch.compile"):
+            new, _ = gibbs.step(gen, state, model, 2, precision="fp32")
         assert new.x.shape == state.x.shape
     finally:
         fused.set_compile(False)
@@ -245,6 +253,28 @@ def test_compiled_kernel_agrees_with_eager():
 
 
 @pytest.mark.slow
+def test_compiled_exact_draw_agrees_with_eager():
+    """The fp32 reference draw, compiled, from the same words: the same states up to a
+    sigmoid's last bit, also written into a column block of a wider buffer."""
+    gen = torch.Generator().manual_seed(15)
+    z = torch.randn(256, 100, generator=gen) * 3
+    words = random_words(gen, 256 * 48).view(torch.int32).view(256, 96)
+    eager = torch.empty(256, 96)
+    gibbs_words = words.clone()  # unit_uniform24_ shifts its words in place
+    unit_uniform24_(gibbs_words, out=eager).lt_(z[:, :96].sigmoid())
+    wide = torch.full((256, 100), 7.0)
+    fused.set_compile(True)
+    try:
+        out = fused.exact_field(z[:, :96], words, wide[:, :96])
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    assert out is not None and out.data_ptr() == wide.data_ptr()
+    assert (wide[:, 96:] == 7.0).all()  # nothing beyond the block written
+    assert (wide[:, :96] != eager).sum() <= 3
+
+
+@pytest.mark.slow
 def test_compiled_categorical_agrees_with_eager():
     gen = torch.Generator().manual_seed(13)
     y = (torch.randn(300, 7 * 5, generator=gen) * 2).bfloat16()
@@ -262,8 +292,9 @@ def test_compiled_categorical_agrees_with_eager():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
-def test_compiled_path_samples_the_model(kind):
+def test_compiled_path_samples_the_model(kind, precision):
     """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included)."""
     from tests.enumeration import visible_distribution
     from tests.samplers.test_gibbs import P_MIN, chi_square_p, histogram
@@ -273,7 +304,7 @@ def test_compiled_path_samples_the_model(kind):
     fused.set_compile(True)
     try:
         state = gibbs.init_uniform(gen, model, 100_000)
-        state, _ = gibbs.step(gen, state, model, 60, precision="bf16")
+        state, _ = gibbs.step(gen, state, model, 60, precision=precision)
         assert fused.compile_status() == "on"
     finally:
         fused.set_compile(False)

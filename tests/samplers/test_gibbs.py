@@ -170,8 +170,8 @@ def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
 
 def test_for_run_resolves_auto_by_machine_size_and_length():
     """``precision: auto`` is bf16 only with native bf16 and a model wide enough
-    (``bf16_width``); ``compile: auto`` only for bf16 runs whose draws repay compiling;
-    explicit settings are kept."""
+    (``bf16_width``); ``compile: auto`` only for runs whose draws repay compiling, by what
+    it saves in the precision chosen; explicit settings are kept."""
     from raybm.samplers.gibbs import (AUTO_BF16_MIN_WIDTH, COMPILE_COST_S, COMPILE_SAVES_S,
                                       GibbsKernel, bf16_width)
 
@@ -179,13 +179,17 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     assert bf16_width(big) == pytest.approx(784 * 512 / 1296)
     assert bf16_width(small) < AUTO_BF16_MIN_WIDTH <= bf16_width(big)
     auto = GibbsKernel("auto", compile="auto")
-    long_run = 2 * COMPILE_COST_S / COMPILE_SAVES_S
+    long_run = 2 * COMPILE_COST_S / COMPILE_SAVES_S["bf16"]
     assert auto.for_run(big, True, long_run) == GibbsKernel(
         "bf16", compile=True, chosen="sampler.precision auto: bf16 (native bf16 matmuls on "
         "every rank)")
     assert auto.for_run(big, True, long_run / 3).compile is False
     assert auto.for_run(big, False, long_run).precision == "fp32"
+    # fp32's fused draw saves less per draw: the same run is too short to repay compiling
+    assert COMPILE_SAVES_S["fp32"] < COMPILE_SAVES_S["bf16"]
     assert auto.for_run(big, False, long_run).compile is False
+    fp32_long = 2 * COMPILE_COST_S / COMPILE_SAVES_S["fp32"]
+    assert auto.for_run(big, False, fp32_long).compile is True
     assert auto.for_run(small, True, long_run).precision == "fp32"
     assert GibbsKernel("bf16").for_run(small, False) == GibbsKernel("bf16")
     assert GibbsKernel("fp32", compile=True).for_run(big, True).compile is True
