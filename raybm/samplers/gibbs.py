@@ -242,8 +242,8 @@ def _visible_part(p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
     return torch.mm(buf[:, : p.n_in], p.up[: p.n_in]).to(p.field_dtype)
 
 
-def _clamped_field(p: GibbsParams, fixed: torch.Tensor, label_rows: torch.Tensor,
-                   label: torch.Tensor, ws: Scratch) -> torch.Tensor:
+def _clamped_field(fixed: torch.Tensor, label_rows: torch.Tensor, label: torch.Tensor,
+                   ws: Scratch) -> torch.Tensor:
     """``x W + D_l`` for clamped visibles: the fixed part plus each walker's label row, in a
     scratch buffer. (``fixed + up[label + N]`` made two fresh ``(n, M)`` tensors a sweep, each
     page-faulted in: ~2 ms of a 2,000 x 512 classification sweep's ~3 ms, Intel Xeon,
@@ -385,7 +385,7 @@ def step(
                   if fixed is not None else None)
     for _ in range(k):
         h = (_hidden(gen, p, buf, ws) if fixed is None
-             else _hidden_from(gen, p, _clamped_field(p, fixed, label_rows, label, ws), ws))
+             else _hidden_from(gen, p, _clamped_field(fixed, label_rows, label, ws), ws))
         buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label, ws)
         if new_label is not None:
             label = new_label
