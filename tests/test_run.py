@@ -27,7 +27,10 @@ def params(model):
     ["algorithm.name=kstep", "algorithm.k=3"],
     ["algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=200",
      "algorithm.ess_threshold=0.9"],
-], ids=["pcd-adam", "kstep-sgd", "jarzynski"])
+    # compiled fp32 draws with their words made in the loop (SplitMix64; compiles: slow)
+    pytest.param(["algorithm.name=kstep", "algorithm.k=3", "sampler.precision=fp32",
+                  "sampler.compile=true"], marks=pytest.mark.slow),
+], ids=["pcd-adam", "kstep-sgd", "jarzynski", "kstep-compiled-fp32"])
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
     common = SMALL + algorithm + ["train.checkpoint_every=7"]
     straight = train_run(load_config(None, common + ["train.n_updates=20"]),
@@ -46,6 +49,9 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
         assert torch.equal(a.walkers.x, b.walkers.x)
     assert torch.equal(a.state["generator"], b.state["generator"])
     assert a.state["estimator"] == b.state["estimator"]
+    assert a.state["kernel"] == b.state["kernel"]
+    if "sampler.compile=true" in algorithm:
+        assert a.state["kernel"] == {"random_stream": 2.0}  # SplitMix64, and it came back
     if a.walkers is not None:
         assert torch.equal(a.walkers.log_weight, b.walkers.log_weight)
 

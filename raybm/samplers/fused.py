@@ -14,6 +14,15 @@ lets Inductor vectorise it: it does not vectorise int16 loads.) The fp32 referen
 ``[u < sigmoid(z)]`` on 24-bit uniforms, is fused the same way (:func:`exact_field`), from the
 same words and with the same arithmetic as its eager kernel.
 
+The keyed forms (:func:`exact_field_keyed`, :func:`bernoulli_field_keyed`) take no words:
+element ``(i, j)`` reads word ``i m + j`` of a SplitMix64 stream (``random_bits.splitmix_grid``),
+a function of its index that the compiled loop computes in registers. Stored words are made
+by numpy's SFC64 in one thread and read back from memory: a fp32 784 x 512, 2,000-walker
+sweep's draws took 6.3 ms so and 2.5 ms keyed (``random_bits.splitmix_grid``); the fp32 runs
+that compile use the keyed forms (``GibbsKernel.for_run``). bf16's
+16-bit uniforms need half the words and read them faster than the loop makes them, so they
+stay on stored words.
+
 Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
 long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
 the environment or :func:`set_compile`: the first call per shape costs ~15 s of C++
@@ -31,13 +40,19 @@ from collections.abc import Callable
 
 import torch
 
-from raybm.samplers.random_bits import bernoulli_u16, categorical_inverse_cdf, pair_halves
+from raybm.samplers.random_bits import (
+    bernoulli_u16,
+    unit_uniform24_,
+    categorical_inverse_cdf,
+    high_words,
+    pair_halves,
+    splitmix_grid,
+)
 from raybm.samplers.scratch import Scratch
 
 _enabled = os.environ.get("RAYBM_COMPILE", "") == "1"
-_compiled: Callable | None = None
-_compiled_exact: Callable | None = None
-_compiled_categorical: Callable | None = None
+# The compiled form of each kernel function, made on its first call (compiling costs seconds).
+_cache: dict[Callable, Callable] = {}
 _failure: str | None = None
 
 
@@ -85,6 +100,30 @@ def _fused_exact(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor) -> Non
     out.copy_(torch.where(u < torch.sigmoid(z), 1.0, 0.0))
 
 
+def _fused_exact_keyed(z: torch.Tensor, key: torch.Tensor, out: torch.Tensor) -> None:
+    # The same draw with the words made in the loop: element (i, j) takes word i m + j of
+    # the SplitMix64 stream ``key`` (its high 32 bits), computed in registers, never stored.
+    n, m = z.shape
+    _fused_exact(z, high_words(splitmix_grid(key, n, m)), out)
+
+
+def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    # The fast draw with its packed words made in the loop (high 32 bits of word i m + j of
+    # the SplitMix64 stream ``key`` for word row i).
+    r, m = y.shape[0] // 2, y.shape[1]
+    return _fused(y, bias, high_words(splitmix_grid(key, r, m)))
+
+
+def _compiled(fn: Callable) -> Callable:
+    if fn not in _cache:
+        _cache[fn] = torch.compile(fn, fullgraph=True)
+    return _cache[fn]
+
+
+def _on(compiled: bool) -> bool:
+    return (_enabled or compiled) and _failure is None
+
+
 def exact_field(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor,
                 compiled: bool = False) -> torch.Tensor | None:
     """The fp32 reference draw ``[u < sigmoid(z)]`` by the ``torch.compile`` kernel, written
@@ -92,13 +131,25 @@ def exact_field(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor,
     ``(n, m)``, the uniforms' 32-bit words, as ``random_bits.unit_uniform24_`` reads them), or
     None where it does not run (compilation off or failed): the caller's eager kernel then
     draws, from the same words, the same states up to a sigmoid's last bit."""
-    global _compiled_exact
-    if not (_enabled or compiled) or _failure is not None:
+    if not _on(compiled):
         return None
-    if _compiled_exact is None:
-        _compiled_exact = torch.compile(_fused_exact, fullgraph=True)
-    _try(_compiled_exact, z, words, out)  # on failure it sets _failure (out is redrawn)
+    _try(_compiled(_fused_exact), z, words, out)  # on failure it sets _failure (out is redrawn)
     return None if _failure is not None else out
+
+
+def exact_field_keyed(z: torch.Tensor, key: torch.Tensor, out: torch.Tensor,
+                      compiled: bool = False) -> torch.Tensor:
+    """:func:`exact_field` with the words of the SplitMix64 stream ``key``
+    (``random_bits.splitmix_key``) made inside the compiled loop; eagerly (compilation off
+    or failed) the same words are made first (``random_bits.splitmix_grid``, ~10x slower)
+    and drawn from as the eager kernel does: the same states up to a sigmoid's last bit."""
+    if _on(compiled):
+        _try(_compiled(_fused_exact_keyed), z, key, out)
+        if _failure is None:
+            return out
+    n, m = z.shape
+    words = high_words(splitmix_grid(key, n, m))
+    return unit_uniform24_(words, out=out).lt_(torch.sigmoid(z))
 
 
 def _eager(
@@ -152,11 +203,8 @@ def categorical_field(y: torch.Tensor, bias: torch.Tensor, u: torch.Tensor,
     compiled and eager kernels normalise differently (sum of exponentials vs. softmax), so a
     draw may differ where ``u`` falls within rounding of a cumulative probability.
     """
-    global _compiled_categorical
-    if (_enabled or compiled) and _failure is None:
-        if _compiled_categorical is None:
-            _compiled_categorical = torch.compile(_fused_categorical, fullgraph=True)
-        state = _try(_compiled_categorical, y, bias, u)
+    if _on(compiled):
+        state = _try(_compiled(_fused_categorical), y, bias, u)
         if state is not None:
             return state
     logits = torch.add(y, bias).view(u.shape[0], u.shape[1], -1)
@@ -193,11 +241,32 @@ def bernoulli_field(
     from call to call. The compiled kernel needs an even ``n``; odd ``n`` runs eagerly (same
     draws).
     """
-    global _compiled
-    if (_enabled or compiled) and _failure is None and y.shape[0] % 2 == 0:
-        if _compiled is None:
-            _compiled = torch.compile(_fused, fullgraph=True)
-        h = _try(_compiled, y, bias, words)
+    if _on(compiled) and y.shape[0] % 2 == 0:
+        h = _try(_compiled(_fused), y, bias, words)
         if h is not None:
             return h if out is None else out.copy_(h)
     return _eager(y, bias, words, out, scratch)
+
+
+def bernoulli_field_keyed(
+    y: torch.Tensor,
+    bias: torch.Tensor,
+    key: torch.Tensor,
+    out: torch.Tensor | None = None,
+    scratch: Scratch | None = None,
+    compiled: bool = False,
+) -> torch.Tensor:
+    """:func:`bernoulli_field` with its packed words, ``(ceil(n/2), m)``, the high halves of
+    the SplitMix64 stream ``key``'s words (``random_bits.splitmix_key``), made inside the
+    compiled loop; eagerly (compilation off or failed, or odd ``n``) made first
+    (``random_bits.splitmix_grid``) and drawn from as :func:`bernoulli_field` does."""
+    if _on(compiled) and y.shape[0] % 2 == 0:
+        h = _try(_compiled(_fused_keyed), y, bias, key)
+        if h is not None:
+            return h if out is None else out.copy_(h)
+    words = high_words(splitmix_grid(key, (y.shape[0] + 1) // 2, y.shape[1]))
+    return _eager(y, bias, words, out, scratch)
+
+
+# Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
+KERNELS = (_fused, _fused_keyed, _fused_exact, _fused_exact_keyed, _fused_categorical)

@@ -10,7 +10,9 @@ Two precisions:
 - ``"fp32"`` (the reference): fields in the model's dtype (bias fused into ``addmm``; Potts
   hidden fields as a gather-sum of weight rows), ``[u < sigmoid(z)]`` with uniforms on
   ``torch.rand``'s 24-bit grid (made from 32-bit halves of the generator's int64 stream, at
-  half ``torch.rand``'s cost), inverse-CDF categorical draws.
+  half ``torch.rand``'s cost), inverse-CDF categorical draws. Where the draws run compiled,
+  each uniform's word is made inside the compiled loop from a SplitMix64 stream keyed by the
+  generator (``random_bits.splitmix_grid``), never stored.
 - ``"bf16"`` (fast): bf16 matmuls on a bf16 copy of the float32 master weights, made once per
   parameter change (``prepared``), biases added in float32, and the Bernoulli draw
   ``[u16 2^-16 + 1/2 < sigmoid(z)]`` on 16-bit uniforms cut from the int64 stream
@@ -40,15 +42,24 @@ import torch
 import torch.nn.functional as F
 
 from raybm.models.rbm import RBM
-from raybm.samplers.fused import bernoulli_field, categorical_field, exact_field
+from raybm.samplers.fused import (
+    bernoulli_field,
+    bernoulli_field_keyed,
+    categorical_field,
+    exact_field,
+    exact_field_keyed,
+)
 from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
 from raybm.samplers.random_bits import (
+    COMPILED_STREAM,
+    EAGER_STREAM,
     STREAMS,
     categorical_index,
     categorical_logits,
     pair_words,
     random_words,
+    splitmix_key,
     uniform16_pairs,
     unit_uniform24_,
 )
@@ -60,13 +71,16 @@ PRECISIONS = ("fp32", "bf16")
 # enough for it to pay (AUTO_BF16_MIN_WIDTH), else fp32 (the trainer decides,
 # :meth:`GibbsKernel.for_run`).
 SETTINGS = ("auto", *PRECISIONS)
-# compile: auto (samplers.fused), measured on the Intel Xeon of 2026-12-04 (MNIST 784 x 512,
-# 2,000 walkers, benchmarks/train_throughput.py): a cold compilation took ~15 s; the fused
-# draws saved ~30 ms of 10 sweeps in bf16, ~1.9 ns per sweep of one walker's visible unit
-# (with its share of the hidden layer), and 20 ms of 10 sweeps in fp32 (167 -> 147 ms, same
-# draws; 2 threads, 2026-12-05), ~1.3 ns.
+# compile: auto (samplers.fused), measured on Intel Xeons (MNIST 784 x 512, 2,000 walkers):
+# a cold compilation took ~15 s (benchmarks/train_throughput.py, 2026-12-04). Ten sweeps,
+# eager SFC64 draws against the compiled draws the run would get (Xeon with AMX, 2 threads,
+# 2026-12-05, medians of 7): fp32 169 -> 136 ms with SplitMix64 words made in the loop
+# (161 ms compiled from stored SFC64 words), ~2.2 ns saved per sweep of one walker's visible
+# unit (with its share of the hidden layer); bf16 98.5 -> 76 ms from stored SFC64 words
+# (79 ms with SplitMix64: its 16-bit uniforms need half the words, and making them in the
+# loop costs more than reading them), ~1.4 ns.
 COMPILE_COST_S = 15.0
-COMPILE_SAVES_S = {"bf16": 1.9e-9, "fp32": 1.3e-9}
+COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9}
 # precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
 # 2,000 walkers, fp32 time over bf16 (Intel Xeon with AMX, 1 thread, 2026-12-05): 12 x 8
 # (width 4.8) 0.54 / 0.58, 64 x 32 (21) 0.75 / 0.88, 100 x 100 (50) 0.99 / 1.20, 200 x 100
@@ -124,10 +138,11 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 def init_uniform(
     gen: torch.Generator, model: RBM, n: int, label: torch.Tensor | None = None,
-    stream: str = STREAMS[-1],
+    stream: str = EAGER_STREAM,
 ) -> WalkerState:
     """``n`` walkers from the uniform distribution over visibles (and over labels unless
-    given). Binary visibles with ``stream="sfc64"`` are bits cut from random words, 64 per
+    given). Binary visibles with ``stream`` other than ``"mt19937"`` are bits cut from
+    random words, 64 per
     word (``torch.randint`` spends a 64-bit draw on each: ~6 ms of the 1.57 million units of
     2,000 MNIST walkers, every F&F update twice)."""
     if model.n_states == 2 and stream != STREAMS[0]:
@@ -193,6 +208,8 @@ def _bernoulli_exact(
     (``fused.exact_field``); in other dtypes (float64 references), by ``uniform_``."""
     if out.dtype != torch.float32:
         return out.uniform_(generator=gen).lt_(z.sigmoid_())
+    if ws.stream == COMPILED_STREAM:
+        return exact_field_keyed(z, splitmix_key(gen), out, compiled=ws.compiled)
     n, m = z.shape
     words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
                          out=ws.get("words", ((n * m + 1) // 2,), torch.int64, z.device))
@@ -211,6 +228,9 @@ def _fast_draw(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fast Bernoulli draw on ``field + bias`` with fresh 16-bit uniforms (bf16 0/1)."""
+    if ws.stream == COMPILED_STREAM:
+        return bernoulli_field_keyed(field, bias, splitmix_key(gen), out=out, scratch=ws,
+                                     compiled=ws.compiled)
     n, m = field.shape
     words = uniform16_pairs(gen, n, m, stream=ws.stream,
                             out=ws.get("words", (pair_words(n, m),), torch.int64, field.device))
@@ -354,7 +374,7 @@ def step(
     clamp_label: bool = False,
     clamp_visible: bool = False,
     precision: str = "fp32",
-    stream: str = "sfc64",
+    stream: str = EAGER_STREAM,
     compiled: bool = False,
 ) -> tuple[WalkerState, dict]:
     """``k`` block-Gibbs sweeps; the log-weights are carried unchanged (the kernel leaves the
@@ -407,10 +427,12 @@ class GibbsKernel(KernelBase):
     # False, or "auto" (the trainer turns it on for a run whose draws save more than the
     # compilation costs, for_run).
     compile: bool | str = False
-    # Where a sweep's random words come from (random_bits.STREAMS): SFC64 for new runs; a
-    # checkpoint written before the choice existed holds no such state and continues with
-    # the Mersenne Twister it was drawn with (with_state), exactly.
-    stream: str = STREAMS[-1]
+    # Where a sweep's random words come from (random_bits.STREAMS): SFC64, or SplitMix64
+    # where the draws run compiled (for_run: its words are made inside the compiled loops);
+    # a checkpoint continues with the stream it was drawn with (with_state), exactly: one
+    # written before the choice existed holds no such state, and continues with the
+    # Mersenne Twister.
+    stream: str = EAGER_STREAM
     # What ``precision: auto`` came to and why (for_run; the run's first lines say it).
     chosen: str = ""
     name: ClassVar[str] = "gibbs"
@@ -448,13 +470,22 @@ class GibbsKernel(KernelBase):
             # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and
             # sweep) at least twice what compiling costs (COMPILE_COST_S, once per process).
             compiled = draws * COMPILE_SAVES_S[precision] >= 2 * COMPILE_COST_S
-        return replace(self, precision=precision, compile=compiled, chosen=chosen)
+        # Compiled fp32 draws make SplitMix64's words in their own loop
+        # (random_bits.splitmix_grid; bf16 reads stored words faster, COMPILE_SAVES_S); a
+        # resumed run then takes back the stream its checkpoint was drawn with (with_state).
+        stream = COMPILED_STREAM if compiled is True and precision == "fp32" else self.stream
+        return replace(self, precision=precision, compile=compiled, chosen=chosen,
+                       stream=stream)
 
     def state_dict(self) -> dict[str, float]:
         return {"random_stream": float(STREAMS.index(self.stream))}
 
     def with_state(self, state: dict[str, float]) -> "GibbsKernel":
-        return replace(self, stream=STREAMS[int(state.get("random_stream", 0))])
+        stream = STREAMS[int(state.get("random_stream", 0))]
+        # SplitMix64's words are made cheaply only inside the compiled draws (eagerly ~10x
+        # the cost of SFC64's): a kernel that continues that stream compiles.
+        compiled = True if stream == COMPILED_STREAM else self.compile
+        return replace(self, stream=stream, compile=compiled)
 
     def init(self, gen: torch.Generator, model: RBM, n: int,
              label: torch.Tensor | None = None) -> WalkerState:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from raybm.models import BernoulliRBM
-from raybm.samplers import fused, gibbs, prepared
+from raybm.samplers import fused, gibbs, prepared, random_bits
 from raybm.samplers.random_bits import (
     STREAMS,
     bernoulli_logits,
@@ -83,6 +83,50 @@ def test_sfc64_words_follow_the_generator_state():
     assert not torch.equal(random_words(gen, 1000, stream="sfc64"), first)
     with pytest.raises(ValueError, match="stream must be one of"):
         random_words(gen, 10, stream="xorshift")
+
+
+def _splitmix_reference(seed: int, gamma: int, n: int) -> list[int]:
+    """SplitMix64 in Python integers modulo 2^64 (Steele, Lea & Flood 2014), signed."""
+    mask, words = 2**64 - 1, []
+    for i in range(1, n + 1):
+        z = (seed + i * gamma) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        words.append(z - 2**64 if z >= 2**63 else z)
+    return words
+
+
+def test_splitmix_words_are_splitmix64_exactly():
+    """The torch form (int64, wrapping products, masked shifts) against Python's unbounded
+    integers, on keys with the sign bit set and not, as a (rows, cols) grid, row-major."""
+    for seed, gamma in ((0, 0x9E3779B97F4A7C15), (2**64 - 5, 0xD1B54A32D192ED03), (12345, 3)):
+        signed = [w - 2**64 if w >= 2**63 else w for w in (seed, gamma)]
+        key = torch.tensor(signed, dtype=torch.int64)
+        grid = random_bits.splitmix_grid(key, 3, 7)
+        assert grid.shape == (3, 7)
+        assert grid.flatten().tolist() == _splitmix_reference(seed, gamma, 21)
+        high = random_bits.high_words(grid)
+        assert high.dtype == torch.int32
+        assert torch.equal(high.long(), grid >> 32)
+    # Known answer: SplitMix64 seeded with 0 (the golden-ratio increment) starts
+    # 0xE220A8397B1DCDAF (Vigna's reference splitmix64.c).
+    key = torch.tensor([0, 0x9E3779B97F4A7C15 - 2**64], dtype=torch.int64)
+    assert int(random_bits.splitmix_grid(key, 1, 1)) & (2**64 - 1) == 0xE220A8397B1DCDAF
+
+
+def test_splitmix_keys_are_odd_mixed_and_follow_the_generator():
+    """Every key's increment is odd with at least 24 bit transitions (the SplitMix rule for
+    a split-off stream); a key is a function of the generator's state, which it advances."""
+    gen = torch.Generator().manual_seed(21)
+    state = gen.get_state()
+    keys = [random_bits.splitmix_key(gen) for _ in range(200)]
+    for key in keys:
+        gamma = int(key[1]) & (2**64 - 1)
+        assert gamma & 1 and bin(gamma ^ (gamma >> 1)).count("1") >= 24
+    assert len({tuple(k.tolist()) for k in keys}) == 200
+    gen.set_state(state)
+    assert torch.equal(random_bits.splitmix_key(gen), keys[0])
 
 
 def test_uniform_binary_walkers_from_bits_are_uniform_and_independent():
@@ -208,9 +252,7 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(fused, "_compiled", broken)
-    monkeypatch.setattr(fused, "_compiled_categorical", broken)
-    monkeypatch.setattr(fused, "_compiled_exact", broken)
+    monkeypatch.setattr(fused, "_cache", {fn: broken for fn in fused.KERNELS})
     fused.set_compile(True)
     try:
         model = random_model("potts", torch.Generator().manual_seed(10), 0)
@@ -230,6 +272,19 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
     finally:
         fused.set_compile(False)
     assert fused.compile_status() == "off"
+    # The SplitMix64 draws (words made inside the compiled loop) fall back to making the
+    # same words eagerly, in both precisions.
+    binary = random_model("bernoulli", torch.Generator().manual_seed(12), 2)
+    start = gibbs.init_uniform(gen, binary, 20)
+    for precision in ("fp32", "bf16"):
+        fused.set_compile(True)
+        try:
+            with pytest.warns(RuntimeWarning, match="torch.compile"):
+                new, _ = gibbs.step(gen, start, binary, 2, precision=precision,
+                                    stream="splitmix64", compiled=True)
+            assert new.x.shape == start.x.shape
+        finally:
+            fused.set_compile(False)
 
 
 @pytest.mark.slow
@@ -275,6 +330,34 @@ def test_compiled_exact_draw_agrees_with_eager():
 
 
 @pytest.mark.slow
+def test_compiled_splitmix_draws_agree_with_eager():
+    """The keyed draws, whose words the compiled loop makes itself, against the eager form
+    that makes the same words first: fp32 into a column block of a wider buffer, bf16 on a
+    strided slice; the same states up to a sigmoid's last bit."""
+    gen = torch.Generator().manual_seed(16)
+    key = random_bits.splitmix_key(gen)
+    z = torch.randn(256, 100, generator=gen) * 3
+    eager = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96))
+    wide = torch.full((256, 100), 7.0)
+    wide_bf16 = (torch.randn(256, 100, generator=gen) * 3).bfloat16()
+    bias = torch.randn(96, generator=gen)
+    eager_fast = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key)
+    fused.set_compile(True)
+    try:
+        out = fused.exact_field_keyed(z[:, :96], key, wide[:, :96])
+        fast = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key)
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    assert out.data_ptr() == wide.data_ptr() and (wide[:, 96:] == 7.0).all()
+    assert (wide[:, :96] != eager).sum() <= 3
+    assert fast.dtype == torch.bfloat16 and (fast != eager_fast).sum() <= 3
+    # and the draws follow their probabilities: 24,576 fair coins
+    half = fused.exact_field_keyed(torch.zeros(256, 96), key, torch.empty(256, 96))
+    assert abs(float(half.mean()) - 0.5) < 5 * (0.25 / half.numel()) ** 0.5
+
+
+@pytest.mark.slow
 def test_compiled_categorical_agrees_with_eager():
     gen = torch.Generator().manual_seed(13)
     y = (torch.randn(300, 7 * 5, generator=gen) * 2).bfloat16()
@@ -292,10 +375,12 @@ def test_compiled_categorical_agrees_with_eager():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stream", ["sfc64", "splitmix64"])
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
-def test_compiled_path_samples_the_model(kind, precision):
-    """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included)."""
+def test_compiled_path_samples_the_model(kind, precision, stream):
+    """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included),
+    from stored words (SFC64) and from words made in the compiled loop (SplitMix64)."""
     from tests.enumeration import visible_distribution
     from tests.samplers.test_gibbs import P_MIN, chi_square_p, histogram
 
@@ -304,7 +389,8 @@ def test_compiled_path_samples_the_model(kind, precision):
     fused.set_compile(True)
     try:
         state = gibbs.init_uniform(gen, model, 100_000)
-        state, _ = gibbs.step(gen, state, model, 60, precision=precision)
+        state, _ = gibbs.step(gen, state, model, 60, precision=precision, stream=stream,
+                              compiled=True)
         assert fused.compile_status() == "on"
     finally:
         fused.set_compile(False)

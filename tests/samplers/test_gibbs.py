@@ -109,6 +109,19 @@ def test_clamped_visible_samples_labels_from_p_label_given_v(kind, precision):
     assert pval > P_MIN, f"chi-square p = {pval:.2e}"
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_splitmix_stream_samples_the_model(kind, precision):
+    """The SplitMix64 words (made eagerly here; in the compiled loop in ``test_fast_path``)
+    draw the exact distribution too, labels sampled jointly."""
+    model = random_model(kind, torch.Generator().manual_seed(8), 3, scale=0.5)
+    gen = torch.Generator().manual_seed(9)
+    state = gibbs.init_uniform(gen, model, 50_000, stream="splitmix64")
+    state, _ = gibbs.step(gen, state, model, 40, precision=precision, stream="splitmix64")
+    pval = chi_square_p(histogram(model, state.x), visible_distribution(model))
+    assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
+
+
 def test_bernoulli_draws_match_probabilities():
     """Both paths: frequencies within 5 standard errors of p; the fast path's 2^-16
     quantisation is far below that resolution."""
@@ -185,11 +198,21 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
         "every rank)")
     assert auto.for_run(big, True, long_run / 3).compile is False
     assert auto.for_run(big, False, long_run).precision == "fp32"
-    # fp32's fused draw saves less per draw: the same run is too short to repay compiling
-    assert COMPILE_SAVES_S["fp32"] < COMPILE_SAVES_S["bf16"]
-    assert auto.for_run(big, False, long_run).compile is False
+    # the saving is per precision: a run between the two thresholds compiles in one only
     fp32_long = 2 * COMPILE_COST_S / COMPILE_SAVES_S["fp32"]
-    assert auto.for_run(big, False, fp32_long).compile is True
+    between = (long_run + fp32_long) / 2
+    fp32_saves_more = COMPILE_SAVES_S["fp32"] > COMPILE_SAVES_S["bf16"]
+    assert auto.for_run(big, False, between).compile is fp32_saves_more
+    assert auto.for_run(big, True, between).compile is not fp32_saves_more
+    # compiled fp32 draws make their words in the loop (SplitMix64); bf16 and eager runs
+    # read SFC64's; a checkpoint's stream comes back, and SplitMix64 brings compilation
+    fp32_run = auto.for_run(big, False, fp32_long)
+    assert fp32_run.compile is True and fp32_run.stream == "splitmix64"
+    assert auto.for_run(big, True, long_run).stream == "sfc64"
+    assert auto.for_run(big, False, fp32_long / 3).stream == "sfc64"
+    resumed = GibbsKernel("fp32").with_state(fp32_run.state_dict())
+    assert resumed.stream == "splitmix64" and resumed.compile is True
+    assert GibbsKernel("fp32").with_state({}).stream == "mt19937"
     assert auto.for_run(small, True, long_run).precision == "fp32"
     assert GibbsKernel("bf16").for_run(small, False) == GibbsKernel("bf16")
     assert GibbsKernel("fp32", compile=True).for_run(big, True).compile is True
