@@ -250,21 +250,36 @@ class Estimator(ABC):
         if model.closed_form_gradient and not self.energy_penalty:
             terms = contrast_terms(batch, walkers, self.population, log_norm)
             if terms is not None:
-                out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision)
+                out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision,
+                                                     compiled=self.kernel.compiled)
                 if out is not None:
                     return out[0], {ENERGY: out[1]}
         return self.loss(model, batch, walkers, log_norm), {}
 
-    def label_contrast(self, model: EnergyModel, batch: Batch, labels: torch.Tensor
+    def label_contrast(self, model: EnergyModel, batch: Batch, labels: torch.Tensor,
+                       visible_field: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         """``sum_b w_b (F(v_b, l_b) - F(v_b, l'_b))``, the batch against itself with the
         labels ``l'`` (F&F's classification phase: only the label part contributes), and
-        the gradients handed over with it, as :meth:`contrast` gives them."""
+        the gradients handed over with it, as :meth:`contrast` gives them.
+
+        A row whose sampled label is its own (``l'_b = l_b``) adds ``F - F = 0`` to the sum
+        and to every gradient: the closed form takes only the other rows, a fraction
+        ``1 - a`` of the work at a sampled train accuracy ``a`` (exact, not an
+        approximation). ``visible_field``: the batch's ``x W`` from the label chain that drew
+        ``labels`` (``GibbsKernel.label_chain``), reused by the closed form."""
         if model.closed_form_gradient and batch.label is not None:
             w = data_weights(batch)
+            x, own, other, field = (batch.x, batch.label, labels.to(batch.label.dtype),
+                                    visible_field)
+            moved = (other != own).nonzero().squeeze(1)
+            if len(moved) < len(other):
+                x, own, other, w = x[moved], own[moved], other[moved], w[moved]
+                field = None if field is None else field[moved]
             out = model.weighted_energy_gradient(
-                batch.x, torch.stack([batch.label, labels.to(batch.label.dtype)], 1),
-                torch.stack([w, -w], 1), precision=self.kernel.precision)
+                x, torch.stack([own, other], 1), torch.stack([w, -w], 1),
+                precision=self.kernel.precision, visible_field=field,
+                compiled=self.kernel.compiled)
             if out is not None:
                 return out[0], {ENERGY: out[1]}
         return data_term(model, batch) - data_term(model, batch, label=labels), {}

@@ -187,12 +187,19 @@ class KStep(Estimator):
         if phase == "classification":
             if not model.n_labels:
                 return Estimate(torch.zeros((), requires_grad=False), None)
-            start = self.kernel.init(gen, model, batch.size)
-            start = start.replace(x=batch.x)
-            neg, _ = self.kernel.step(gen, start, model, self.k, clamp_visible=True)
+            kernel = self.kernel
+            if not isinstance(kernel, GibbsKernel):
+                raise TypeError(f"F&F's classification phase samples labels with the visibles "
+                                f"clamped, which {type(kernel).__name__} cannot: needs a "
+                                "Gibbs kernel")
+            # Labels from uniform, visibles clamped to the batch (no visibles drawn to be
+            # discarded); the chain's x W is the contrast's too (same parameters).
+            start = torch.randint(0, model.n_labels, (batch.size,), generator=gen,
+                                  device=gen.device).to(batch.x.device)
+            labels, field = kernel.label_chain(gen, model, batch.x, start, self.k)
             # Same visibles on both sides: only the label (and its coupling) part remains.
-            loss, grads = self.label_contrast(model, batch, neg.label)
-            acc = float((neg.label == batch.label).float().mean())
+            loss, grads = self.label_contrast(model, batch, labels, field)
+            acc = float((labels == batch.label).float().mean())
             return Estimate(loss, None, {"train_label_accuracy": acc}, grads)
         if model.n_labels:
             # Generation: the negatives are generated for the batch's labels.

@@ -69,13 +69,19 @@ class EnergyModel(nn.Module, ABC):
         """Per-walker energy, shape ``(n,)``."""
 
     def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
-                                 coef: torch.Tensor, precision: str = "fp32"
+                                 coef: torch.Tensor, precision: str = "fp32",
+                                 visible_field: torch.Tensor | None = None,
+                                 compiled: bool = False
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
         respect to every parameter, by name, in closed form; ``precision`` the sampler's
-        matmul precision ("fp32": the parameters' dtype, "bf16"). None where these inputs
-        have no closed form (the caller takes autograd). Only for a model that declares
-        ``closed_form_gradient``."""
+        matmul precision ("fp32": the parameters' dtype, "bf16"). ``visible_field``: the
+        part of the model's field that depends on ``x`` alone, as a sampler computed it on
+        these parameters (an RBM's ``x W``, from a chain with the visibles clamped), reused
+        instead of recomputed; None: computed here. ``compiled``: its elementwise loops
+        through ``torch.compile``, as the sampler's (``Kernel.compiled``). None where these
+        inputs have no closed form (the caller takes autograd). Only for a model that
+        declares ``closed_form_gradient``."""
         raise NotImplementedError(f"{type(self).__name__} declares no closed-form gradient")
 
     def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raybm.models.base import EnergyModel
+from raybm.samplers.fused import stats_fields
 
 
 class RBM(EnergyModel):
@@ -182,7 +183,9 @@ class RBM(EnergyModel):
 
     @torch.no_grad()
     def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
-                                 coef: torch.Tensor, precision: str = "fp32"
+                                 coef: torch.Tensor, precision: str = "fp32",
+                                 visible_field: torch.Tensor | None = None,
+                                 compiled: bool = False
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``S = sum_b c_b F(v_b, l_b)`` and ``dS/dtheta`` from sufficient statistics.
 
@@ -209,6 +212,12 @@ class RBM(EnergyModel):
         ``[c * P | c]`` rounded to 8 bits, the rounding the bf16 Gibbs sweeps already make),
         the rest in float32. With a label unit and no label (``F(v)`` with the labels summed
         out) there is no such form: None.
+
+        ``visible_field``: ``x W`` (``(n, M)``, no bias) from the label chain of a Gibbs
+        kernel in the same precision on these parameters (``gibbs.label_chain``), which
+        saves the first matmul. ``compiled``: the elementwise part (fields, softplus,
+        sigmoid) as one ``torch.compile`` loop (``samplers.fused.stats_fields``), as the
+        sampler's draws run.
         """
         if self.n_labels and cond is None:
             return None
@@ -216,14 +225,20 @@ class RBM(EnergyModel):
         dtype = torch.bfloat16 if precision == "bf16" else pdtype
         m = self.n_hidden
         xs = self.flat_visible(x, dtype)
-        z = (xs @ self.weight.reshape(-1, m).to(dtype)).to(pdtype) + self.hbias
+        y = (xs @ self.weight.reshape(-1, m).to(dtype) if visible_field is None
+             else visible_field)
         c = coef.to(pdtype)
-        if cond is not None and cond.dim() == 2:  # several labels per row
-            z = z.unsqueeze(1) + self.label_weight[cond]  # (n, r, M)
-        elif self.n_labels:
-            z = z + self.label_weight[cond]
-        sp = F.softplus(z).sum(-1)
-        cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
+        if compiled:  # one compiled loop nest (samplers.fused.stats_fields)
+            sp, cp = stats_fields(y, self.hbias, self.label_weight if self.n_labels else None,
+                                  cond, c, compiled=True)
+        else:
+            z = y.to(pdtype) + self.hbias
+            if cond is not None and cond.dim() == 2:  # several labels per row
+                z = z.unsqueeze(1) + self.label_weight[cond]  # (n, r, M)
+            elif self.n_labels:
+                z = z + self.label_weight[cond]
+            sp = F.softplus(z).sum(-1)
+            cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
         row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
         stats = xs.T @ torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)  # X^T [cP | c]
         stats = -stats.to(pdtype)
@@ -326,7 +341,8 @@ class PottsRBM(RBM):
 
     def one_hot(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``(n, N)`` states -> ``(n, N*q)`` one-hot rows."""
-        return F.one_hot(v.long(), self.n_states).reshape(v.shape[0], -1).to(dtype)
+        return F.one_hot(v.long(), self.n_states).reshape(v.shape[0], v.shape[1] * self.n_states
+                                                          ).to(dtype)
 
     def visible_term(self, v: torch.Tensor) -> torch.Tensor:
         return self.one_hot(v, self.vbias.dtype) @ self.vbias.reshape(-1)

@@ -68,6 +68,9 @@ class Kernel(Protocol):
     # The matmul precision of its moves ("fp32": the parameters' own dtype, or "bf16"),
     # which a closed-form gradient of the same model takes too.
     precision: str
+    # Whether its elementwise loops run through torch.compile (Gibbs with sampler.compile
+    # on); a closed-form gradient of the same model then compiles its own too.
+    compiled: bool
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:
         ...
@@ -116,6 +119,7 @@ class KernelBase:
     adapts_on: tuple[str, ...] = ()
     info_names: tuple[str, ...] = ()  # the diagnostics its steps report (KernelInfo.metrics)
     precision: str = "fp32"
+    compiled: bool = False
     exact_weights: ClassVar[bool] = True
 
     def adapted(self, means: dict[str, float]) -> tuple["Kernel", dict[str, float]]:

@@ -43,11 +43,16 @@ import torch.nn.functional as F
 
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import (
+    ClampedField,
+    Field,
     bernoulli_field,
     bernoulli_field_keyed,
     categorical_field,
     exact_field,
     exact_field_keyed,
+    field_shape,
+    formed,
+    runs_compiled,
 )
 from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
@@ -199,30 +204,31 @@ def _put_label(p: GibbsParams, buf: torch.Tensor, label: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------- half-steps
 def _bernoulli_exact(
-    gen: torch.Generator, z: torch.Tensor, out: torch.Tensor, ws: Scratch
+    gen: torch.Generator, z: Field, out: torch.Tensor, ws: Scratch
 ) -> torch.Tensor:
     """``[u < sigmoid(z)]`` as 0/1 in ``out`` (``z``'s shape; ``z`` is a temporary and is
-    overwritten). The uniforms are made in place in ``out``, then compared in place: in
-    float32, on ``torch.rand``'s 24-bit grid from 32-bit halves of the int64 stream
-    (``unit_uniform24_``), or with ``ws.compiled`` in one compiled loop from the same words
-    (``fused.exact_field``); in other dtypes (float64 references), by ``uniform_``."""
+    overwritten, or a ``fused.ClampedField``). The uniforms are made in place in ``out``,
+    then compared in place: in float32, on ``torch.rand``'s 24-bit grid from 32-bit halves
+    of the int64 stream (``unit_uniform24_``), or with ``ws.compiled`` in one compiled loop
+    from the same words (``fused.exact_field``); in other dtypes (float64 references), by
+    ``uniform_``."""
     if out.dtype != torch.float32:
-        return out.uniform_(generator=gen).lt_(z.sigmoid_())
+        return out.uniform_(generator=gen).lt_(formed(z).sigmoid_())
     if ws.stream == COMPILED_STREAM:
         return exact_field_keyed(z, splitmix_key(gen), out, compiled=ws.compiled)
-    n, m = z.shape
+    n, m = field_shape(z)
     words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
-                         out=ws.get("words", ((n * m + 1) // 2,), torch.int64, z.device))
+                         out=ws.get("words", ((n * m + 1) // 2,), torch.int64, out.device))
     words = words.view(torch.int32)[: n * m].view(n, m)
     if exact_field(z, words, out, compiled=ws.compiled) is not None:
         return out
-    prob = z.sigmoid_()
+    prob = formed(z).sigmoid_()
     return unit_uniform24_(words, out=out).lt_(prob)
 
 
 def _fast_draw(
     gen: torch.Generator,
-    field: torch.Tensor,
+    field: Field,
     bias: torch.Tensor,
     ws: Scratch,
     out: torch.Tensor | None = None,
@@ -231,9 +237,9 @@ def _fast_draw(
     if ws.stream == COMPILED_STREAM:
         return bernoulli_field_keyed(field, bias, splitmix_key(gen), out=out, scratch=ws,
                                      compiled=ws.compiled)
-    n, m = field.shape
+    n, m = field_shape(field)
     words = uniform16_pairs(gen, n, m, stream=ws.stream,
-                            out=ws.get("words", (pair_words(n, m),), torch.int64, field.device))
+                            out=ws.get("words", (pair_words(n, m),), torch.int64, bias.device))
     return bernoulli_field(field, bias, words, out=out, scratch=ws, compiled=ws.compiled)
 
 
@@ -263,23 +269,27 @@ def _visible_part(p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
 
 
 def _clamped_field(fixed: torch.Tensor, label_rows: torch.Tensor, label: torch.Tensor,
-                   ws: Scratch) -> torch.Tensor:
-    """``x W + D_l`` for clamped visibles: the fixed part plus each walker's label row, in a
-    scratch buffer. (``fixed + up[label + N]`` made two fresh ``(n, M)`` tensors a sweep, each
-    page-faulted in: ~2 ms of a 2,000 x 512 classification sweep's ~3 ms, Intel Xeon,
-    2026-12-05.)"""
-    field = ws.get("clamped", fixed.shape, fixed.dtype, fixed.device)
-    return torch.index_select(label_rows, 0, label, out=field).add_(fixed)
+                   ws: Scratch) -> Field:
+    """``fixed + D_l`` for clamped visibles: the fixed part plus each walker's label row.
+    Compiled draws form it inside their loop (``fused.ClampedField``); eager ones read it
+    from a scratch buffer. (``fixed + up[label + N]`` made two fresh ``(n, M)`` tensors a
+    sweep, each page-faulted in: ~2 ms of a 2,000 x 512 classification sweep's ~3 ms,
+    Intel Xeon, 2026-12-05.)"""
+    clamped = ClampedField(fixed, label_rows, label)
+    if runs_compiled(ws.compiled):
+        return clamped
+    return formed(clamped, out=ws.get("clamped", fixed.shape, fixed.dtype, fixed.device))
 
 
-def _hidden_from(gen: torch.Generator, p: GibbsParams, field: torch.Tensor,
+def _hidden_from(gen: torch.Generator, p: GibbsParams, field: Field,
                  ws: Scratch) -> torch.Tensor:
-    """``h ~ p(h | field + b)`` as 0/1 in the matmul dtype, from a float32 field."""
+    """``h ~ p(h | field)`` (the exact draw: the hidden bias already in ``field``) or
+    ``p(h | field + b)`` (the fast draw adds it in its loop) as 0/1 in the matmul dtype."""
     ws = ws.sub("h")
     if p.fast:
         return _fast_draw(gen, field, p.hbias, ws)
-    out = ws.get("out", field.shape, p.matmul_dtype, field.device)
-    return _bernoulli_exact(gen, field.add_(p.hbias), out, ws)
+    out = ws.get("out", field_shape(field), p.matmul_dtype, p.hbias.device)
+    return _bernoulli_exact(gen, field, out, ws)
 
 
 def _visible(
@@ -381,7 +391,7 @@ def step(
     current model's distribution invariant, so it does no work on the weights). ``stream``:
     where the random words come from (``random_bits.STREAMS``); ``compiled``: the fast
     path's draws by the ``torch.compile`` kernel (``samplers.fused``; also on everywhere
-    with ``RAYBM_COMPILE=1``)."""
+    with ``RAYBM_COMPILE=1``). ``clamp_visible``: the label chain of :func:`label_chain`."""
     _check_precision(precision)
     if clamp_visible and (clamp_label or not model.n_labels):
         raise ValueError("clamp_visible samples labels only: needs a label unit and free labels")
@@ -391,26 +401,64 @@ def step(
         raise ValueError("this RBM has a label unit: the walkers need labels (state.label)")
     if k <= 0:
         return state.replace(), {}
+    if clamp_visible:
+        label, _ = label_chain(gen, model, state.x, state.label, k, precision, stream, compiled)
+        return state.replace(label=label), {}
     p = prepare(model, precision)
     label = state.label
     sample_label = bool(model.n_labels) and not clamp_label
     ws = Scratch(stream=stream, compiled=compiled)  # temporaries reused by all k sweeps
     buf = _encode(p, state.x, label, ws)
-    # Clamped visibles: their part of the hidden field, x W, is the same at every sweep, so
-    # it is computed once and each sweep adds only the label's row D_l (one (n, M) gather
-    # instead of a (n, N) x (N, M) matmul per sweep: F&F's classification phase).
-    fixed = _visible_part(p, buf) if clamp_visible else None
-    # D, the label rows of up, in the field's dtype (a float32 copy in the fast path: 10 rows)
-    label_rows = (p.up[p.n_in : p.n_in + p.n_labels].to(fixed.dtype)
-                  if fixed is not None else None)
     for _ in range(k):
-        h = (_hidden(gen, p, buf, ws) if fixed is None
-             else _hidden_from(gen, p, _clamped_field(fixed, label_rows, label, ws), ws))
-        buf, new_label = _visible(gen, p, h, buf, not clamp_visible, sample_label, ws)
+        h = _hidden(gen, p, buf, ws)
+        buf, new_label = _visible(gen, p, h, buf, True, sample_label, ws)
         if new_label is not None:
             label = new_label
-    x = state.x if clamp_visible else _decode(p, buf)
-    return state.replace(x=x, label=label), {}
+    return state.replace(x=_decode(p, buf), label=label), {}
+
+
+@torch.no_grad()
+def label_chain(
+    gen: torch.Generator,
+    model: RBM,
+    x: torch.Tensor,
+    label: torch.Tensor,
+    k: int,
+    precision: str = "fp32",
+    stream: str = EAGER_STREAM,
+    compiled: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` sweeps of ``h ~ p(h | x, l)``, ``l ~ p(l | h)`` with the visibles clamped to
+    ``x`` (F&F's classification phase and its sampled accuracy), from the labels ``label``.
+
+    The visibles' part of the hidden field, ``x W``, is the same at every sweep: it is
+    computed once and each sweep adds only the label's row ``D_l`` (an ``(n, M)`` gather
+    instead of an ``(n, N) x (N, M)`` matmul per sweep). Returns the labels after ``k``
+    sweeps (int64 ``(n,)``) and that ``x W`` (``(n, M)``, float32, without bias or label, in
+    ``precision``'s matmul), which a classification contrast on the same parameters reuses
+    (:meth:`RBM.weighted_energy_gradient`'s ``visible_field``)."""
+    _check_precision(precision)
+    p = prepare(model, precision)
+    ws = Scratch(stream=stream, compiled=compiled)
+    fixed = _visible_part(p, _encode(p, x, None, ws))
+    # The exact draw's hidden bias goes into the fixed part once (the fast draw adds it in
+    # its loop, free).
+    biased = fixed if p.fast else fixed + p.hbias
+    # D, the label rows of up, in the field's dtype (a float32 copy in the fast path: 10 rows),
+    # and the label columns of down with their biases: the only part of p(v, l | h) needed.
+    label_rows = p.up[p.n_in : p.n_in + p.n_labels].to(fixed.dtype)
+    down, bias = p.down[:, p.n_in :], p.vlbias[p.n_in :]
+    shape = (x.shape[0], p.n_labels)
+    for _ in range(k):
+        h = _hidden_from(gen, p, _clamped_field(biased, label_rows, label, ws), ws)
+        if p.fast:  # bf16 matmul, bias added in float32
+            logits = torch.mm(h, down, out=ws.get("logits", shape, p.matmul_dtype, h.device))
+            logits = torch.add(logits, bias)
+        else:
+            logits = torch.addmm(bias, h, down,
+                                 out=ws.get("logits", shape, p.matmul_dtype, h.device))
+        label = categorical_index(gen, logits)
+    return label, fixed
 
 
 @dataclass(frozen=True)
@@ -497,13 +545,28 @@ class GibbsKernel(KernelBase):
              ) -> tuple[WalkerState, KernelInfo]:
         """``k`` sweeps (see :func:`step`); ``auto`` not yet resolved by the trainer (a
         kernel built outside a run) is resolved for the walkers' device."""
-        precision = resolve_precision(self.precision, self.precision == "auto"
-                                      and bf16_native(state.x.device)
-                                      and bf16_width(model) >= AUTO_BF16_MIN_WIDTH)
         out, _ = step(gen, state, model, k, clamp_label=clamp_label,
-                      clamp_visible=clamp_visible, precision=precision, stream=self.stream,
-                      compiled=self.compile is True)
+                      clamp_visible=clamp_visible, precision=self._runs_at(model, state.x),
+                      stream=self.stream, compiled=self.compile is True)
         return out, KernelInfo()
+
+    @property
+    def compiled(self) -> bool:  # type: ignore[override]
+        """Its draws run compiled (``compile`` resolved to True by :meth:`for_run`)."""
+        return self.compile is True
+
+    def label_chain(self, gen: torch.Generator, model: RBM, x: torch.Tensor,
+                    label: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` label sweeps with the visibles clamped to ``x``: the labels and the
+        visibles' hidden field ``x W`` (see :func:`label_chain`)."""
+        return label_chain(gen, model, x, label, k, self._runs_at(model, x), self.stream,
+                           self.compile is True)
+
+    def _runs_at(self, model: RBM, x: torch.Tensor) -> str:
+        """The precision of this kernel's sweeps on ``x``'s device."""
+        return resolve_precision(self.precision, self.precision == "auto"
+                                 and bf16_native(x.device)
+                                 and bf16_width(model) >= AUTO_BF16_MIN_WIDTH)
 
 
 @torch.no_grad()

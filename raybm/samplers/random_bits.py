@@ -235,8 +235,17 @@ def categorical_inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tens
     ``searchsorted`` returns the first state whose cumulative probability reaches ``u``, which
     is the count of cumulative probabilities below ``u``, in one pass and without the
     ``(..., q)`` boolean temporary of a compare-and-sum.
+
+    The cumulative weights are left unnormalised, ``C_s = sum_{t <= s} exp(z_t - max z)``,
+    and ``u`` is scaled by their total instead: the same state, ``C_{s-1} <= u C_q < C_s``,
+    without ``softmax``, whose CPU kernel is slow on short rows (torch 2.13, 2,000 rows: 0.47
+    ms for q = 10 against 0.07 ms for the max, subtraction and exp; the whole draw 0.59 ->
+    0.18 ms at q = 10, 77 -> 21 ms for 600,000 rows at q = 4, 21 -> 16 ms at q = 21; Intel
+    Xeon, 2026-12-06).
     """
     q = logits.shape[-1]
-    cdf = torch.softmax(logits.float(), dim=-1).cumsum_(-1)
-    # Rounding may leave cdf[..., -1] slightly below u: clamp to the last state.
-    return torch.searchsorted(cdf, u.unsqueeze(-1)).squeeze(-1).clamp_(max=q - 1)
+    z = logits.float()
+    cdf = (z - z.amax(-1, keepdim=True)).exp_().cumsum_(-1)
+    target = (u * cdf[..., -1]).unsqueeze(-1)
+    # Rounding may leave u C_q at C_q: clamp to the last state.
+    return torch.searchsorted(cdf, target).squeeze(-1).clamp_(max=q - 1)

@@ -18,6 +18,7 @@ from raybm.algorithms.base import ENERGY, Batch, Estimator, contrast_terms, data
 from raybm.algorithms.contrastive import PersistentContrastiveDivergence
 from raybm.gradients import add_gradients
 from raybm.models.rbm import RBM
+from raybm.samplers import gibbs
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.walkers import WalkerState
 from tests.enumeration import random_model
@@ -88,14 +89,25 @@ def test_in_float32_and_with_bf16_matmuls_within_their_rounding(kind, n_labels):
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
-def test_the_classification_contrast_is_the_autograd_gradient(kind):
-    """F&F's classification phase: the batch against itself with sampled labels."""
+@pytest.mark.parametrize("own", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_the_classification_contrast_is_the_autograd_gradient(kind, own, reuse):
+    """F&F's classification phase: the batch against itself with sampled labels. ``own``:
+    the fraction of rows whose sampled label is their own (rows the closed form skips, as
+    they add nothing); ``reuse``: with the ``x W`` of the label chain that drew them."""
     gen = torch.Generator().manual_seed(5)
     model = random_model(kind, gen, 4, scale=0.7).double()
     batch, _ = _inputs(model, gen, 31, 1, True)
-    labels = torch.randint(0, 4, (31,), generator=gen)
+    labels = (batch.label + torch.randint(1, 4, (31,), generator=gen)) % 4  # none their own
+    keep = torch.rand(31, generator=gen) < own
+    labels = torch.where(keep, batch.label, labels)
     est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
-    value, grads = est.label_contrast(model, batch, labels)
+    field = None
+    if reuse:
+        _, field = gibbs.label_chain(gen, model, batch.x, labels, 2)
+        torch.testing.assert_close(field, model.flat_visible(batch.x, torch.float64)
+                                   @ model.weight.reshape(-1, model.n_hidden), rtol=1e-12, atol=1e-12)
+    value, grads = est.label_contrast(model, batch, labels, field)
     model.zero_grad(set_to_none=True)
     loss = data_term(model, batch) - data_term(model, batch, label=labels)
     loss.backward()

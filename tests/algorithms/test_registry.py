@@ -42,6 +42,10 @@ class CountingKernel(GibbsKernel):
         self.calls.append(("step", k))
         return super().step(gen, state, model, k, **clamp)
 
+    def label_chain(self, gen, model, x, label, k):
+        self.calls.append(("step", k))  # sweeps too: the labels' chain, visibles clamped
+        return super().label_chain(gen, model, x, label, k)
+
 
 @dataclass(frozen=True)
 class CountingULA(ULA):

@@ -285,6 +285,26 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
             assert new.x.shape == start.x.shape
         finally:
             fused.set_compile(False)
+    # A label chain hands its draws the clamped field unformed (fused.ClampedField): the
+    # eager fallback forms it, and the closed-form gradient's statistics fall back too.
+    labelled = random_model("bernoulli", torch.Generator().manual_seed(13), 3)
+    x = gibbs.init_uniform(gen, labelled, 20).x
+    start = torch.zeros(20, dtype=torch.int64)
+    coef = torch.ones(20, dtype=torch.float64)
+    for precision, stream in (("fp32", "splitmix64"), ("fp32", "sfc64"), ("bf16", "sfc64")):
+        fused.set_compile(True)
+        try:
+            with pytest.warns(RuntimeWarning, match="torch.compile"):
+                labels, field = gibbs.label_chain(gen, labelled, x, start, 2, precision, stream,
+                                                  compiled=True)
+            assert labels.shape == (20,) and field.shape == (20, labelled.n_hidden)
+            fused.set_compile(True)
+            with pytest.warns(RuntimeWarning, match="torch.compile"):
+                _, grads = labelled.weighted_energy_gradient(x, start, coef, precision,
+                                                             compiled=True)
+            assert grads["weight"].shape == labelled.weight.shape
+        finally:
+            fused.set_compile(False)
 
 
 @pytest.mark.slow
@@ -422,3 +442,93 @@ def test_unit_uniform24_is_torch_rand_grid():
     step = 2.0**-24
     expected = torch.tensor([0.0, 0.5 - step, 0.5, 1 - step, 0.5, 0.5 + step])
     assert torch.equal(u, expected)
+
+
+@pytest.mark.slow
+def test_compiled_clamped_fields_agree_with_eager():
+    """The draws on a label chain's field ``D[l] + fixed`` formed inside the compiled loop
+    (``fused.ClampedField``) against the eager kernels on the formed field: the same
+    states up to a sigmoid's last bit, for the four draws (reference and fast, stored and
+    keyed words)."""
+    gen = torch.Generator().manual_seed(17)
+    fixed = torch.randn(256, 96, generator=gen) * 3
+    rows = torch.randn(5, 96, generator=gen)
+    label = torch.randint(0, 5, (256,), generator=gen)
+    clamped = fused.ClampedField(fixed, rows, label)
+    z = fused.formed(clamped)
+    torch.testing.assert_close(z, rows[label] + fixed, rtol=0, atol=0)
+    bias = torch.randn(96, generator=gen)
+    key = random_bits.splitmix_key(gen)
+    words = random_words(gen, 256 * 48).view(torch.int32).view(256, 96)
+    pairs = uniform16_pairs(gen, 256, 96)
+    eager = {
+        "exact": unit_uniform24_(words.clone(), out=torch.empty(256, 96)).lt_(z.sigmoid()),
+        "exact keyed": fused.exact_field_keyed(z, key, torch.empty(256, 96)),
+        "fast": fused.bernoulli_field(z, bias, pairs),
+        "fast keyed": fused.bernoulli_field_keyed(z, bias, key),
+    }
+    fused.set_compile(True)
+    try:
+        compiled = {
+            "exact": fused.exact_field(clamped, words, torch.empty(256, 96)),
+            "exact keyed": fused.exact_field_keyed(clamped, key, torch.empty(256, 96)),
+            "fast": fused.bernoulli_field(clamped, bias, pairs),
+            "fast keyed": fused.bernoulli_field_keyed(clamped, bias, key),
+        }
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    for name, want in eager.items():
+        assert (compiled[name].float() != want.float()).sum() <= 3, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", ["sfc64", "splitmix64"])
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_compiled_label_chain_samples_p_label_given_v(kind, precision, stream):
+    """The label chain with the compiled draws (the clamped field formed in their loop)
+    samples ``p(l | v)``: the chi-square check of ``test_gibbs.py``."""
+    from tests.samplers.test_gibbs import P_MIN, chi_square_p
+
+    model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
+    gen = torch.Generator().manual_seed(7)
+    row = [1, 0, 1, 1, 0] if kind == "bernoulli" else [2, 0, 1, 2]
+    v = torch.tensor([row], dtype=torch.uint8).repeat(80_000, 1)
+    start = torch.randint(0, 4, (len(v),), generator=gen)
+    fused.set_compile(True)
+    try:
+        labels, _ = gibbs.label_chain(gen, model, v, start, 30, precision, stream,
+                                      compiled=True)
+        assert fused.compile_status() == "on"
+    finally:
+        fused.set_compile(False)
+    with torch.no_grad():
+        exact = model.double().label_prob_v(v[:1])[0]
+    pval = chi_square_p(torch.bincount(labels, minlength=4), exact)
+    assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_gradient_statistics_agree_with_eager(precision):
+    """``RBM.weighted_energy_gradient`` with its elementwise part compiled
+    (``fused.stats_fields``) against the eager form: without labels, one label per row and
+    two (F&F's classification contrast), float32 to rounding."""
+    gen = torch.Generator().manual_seed(18)
+    for n_labels, cond_shape in ((0, None), (4, (300,)), (4, (300, 2))):
+        model = random_model("bernoulli", gen, n_labels, scale=0.7)
+        x = torch.randint(0, 2, (300, model.n_visible), generator=gen, dtype=torch.uint8)
+        cond = None if cond_shape is None else torch.randint(0, 4, cond_shape, generator=gen)
+        coef = torch.randn(cond_shape or (300,), generator=gen, dtype=torch.float64)
+        value, grads = model.weighted_energy_gradient(x, cond, coef, precision)
+        fused.set_compile(True)
+        try:
+            value_c, grads_c = model.weighted_energy_gradient(x, cond, coef, precision,
+                                                              compiled=True)
+            assert fused.compile_status() == "on"
+        finally:
+            fused.set_compile(False)
+        torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-5)
+        for name, g in grads.items():
+            torch.testing.assert_close(grads_c[name], g, rtol=1e-4, atol=1e-5, msg=name)

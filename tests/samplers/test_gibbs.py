@@ -16,7 +16,12 @@ from scipy.stats import chi2
 
 from raybm.models import BernoulliRBM
 from raybm.samplers import gibbs
-from raybm.samplers.random_bits import bernoulli_logits, categorical_logits, uniform16
+from raybm.samplers.random_bits import (
+    bernoulli_logits,
+    categorical_inverse_cdf,
+    categorical_logits,
+    uniform16,
+)
 from raybm.walkers import WalkerState
 from tests.enumeration import random_model, state_index, visible_distribution
 
@@ -143,6 +148,23 @@ def test_categorical_draws_match_probabilities():
     draws = categorical_logits(gen, logits.repeat(100_000, 1))
     counts = torch.bincount(draws.long(), minlength=5)
     assert chi_square_p(counts, torch.softmax(logits.double(), 0)) > P_MIN
+
+
+def test_categorical_inverse_cdf_at_the_edges_of_u_and_of_the_logits():
+    """The unnormalised cumulative weights scaled by ``u``: the ends of ``u``'s grid land on
+    the first and last states that have weight, a state whose weight underflows is never
+    drawn, and large logits do not overflow (the max is subtracted first)."""
+    logits = torch.tensor([[0.0, -200.0, 0.0, -200.0],  # states 1 and 3: exp underflows
+                           [1e4, 1e4 - 1.0, -1e4, 1e4 - 3.0]])
+    top = 1.0 - 2.0**-24  # the largest uniform on the 24-bit grid
+    for u, want in ((0.0, [0, 0]), (top, [2, 3]), (0.5 - 1e-7, [0, 0]), (0.5 + 1e-7, [2, 0])):
+        got = categorical_inverse_cdf(logits, torch.full((2,), u))
+        assert got.tolist() == want, (u, got)
+    rows = torch.tensor([0.3, -0.2, 1.1]).repeat(60_000, 1)
+    draws = categorical_inverse_cdf(rows, torch.rand(60_000, generator=torch.Generator()
+                                                     .manual_seed(4)))
+    counts = torch.bincount(draws, minlength=3)
+    assert chi_square_p(counts, torch.softmax(rows[0].double(), 0)) > P_MIN
 
 
 def test_uniform16_covers_the_int16_range_uniformly():
