@@ -156,8 +156,10 @@ class Trainer:
         if self.centering is not None:  # once per minibatch, whatever the number of phases
             # The offsets must be the same on every rank: computed from the whole minibatch.
             whole = batch if self.population.world_size == 1 else self.batch(self.step, False)
-            self.centering.update_hidden_offset(self.model, whole,
-                                                self.estimator.kernel.precision)
+            xw = self.centering.update_hidden_offset(self.model, whole,
+                                                     self.estimator.kernel.precision)
+            if whole is batch:  # its x W, for the first contrast (same parameters)
+                batch = replace(batch, visible_field=xw)
         for phase in self.phases:
             t0 = time.perf_counter()
             est = self.estimator.estimate(self.gen, self.model, batch, self.walkers,
@@ -188,6 +190,8 @@ class Trainer:
                 o.prepare(self.step)
                 o.step()
             self.model.post_update()
+            if ENERGY in phase.modules:  # the energy's parameters moved: its x W is stale
+                batch = replace(batch, visible_field=None)
             # Jarzynski: the walkers absorb the work of this update.
             self.walkers = self.estimator.after_update(self.model, self.walkers, token)
             self._time("optimizer", t0)

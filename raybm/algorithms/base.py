@@ -56,6 +56,10 @@ class Batch:
     total_weight: float | None = None
     # A float condition per sample (a noise level an estimator draws for it), beside the label.
     cond: torch.Tensor | None = None
+    # These rows' x W (an RBM's hidden field without bias or label, float, in the sampler's
+    # matmul precision) under the current parameters, where the trainer's centring computed
+    # it for this update; None once a step changed the parameters, or never computed.
+    visible_field: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -250,7 +254,9 @@ class Estimator(ABC):
         if model.closed_form_gradient and not self.energy_penalty:
             terms = contrast_terms(batch, walkers, self.population, log_norm)
             if terms is not None:
+                # The data rows come first: their x W, where the centring has it, is reused.
                 out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision,
+                                                     visible_field=batch.visible_field,
                                                      compiled=self.kernel.compiled)
                 if out is not None:
                     return out[0], {ENERGY: out[1]}

@@ -39,14 +39,21 @@ class Centering:
         self.momentum = momentum
 
     @torch.no_grad()
-    def update_hidden_offset(self, model: RBM, batch: Batch, precision: str = "fp32") -> None:
+    def update_hidden_offset(self, model: RBM, batch: Batch,
+                             precision: str = "fp32") -> torch.Tensor:
         """One step of the moving average of ``p(h | v_data, l_data)``; its fields' matmul
         in the sampler's ``precision`` (bf16: the fields rounded to 8 bits, nothing next to
-        the noise of a minibatch mean averaged over ~1/momentum updates)."""
+        the noise of a minibatch mean averaged over ~1/momentum updates). Returns the
+        batch's ``x W`` it computed (in the parameters' dtype), which the update's first
+        contrast, on the same parameters, reuses (``Batch.visible_field``)."""
         dtype = torch.bfloat16 if precision == "bf16" else None
-        p = torch.sigmoid(model.hidden_field(batch.x, batch.label if model.n_labels else None,
-                                             dtype))
+        xw = model.visible_to_hidden(batch.x, dtype).to(model.hbias.dtype)
+        field = xw + model.hbias
+        if model.n_labels and batch.label is not None:
+            field = field + model.label_weight[batch.label]
+        p = torch.sigmoid_(field)
         self.hidden_offset.mul_(1 - self.momentum).add_(self.momentum * p.mean(0))
+        return xw
 
     @torch.no_grad()
     def transform_(self, model: RBM) -> None:

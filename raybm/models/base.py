@@ -76,9 +76,9 @@ class EnergyModel(nn.Module, ABC):
         """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
         respect to every parameter, by name, in closed form; ``precision`` the sampler's
         matmul precision ("fp32": the parameters' dtype, "bf16"). ``visible_field``: the
-        part of the model's field that depends on ``x`` alone, as a sampler computed it on
-        these parameters (an RBM's ``x W``, from a chain with the visibles clamped), reused
-        instead of recomputed; None: computed here. ``compiled``: its elementwise loops
+        part of the model's field that depends on ``x`` alone, as a sampler or the centring
+        computed it on these parameters (an RBM's ``x W``), for all the rows or the first
+        ``len(visible_field)`` of them, reused instead of recomputed; None: computed here. ``compiled``: its elementwise loops
         through ``torch.compile``, as the sampler's (``Kernel.compiled``). None where these
         inputs have no closed form (the caller takes autograd). Only for a model that
         declares ``closed_form_gradient``."""

@@ -215,7 +215,8 @@ class RBM(EnergyModel):
 
         ``visible_field``: ``x W`` (``(n, M)``, no bias) from the label chain of a Gibbs
         kernel in the same precision on these parameters (``gibbs.label_chain``), which
-        saves the first matmul. ``compiled``: the elementwise part (fields, softplus,
+        saves the first matmul; or of the first rows only (the data's ``x W`` from the
+        centring's offset update, ``Centering.update_hidden_offset``), which saves its part. ``compiled``: the elementwise part (fields, softplus,
         sigmoid) as one ``torch.compile`` loop (``samplers.fused.stats_fields``), as the
         sampler's draws run.
         """
@@ -225,8 +226,14 @@ class RBM(EnergyModel):
         dtype = torch.bfloat16 if precision == "bf16" else pdtype
         m = self.n_hidden
         xs = self.flat_visible(x, dtype)
-        y = (xs @ self.weight.reshape(-1, m).to(dtype) if visible_field is None
-             else visible_field)
+        w = self.weight.reshape(-1, m).to(dtype)
+        if visible_field is None:
+            y = xs @ w
+        elif len(visible_field) == len(xs):
+            y = visible_field
+        else:  # the first rows' (the data's, from the centring), the others' here
+            y = torch.cat([visible_field.to(pdtype),
+                           (xs[len(visible_field):] @ w).to(pdtype)])
         c = coef.to(pdtype)
         if compiled:  # one compiled loop nest (samplers.fused.stats_fields)
             sp, cp = stats_fields(y, self.hbias, self.label_weight if self.n_labels else None,

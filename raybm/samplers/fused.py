@@ -161,7 +161,11 @@ def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torc
 
 def _compiled(fn: Callable) -> Callable:
     if fn not in _cache:
-        _cache[fn] = torch.compile(fn, fullgraph=True)
+        # The gradient statistics see a new row count at every F&F update (the rows whose
+        # sampled label is not their own): compiled once for any shape, where a static
+        # compile per shape would recompile until torch's limit and then run eagerly.
+        _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=True if fn is _stats_fields
+                                   else None)
     return _cache[fn]
 
 

@@ -11,10 +11,13 @@ the same parameters.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from raybm.algorithms.base import ENERGY, Batch, Estimator, contrast_terms, data_term, walker_term
+from raybm.algorithms.centering import Centering
 from raybm.algorithms.contrastive import PersistentContrastiveDivergence
 from raybm.gradients import add_gradients
 from raybm.models.rbm import RBM
@@ -67,6 +70,26 @@ def test_the_closed_form_is_the_autograd_gradient_in_float64(kind, n_labels, wei
     for name, g in grads.items():
         assert g.shape == reference[name].shape, name
         torch.testing.assert_close(g, reference[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_the_centrings_x_w_of_the_data_rows_gives_the_same_gradient(kind, n_labels):
+    """The centring's offset update returns the batch's ``x W``; the update's first contrast
+    (same parameters) reuses it for the data rows, the walkers' computed there."""
+    gen = torch.Generator().manual_seed(31 + n_labels)
+    model = random_model(kind, gen, n_labels, scale=0.7).double()
+    batch, walkers = _inputs(model, gen, 37, 23, True)
+    xw = Centering(model, batch.x, batch.label).update_hidden_offset(model, batch)
+    torch.testing.assert_close(xw, model.flat_visible(batch.x, torch.float64)
+                               @ model.weight.reshape(-1, model.n_hidden), rtol=1e-12, atol=1e-12)
+    est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
+    value, grads = est.contrast(model, batch, walkers)
+    reused, grads_reused = est.contrast(model, replace(batch, visible_field=xw), walkers)
+    torch.testing.assert_close(reused, value, rtol=1e-12, atol=1e-12)
+    for name, g in grads[ENERGY].items():
+        torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=1e-12, atol=1e-12,
+                                   msg=name)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
