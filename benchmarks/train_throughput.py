@@ -21,7 +21,10 @@ memory is each process's maximum resident set (``wait4``), of the long run.
 Then, in this process, a breakdown of one update by part (``--breakdown``): the sweeps (the
 kernel; F&F's label sweeps with the visibles clamped apart), the gradient statistics (positive and negative phase, closed form), the hidden
 offsets of the centred gradient (positive-phase fields), the centring transform, the
-optimizer step, and the rest (bookkeeping: minibatch, checks, walker state).
+optimizer step, and the rest (bookkeeping: minibatch, checks, walker state). And
+(``--ab N``) an in-process A/B of each method against PCD: the trainers side by side, one
+update of each in turn for ``N`` rounds, the ratio per round (what "within 1.2x of PCD" asks,
+measured where the machine's drift cannot enter it).
 
     python benchmarks/train_throughput.py                       # everything (~10 min)
     python benchmarks/train_throughput.py --methods pcd --precisions fp32 --short 10 --long 60
@@ -256,6 +259,31 @@ def breakdown(method: str, precision: str, device: str, updates: int) -> dict[st
     return out
 
 
+def interleaved(methods: list[str], precision: str, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one update per round for each method, the trainers built side by side in
+    this process and stepped one update each in turn: a ratio between them sees the same
+    machine within a second (this VM's speed drifts by 1.5x within minutes, which whole
+    processes minutes apart cannot tell from a difference between the methods)."""
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    trainers = {}
+    for method in methods:
+        config = load_config(None, raybm_sets(method, precision, 10**6, "cpu", "true"))
+        train, _ = load_data(config)
+        trainers[method] = make_trainer(config, train)
+        for _ in range(3):  # compiled kernels and first-touch buffers
+            trainers[method].update(diagnostics=False)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(rounds):
+        for method, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.update(diagnostics=False)
+            times[method].append(time.perf_counter() - t0)
+    return times
+
+
 def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
     """Milliseconds of the matrix products one PCD-10 update cannot avoid, timed alone in
     this process: per sweep ``v W`` (n x N by N x M) and ``h W^T`` (n x M by M x N); per
@@ -403,6 +431,9 @@ def main() -> None:
                              "size; these runs are shorter)")
     parser.add_argument("--breakdown", type=int, default=10,
                         help="updates per in-process breakdown (0: none)")
+    parser.add_argument("--ab", type=int, default=0,
+                        help="rounds of the in-process A/B of each method against PCD (one "
+                             "update of each in turn; 0: none)")
     parser.add_argument("--no-processes", action="store_true",
                         help="only the in-process breakdown")
     parser.add_argument("--shard", type=int, default=0,
@@ -480,6 +511,22 @@ def main() -> None:
                 results["breakdown"][f"{method}/{precision}"] = parts
                 line = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
                 print(f"  {method} {precision}: {line}", flush=True)
+    if args.ab and args.device == "cpu":
+        print(f"\nIn-process A/B against PCD, one update of each in turn, {args.ab} rounds "
+              "(time over PCD's: median (quartiles)):")
+        results["ab"] = {}
+        for precision in args.precisions:
+            others = [m for m in args.methods if m != "pcd"]
+            if not others:
+                break
+            times = interleaved(["pcd", *others], precision, args.ab)
+            results["ab"][precision] = times
+            for method in others:
+                over = [a / b for a, b in zip(times[method], times["pcd"])]
+                q1, q2, q3 = statistics.quantiles(over, n=4)
+                print(f"  {method} {precision}: {q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update "
+                      f"{1000 * statistics.median(times[method]):.1f} against PCD's "
+                      f"{1000 * statistics.median(times['pcd']):.1f}", flush=True)
     if args.shard:
         print(f"\nShard loop (no trainer), ms per update on {args.device}:")
         results["shard"] = {}
