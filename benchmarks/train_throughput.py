@@ -431,7 +431,7 @@ def main() -> None:
                              "size; these runs are shorter)")
     parser.add_argument("--breakdown", type=int, default=10,
                         help="updates per in-process breakdown (0: none)")
-    parser.add_argument("--ab", type=int, default=0,
+    parser.add_argument("--ab", type=int, default=0, metavar="N",
                         help="rounds of the in-process A/B of each method against PCD (one "
                              "update of each in turn; 0: none)")
     parser.add_argument("--no-processes", action="store_true",
@@ -441,6 +441,8 @@ def main() -> None:
                              "what runs on a machine with torch alone, e.g. a GPU)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.ab == 1 or args.ab < 0:
+        parser.error("--ab: at least 2 rounds (quartiles of the per-round ratios), or 0")
     args.methods = args.methods.split(",")
     args.precisions = args.precisions.split(",")
     args.peers = args.peers.split(",")

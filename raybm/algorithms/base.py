@@ -254,9 +254,13 @@ class Estimator(ABC):
         if model.closed_form_gradient and not self.energy_penalty:
             terms = contrast_terms(batch, walkers, self.population, log_norm)
             if terms is not None:
-                # The data rows come first: their x W, where the centring has it, is reused.
+                # The data rows come first: their x W, where the centring has it (one row
+                # per batch row, or it is not this batch's), is reused.
+                field = batch.visible_field
+                if field is not None and len(field) != batch.size:
+                    field = None
                 out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision,
-                                                     visible_field=batch.visible_field,
+                                                     visible_field=field,
                                                      compiled=self.kernel.compiled)
                 if out is not None:
                     return out[0], {ENERGY: out[1]}

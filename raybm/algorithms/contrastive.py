@@ -198,7 +198,10 @@ class KStep(Estimator):
                                   device=gen.device).to(batch.x.device)
             labels, field = kernel.label_chain(gen, model, batch.x, start, self.k)
             # Same visibles on both sides: only the label (and its coupling) part remains.
-            loss, grads = self.label_contrast(model, batch, labels, field)
+            # (A kernel whose auto precision no run resolved drew in a precision of its own
+            # choosing: its x W is not the contrast's.)
+            loss, grads = self.label_contrast(model, batch, labels,
+                                              None if kernel.precision == "auto" else field)
             acc = float((labels == batch.label).float().mean())
             return Estimate(loss, None, {"train_label_accuracy": acc}, grads)
         if model.n_labels:

@@ -235,7 +235,9 @@ class RBM(EnergyModel):
             y = torch.cat([visible_field.to(pdtype),
                            (xs[len(visible_field):] @ w).to(pdtype)])
         c = coef.to(pdtype)
-        if compiled:  # one compiled loop nest (samplers.fused.stats_fields)
+        # One compiled loop nest (samplers.fused.stats_fields); not for 0 or 1 rows, which
+        # torch specialises even in a dynamic-shape graph (a recompile mid-run).
+        if compiled and len(y) > 1:
             sp, cp = stats_fields(y, self.hbias, self.label_weight if self.n_labels else None,
                                   cond, c, compiled=True)
         else:

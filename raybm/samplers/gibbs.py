@@ -438,6 +438,8 @@ def label_chain(
     ``precision``'s matmul), which a classification contrast on the same parameters reuses
     (:meth:`RBM.weighted_energy_gradient`'s ``visible_field``)."""
     _check_precision(precision)
+    if not model.n_labels:
+        raise ValueError("a label chain samples labels: this RBM has no label unit")
     p = prepare(model, precision)
     ws = Scratch(stream=stream, compiled=compiled)
     fixed = _visible_part(p, _encode(p, x, None, ws))

@@ -237,8 +237,9 @@ def categorical_inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tens
     ``(..., q)`` boolean temporary of a compare-and-sum.
 
     The cumulative weights are left unnormalised, ``C_s = sum_{t <= s} exp(z_t - max z)``,
-    and ``u`` is scaled by their total instead: the same state, ``C_{s-1} <= u C_q < C_s``,
-    without ``softmax``, whose CPU kernel is slow on short rows (torch 2.13, 2,000 rows: 0.47
+    and ``u`` is scaled by their total instead: the same state, ``C_{s-1} < u C_q <= C_s``
+    (so at ``u = 0`` exactly, probability 2^-24, the first state whatever its weight, as
+    with the normalised form), without ``softmax``, whose CPU kernel is slow on short rows (torch 2.13, 2,000 rows: 0.47
     ms for q = 10 against 0.07 ms for the max, subtraction and exp; the whole draw 0.59 ->
     0.18 ms at q = 10, 77 -> 21 ms for 600,000 rows at q = 4, 21 -> 16 ms at q = 21; Intel
     Xeon, 2026-12-06).

@@ -90,6 +90,11 @@ def test_the_centrings_x_w_of_the_data_rows_gives_the_same_gradient(kind, n_labe
     for name, g in grads[ENERGY].items():
         torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=1e-12, atol=1e-12,
                                    msg=name)
+    # It is read (a shifted field moves the value), and only where it has a row per batch row.
+    shifted, _ = est.contrast(model, replace(batch, visible_field=xw + 0.5), walkers)
+    assert abs(float(shifted - value)) > 1e-3
+    short, _ = est.contrast(model, replace(batch, visible_field=xw[:-1] + 0.5), walkers)
+    torch.testing.assert_close(short, value, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
@@ -131,6 +136,9 @@ def test_the_classification_contrast_is_the_autograd_gradient(kind, own, reuse):
         torch.testing.assert_close(field, model.flat_visible(batch.x, torch.float64)
                                    @ model.weight.reshape(-1, model.n_hidden), rtol=1e-12, atol=1e-12)
     value, grads = est.label_contrast(model, batch, labels, field)
+    if reuse and own < 1.0:  # the chain's x W is read (a shifted one moves the value)
+        shifted, _ = est.label_contrast(model, batch, labels, field + 0.5)
+        assert abs(float(shifted - value)) > 1e-6
     model.zero_grad(set_to_none=True)
     loss = data_term(model, batch) - data_term(model, batch, label=labels)
     loss.backward()

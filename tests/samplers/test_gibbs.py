@@ -152,8 +152,9 @@ def test_categorical_draws_match_probabilities():
 
 def test_categorical_inverse_cdf_at_the_edges_of_u_and_of_the_logits():
     """The unnormalised cumulative weights scaled by ``u``: the ends of ``u``'s grid land on
-    the first and last states that have weight, a state whose weight underflows is never
-    drawn, and large logits do not overflow (the max is subtracted first)."""
+    the first and last states that have weight, a state whose weight underflows is not drawn
+    (``u = 0`` exactly draws the first state whatever its weight), and large logits do not
+    overflow (the max is subtracted first)."""
     logits = torch.tensor([[0.0, -200.0, 0.0, -200.0],  # states 1 and 3: exp underflows
                            [1e4, 1e4 - 1.0, -1e4, 1e4 - 3.0]])
     top = 1.0 - 2.0**-24  # the largest uniform on the 24-bit grid
