@@ -290,7 +290,8 @@ def bernoulli_field(
     ``compiled``: by the ``torch.compile`` kernel (as everywhere with ``RAYBM_COMPILE=1``).
 
     ``y``: ``(n, m)`` field from the matmul (bf16 or float32, not modified; column slices of a
-    wider field are fine), or a :class:`ClampedField`; ``bias``: ``(m,)`` float32, broadcast over rows; ``words``: the
+    wider field are fine), or a :class:`ClampedField`; ``bias``: ``(m,)`` float32, broadcast
+    over rows; ``words``: the
     ``(ceil(n/2), m)`` int32 of :func:`raybm.samplers.random_bits.uniform16_pairs`.
     ``scratch``: the eager kernel's temporaries (and its result when ``out`` is None), reused
     from call to call. The compiled kernel needs an even ``n``; odd ``n`` runs eagerly (same
@@ -344,8 +345,7 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
     ``rows``: the label rows ``D``, or None; ``cond``: ``(n,)`` labels or ``(n, r)``, ``r``
     per row, giving ``z`` of shape ``(n, r, M)``), ``sum_j softplus(z_j)`` (``(n,)`` or
     ``(n, r)``) and ``coef * sigmoid(z)`` (``z``'s shape), in ``bias``'s dtype. Compiled, one
-    loop nest;
-    eagerly, six passes over ``z`` (the gather, two adds, softplus, sigmoid, the product):
+    loop nest; eagerly, six passes over ``z`` (the gather, two adds, softplus, sigmoid, the product):
     ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in fp32 (Intel Xeon,
     2026-12-06). Both compute the same values up to float rounding."""
     if _on(compiled):
