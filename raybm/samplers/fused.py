@@ -134,22 +134,27 @@ def _fused(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor) -> torch.Te
     return h.to(torch.bfloat16).view(2 * r, m)
 
 
-def _fused_exact(z: torch.Tensor, words: torch.Tensor, out: torch.Tensor) -> None:
-    # The reference draw [u < sigmoid(z)], u = (w >> 8) 2^-24 + 1/2 on torch.rand's 24-bit
+def _fused_exact(z: torch.Tensor, bias: torch.Tensor, words: torch.Tensor,
+                 out: torch.Tensor) -> None:
+    # The reference draw [u < sigmoid(z + b)], u = (w >> 8) 2^-24 + 1/2 on torch.rand's 24-bit
     # grid, as the eager kernel computes it (same uniforms, same sigmoid-then-compare), in one
     # loop: the eager kernel's shift, int -> float add, sigmoid and compare are four passes
     # over the field with two hidden casts (~2.3 of a 784 x 512, 2,000-walker sweep's ~4.5 ms
     # outside its matmuls, Intel Xeon, 2 threads, 2026-12-05). Writing ``out`` inside the
     # compiled function lets Inductor store into it (also a strided column block) directly.
+    # The bias is added here, not by the matmul: addmm(b, x, W, out=) first writes b into
+    # every row of out (a pass over the field, ~0.66 ms of a 2,000 x 784 fp32 half-step,
+    # Intel Xeon, 2026-12-06), where this loop adds it for free.
     u = torch.bitwise_right_shift(words, 8).to(torch.float32) * 2.0**-24 + 0.5
-    out.copy_(torch.where(u < torch.sigmoid(_form(z)), 1.0, 0.0))
+    out.copy_(torch.where(u < torch.sigmoid(_form(z) + bias), 1.0, 0.0))
 
 
-def _fused_exact_keyed(z: torch.Tensor, key: torch.Tensor, out: torch.Tensor) -> None:
+def _fused_exact_keyed(z: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
+                       out: torch.Tensor) -> None:
     # The same draw with the words made in the loop: element (i, j) takes word i m + j of
     # the SplitMix64 stream ``key`` (its high 32 bits), computed in registers, never stored.
     n, m = out.shape
-    _fused_exact(z, high_words(splitmix_grid(key, n, m)), out)
+    _fused_exact(z, bias, high_words(splitmix_grid(key, n, m)), out)
 
 
 def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -157,6 +162,19 @@ def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torc
     # the SplitMix64 stream ``key`` for word row i).
     n, m = (y[0] if isinstance(y, tuple) else y).shape
     return _fused(y, bias, high_words(splitmix_grid(key, n // 2, m)))
+
+
+def _fused_into(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor,
+                out: torch.Tensor) -> None:
+    # The fast draw stored by its own loop into ``out`` (a column block of a walker layout
+    # with labels): returned and then copied, the (n, N) result was written and read once
+    # more, ~0.6 ms a 2,000 x 784 visible draw (Intel Xeon, bf16, 2026-12-06).
+    out.copy_(_fused(y, bias, words))
+
+
+def _fused_keyed_into(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
+                      out: torch.Tensor) -> None:
+    out.copy_(_fused_keyed(y, bias, key))
 
 
 def _compiled(fn: Callable) -> Callable:
@@ -178,33 +196,45 @@ def runs_compiled(compiled: bool) -> bool:
     return _on(compiled)
 
 
+def _no_bias(z: Field, bias: torch.Tensor | None) -> torch.Tensor:
+    # One graph per kernel: a field given with its bias in gets a zero one (x + 0 = x).
+    if bias is not None:
+        return bias
+    fixed = z.fixed if isinstance(z, ClampedField) else z
+    return torch.zeros(fixed.shape[1], dtype=torch.float32, device=fixed.device)
+
+
 def exact_field(z: Field, words: torch.Tensor, out: torch.Tensor,
-                compiled: bool = False) -> torch.Tensor | None:
-    """The fp32 reference draw ``[u < sigmoid(z)]`` by the ``torch.compile`` kernel, written
-    into ``out`` (float32 0/1; ``z``: float32 ``(n, m)``, may be a column slice, or a
-    :class:`ClampedField`; ``words``: int32 ``(n, m)``, the uniforms' 32-bit words, as
+                compiled: bool = False, bias: torch.Tensor | None = None
+                ) -> torch.Tensor | None:
+    """The fp32 reference draw ``[u < sigmoid(z + bias)]`` by the ``torch.compile`` kernel,
+    written into ``out`` (float32 0/1; ``z``: float32 ``(n, m)``, may be a column slice, or
+    a :class:`ClampedField`; ``bias``: ``(m,)``, or None for a field with its bias in;
+    ``words``: int32 ``(n, m)``, the uniforms' 32-bit words, as
     ``random_bits.unit_uniform24_`` reads them), or None where it does not run (compilation
     off or failed): the caller's eager kernel then draws, from the same words, the same
     states up to a sigmoid's last bit."""
     if not _on(compiled):
         return None
-    _try(_compiled(_fused_exact), _arg(z), words, out)  # on failure it sets _failure
+    _try(_compiled(_fused_exact), _arg(z), _no_bias(z, bias), words, out)  # sets _failure
     return None if _failure is not None else out
 
 
 def exact_field_keyed(z: Field, key: torch.Tensor, out: torch.Tensor,
-                      compiled: bool = False) -> torch.Tensor:
+                      compiled: bool = False, bias: torch.Tensor | None = None
+                      ) -> torch.Tensor:
     """:func:`exact_field` with the words of the SplitMix64 stream ``key``
     (``random_bits.splitmix_key``) made inside the compiled loop; eagerly (compilation off
     or failed) the same words are made first (``random_bits.splitmix_grid``, ~10x slower)
     and drawn from as the eager kernel does: the same states up to a sigmoid's last bit."""
     if _on(compiled):
-        _try(_compiled(_fused_exact_keyed), _arg(z), key, out)
+        _try(_compiled(_fused_exact_keyed), _arg(z), _no_bias(z, bias), key, out)
         if _failure is None:
             return out
     n, m = field_shape(z)
     words = high_words(splitmix_grid(key, n, m))
-    return unit_uniform24_(words, out=out).lt_(torch.sigmoid(formed(z)))
+    field = formed(z) if bias is None else formed(z) + bias
+    return unit_uniform24_(words, out=out).lt_(torch.sigmoid(field))
 
 
 def _eager(
@@ -298,10 +328,20 @@ def bernoulli_field(
     draws).
     """
     if _on(compiled) and field_shape(y)[0] % 2 == 0:
-        h = _try(_compiled(_fused), _arg(y), bias, words)
+        h = _compiled_draw(_fused, _fused_into, y, bias, words, out)
         if h is not None:
-            return h if out is None else out.copy_(h)
+            return h
     return _eager(formed(y), bias, words, out, scratch)
+
+
+def _compiled_draw(fn: Callable, fn_into: Callable, y: Field, bias: torch.Tensor,
+                   source: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor | None:
+    # The compiled fast draw, stored into ``out`` by its own loop where given; None where
+    # compilation failed (the caller draws eagerly from the same source).
+    if out is None:
+        return _try(_compiled(fn), _arg(y), bias, source)
+    _try(_compiled(fn_into), _arg(y), bias, source, out)
+    return out if _failure is None else None
 
 
 def bernoulli_field_keyed(
@@ -318,11 +358,103 @@ def bernoulli_field_keyed(
     (``random_bits.splitmix_grid``) and drawn from as :func:`bernoulli_field` does."""
     n, m = field_shape(y)
     if _on(compiled) and n % 2 == 0:
-        h = _try(_compiled(_fused_keyed), _arg(y), bias, key)
+        h = _compiled_draw(_fused_keyed, _fused_keyed_into, y, bias, key, out)
         if h is not None:
-            return h if out is None else out.copy_(h)
+            return h
     words = high_words(splitmix_grid(key, (n + 1) // 2, m))
     return _eager(formed(y), bias, words, out, scratch)
+
+
+def _label_categorical(h: torch.Tensor, down: torch.Tensor, lbias: torch.Tensor,
+                       u: torch.Tensor) -> torch.Tensor:
+    # l ~ softmax(h D + c) by the inverse CDF of _fused_categorical, from the 0/1 hiddens h
+    # (n, m): the L logits are L row sums of h times a column of D, unrolled at trace time,
+    # so that h is made in registers and read by all of them, never stored.
+    logits = [(h * down[s]).sum(-1) + lbias[s] for s in range(down.shape[0])]
+    top = logits[0]
+    for z in logits[1:]:
+        top = torch.maximum(top, z)
+    e = [torch.exp(z - top) for z in logits]
+    total = e[0]
+    for x in e[1:]:
+        total = total + x
+    target = u * total
+    acc = e[0]
+    count = torch.where(acc < target, 1.0, 0.0)
+    for x in e[1:-1]:
+        acc = acc + x
+        count = count + torch.where(acc < target, 1.0, 0.0)
+    return count.to(torch.int64)
+
+
+def _label_sweep_exact(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
+                       down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
+                       ) -> torch.Tensor:
+    uu = torch.bitwise_right_shift(words, 8).to(torch.float32) * 2.0**-24 + 0.5
+    h = torch.where(uu < torch.sigmoid(_form(z) + bias), 1.0, 0.0)
+    return _label_categorical(h, down, lbias, u)
+
+
+def _label_sweep_exact_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
+                             down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
+                             ) -> torch.Tensor:
+    n, m = (z[0] if isinstance(z, tuple) else z).shape
+    return _label_sweep_exact(z, bias, high_words(splitmix_grid(key, n, m)), down, lbias, u)
+
+
+def _label_sweep_fast(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
+                      down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
+                      ) -> torch.Tensor:
+    return _label_categorical(_fused(z, bias, words).to(torch.float32), down, lbias, u)
+
+
+def _label_sweep_fast_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
+                            down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
+                            ) -> torch.Tensor:
+    return _label_categorical(_fused_keyed(z, bias, key).to(torch.float32), down, lbias, u)
+
+
+_LABEL_SWEEPS = {(False, False): _label_sweep_exact, (False, True): _label_sweep_exact_keyed,
+                 (True, False): _label_sweep_fast, (True, True): _label_sweep_fast_keyed}
+
+
+def label_sweep(z: Field, bias: torch.Tensor, source: torch.Tensor, down: torch.Tensor,
+                lbias: torch.Tensor, u: torch.Tensor, fast: bool, keyed: bool,
+                compiled: bool = False, scratch: Scratch | None = None) -> torch.Tensor:
+    """One label sweep with the visibles clamped, ``h ~ p(h | z + bias)`` then
+    ``l ~ softmax(h D + c)``, returning the labels (int64 ``(n,)``).
+
+    ``z``: the hidden field without bias (a :class:`ClampedField`, or its formed tensor);
+    ``source``: the draw's randomness, as the separate draws take it: the SplitMix64 key
+    (``keyed``) or the stored words, int32 ``(n, m)`` for the exact draw and the packed
+    ``(n / 2, m)`` pairs for the ``fast`` one; ``down``: ``D`` as float32 ``(L, m)``, one
+    contiguous row per label; ``lbias``: ``c``;
+    ``u``: a uniform per row for the categorical draw.
+
+    Compiled, the draw, the ``L`` logits and the inverse-CDF draw are one loop nest: the
+    hidden states are never stored, where the separate kernels wrote them (4 MB in fp32 at
+    2,000 x 512), read them back for an ``(n, m) x (m, L)`` product that runs far below
+    the matmul's speed at ``L = 10``, and made the logits in a third pass. Eagerly (off, or
+    compilation failed) those three steps, from the same randomness: the same labels up to
+    rounding (the fused logits are float32 sums, where the fast path's product rounds
+    them to bf16)."""
+    n, m = field_shape(z)
+    if _on(compiled) and (not fast or n % 2 == 0):
+        label = _try(_compiled(_LABEL_SWEEPS[(fast, keyed)]), _arg(z), bias, source, down,
+                     lbias, u)
+        if label is not None:
+            return label
+    if fast:
+        draw = bernoulli_field_keyed if keyed else bernoulli_field
+        h = draw(z, bias, source, scratch=scratch)
+        logits = torch.addmm(lbias, h.to(torch.float32), down.T)
+    else:
+        words = high_words(splitmix_grid(source, n, m)) if keyed else source.clone()
+        field = formed(z) + bias
+        h = unit_uniform24_(words, out=torch.empty(n, m, dtype=field.dtype,
+                                                   device=field.device)).lt_(field.sigmoid_())
+        logits = torch.addmm(lbias, h, down.T)
+    return categorical_inverse_cdf(logits, u)
 
 
 def _stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
@@ -345,8 +477,8 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
     ``rows``: the label rows ``D``, or None; ``cond``: ``(n,)`` labels or ``(n, r)``, ``r``
     per row, giving ``z`` of shape ``(n, r, M)``), ``sum_j softplus(z_j)`` (``(n,)`` or
     ``(n, r)``) and ``coef * sigmoid(z)`` (``z``'s shape), in ``bias``'s dtype. Compiled, one
-    loop nest; eagerly, six passes over ``z`` (the gather, two adds, softplus, sigmoid, the product):
-    ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in fp32 (Intel Xeon,
+    loop nest; eagerly, six passes over ``z`` (the gather, two adds, softplus, sigmoid, the
+    product): ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in fp32 (Intel Xeon,
     2026-12-06). Both compute the same values up to float rounding."""
     if _on(compiled):
         out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef)
@@ -356,5 +488,5 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
 
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
-KERNELS = (_fused, _fused_keyed, _fused_exact, _fused_exact_keyed, _fused_categorical,
-           _stats_fields)
+KERNELS = (_fused, _fused_keyed, _fused_into, _fused_keyed_into, _fused_exact,
+           _fused_exact_keyed, _fused_categorical, _stats_fields, *_LABEL_SWEEPS.values())

@@ -7,7 +7,7 @@ clamped: clamping ``l`` generates a class, clamping ``v`` samples labels for cla
 
 Two precisions:
 
-- ``"fp32"`` (the reference): fields in the model's dtype (bias fused into ``addmm``; Potts
+- ``"fp32"`` (the reference): fields in the model's dtype (the bias added by the draw; Potts
   hidden fields as a gather-sum of weight rows), ``[u < sigmoid(z)]`` with uniforms on
   ``torch.rand``'s 24-bit grid (made from 32-bit halves of the generator's int64 stream, at
   half ``torch.rand``'s cost), inverse-CDF categorical draws. Where the draws run compiled,
@@ -52,6 +52,7 @@ from raybm.samplers.fused import (
     exact_field_keyed,
     field_shape,
     formed,
+    label_sweep,
     runs_compiled,
 )
 from raybm.samplers.base import KernelBase, KernelInfo
@@ -204,25 +205,24 @@ def _put_label(p: GibbsParams, buf: torch.Tensor, label: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------- half-steps
 def _bernoulli_exact(
-    gen: torch.Generator, z: Field, out: torch.Tensor, ws: Scratch
+    gen: torch.Generator, z: Field, bias: torch.Tensor, out: torch.Tensor, ws: Scratch
 ) -> torch.Tensor:
-    """``[u < sigmoid(z)]`` as 0/1 in ``out`` (``z``'s shape; ``z`` is a temporary and is
-    overwritten, or a ``fused.ClampedField``). The uniforms are made in place in ``out``,
+    """``[u < sigmoid(z + bias)]`` as 0/1 in ``out`` (``z``'s shape; ``z`` is a temporary and
+    is overwritten, or a ``fused.ClampedField``; ``bias`` ``(m,)``, added by the compiled
+    loop for free where ``addmm`` would first write it into every row of the product's
+    output, and in place eagerly). The uniforms are made in place in ``out``,
     then compared in place: in float32, on ``torch.rand``'s 24-bit grid from 32-bit halves
     of the int64 stream (``unit_uniform24_``), or with ``ws.compiled`` in one compiled loop
     from the same words (``fused.exact_field``); in other dtypes (float64 references), by
     ``uniform_``."""
     if out.dtype != torch.float32:
-        return out.uniform_(generator=gen).lt_(formed(z).sigmoid_())
+        return out.uniform_(generator=gen).lt_(formed(z).add_(bias).sigmoid_())
+    words = _draw_source(gen, False, *field_shape(z), ws, out.device)
     if ws.stream == COMPILED_STREAM:
-        return exact_field_keyed(z, splitmix_key(gen), out, compiled=ws.compiled)
-    n, m = field_shape(z)
-    words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
-                         out=ws.get("words", ((n * m + 1) // 2,), torch.int64, out.device))
-    words = words.view(torch.int32)[: n * m].view(n, m)
-    if exact_field(z, words, out, compiled=ws.compiled) is not None:
+        return exact_field_keyed(z, words, out, compiled=ws.compiled, bias=bias)
+    if exact_field(z, words, out, compiled=ws.compiled, bias=bias) is not None:
         return out
-    prob = formed(z).sigmoid_()
+    prob = formed(z).add_(bias).sigmoid_()
     return unit_uniform24_(words, out=out).lt_(prob)
 
 
@@ -234,13 +234,33 @@ def _fast_draw(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fast Bernoulli draw on ``field + bias`` with fresh 16-bit uniforms (bf16 0/1)."""
+    words = _draw_source(gen, True, *field_shape(field), ws, bias.device)
     if ws.stream == COMPILED_STREAM:
-        return bernoulli_field_keyed(field, bias, splitmix_key(gen), out=out, scratch=ws,
+        return bernoulli_field_keyed(field, bias, words, out=out, scratch=ws,
                                      compiled=ws.compiled)
-    n, m = field_shape(field)
-    words = uniform16_pairs(gen, n, m, stream=ws.stream,
-                            out=ws.get("words", (pair_words(n, m),), torch.int64, bias.device))
     return bernoulli_field(field, bias, words, out=out, scratch=ws, compiled=ws.compiled)
+
+
+def _draw_source(gen: torch.Generator, fast: bool, n: int, m: int, ws: Scratch,
+                 device: torch.device) -> torch.Tensor:
+    """The randomness of one ``(n, m)`` Bernoulli draw, taken from ``gen``: the SplitMix64
+    key where the words are made in the compiled loop (``ws.stream``), else the stored
+    words, the 32-bit ``(n, m)`` of the exact draw or the packed 16-bit pairs of the fast
+    one (``fast``)."""
+    if ws.stream == COMPILED_STREAM:
+        return splitmix_key(gen)
+    if fast:
+        return uniform16_pairs(gen, n, m, stream=ws.stream,
+                               out=ws.get("words", (pair_words(n, m),), torch.int64, device))
+    words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
+                         out=ws.get("words", ((n * m + 1) // 2,), torch.int64, device))
+    return words.view(torch.int32)[: n * m].view(n, m)
+
+
+def _drawn(p: GibbsParams, ws: Scratch, n: int, m: int, device: torch.device) -> torch.Tensor:
+    """The fast draw's hidden states, a scratch buffer reused by every sweep (the compiled
+    draw stores into it, where a fresh tensor a sweep cost its allocation and page faults)."""
+    return ws.get("drawn", (n, m), p.matmul_dtype, device)
 
 
 def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch) -> torch.Tensor:
@@ -250,22 +270,23 @@ def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch
     if p.potts:
         field = F.embedding_bag(buf, p.up, mode="sum")  # sum_i W[i, v_i] (+ D_l), float
         if p.fast:
-            return _fast_draw(gen, field, p.hbias, ws)
+            return _fast_draw(gen, field, p.hbias, ws, out=_drawn(p, ws, n, m, dev))
         out = ws.get("out", (n, m), field.dtype, dev)
-        return _bernoulli_exact(gen, field.add_(p.hbias), out, ws)
+        return _bernoulli_exact(gen, field, p.hbias, out, ws)
     if p.fast:
         y = torch.mm(buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))  # v W + D_l
-        return _fast_draw(gen, y, p.hbias, ws)
-    z = torch.addmm(p.hbias, buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))
-    return _bernoulli_exact(gen, z, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
+        return _fast_draw(gen, y, p.hbias, ws, out=_drawn(p, ws, n, m, dev))
+    z = torch.mm(buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))
+    return _bernoulli_exact(gen, z, p.hbias, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
 
 
 def _visible_part(p: GibbsParams, buf: torch.Tensor) -> torch.Tensor:
-    """The visibles' part of the hidden field, ``x W`` without bias or label, float32 (from
-    a bf16 matmul in the fast path)."""
+    """The visibles' part of the hidden field, ``x W`` without bias or label: float32, or
+    the bf16 product of the fast Bernoulli path as it comes (the rounding every bf16 sweep's
+    field has; half the bytes for each label sweep's draw to read)."""
     if p.potts:
         return F.embedding_bag(buf[:, : p.n_visible], p.up, mode="sum").to(p.field_dtype)
-    return torch.mm(buf[:, : p.n_in], p.up[: p.n_in]).to(p.field_dtype)
+    return torch.mm(buf[:, : p.n_in], p.up[: p.n_in])
 
 
 def _clamped_field(fixed: torch.Tensor, label_rows: torch.Tensor, label: torch.Tensor,
@@ -278,18 +299,19 @@ def _clamped_field(fixed: torch.Tensor, label_rows: torch.Tensor, label: torch.T
     clamped = ClampedField(fixed, label_rows, label)
     if runs_compiled(ws.compiled):
         return clamped
-    return formed(clamped, out=ws.get("clamped", fixed.shape, fixed.dtype, fixed.device))
+    return formed(clamped, out=ws.get("clamped", fixed.shape, label_rows.dtype, fixed.device))
 
 
 def _hidden_from(gen: torch.Generator, p: GibbsParams, field: Field,
                  ws: Scratch) -> torch.Tensor:
-    """``h ~ p(h | field)`` (the exact draw: the hidden bias already in ``field``) or
-    ``p(h | field + b)`` (the fast draw adds it in its loop) as 0/1 in the matmul dtype."""
+    """``h ~ p(h | field + b)`` as 0/1 in the matmul dtype (both draws add the hidden bias
+    ``b``)."""
     ws = ws.sub("h")
     if p.fast:
-        return _fast_draw(gen, field, p.hbias, ws)
+        return _fast_draw(gen, field, p.hbias, ws,
+                          out=_drawn(p, ws, *field_shape(field), p.hbias.device))
     out = ws.get("out", field_shape(field), p.matmul_dtype, p.hbias.device)
-    return _bernoulli_exact(gen, field, out, ws)
+    return _bernoulli_exact(gen, field, p.hbias, out, ws)
 
 
 def _visible(
@@ -305,35 +327,33 @@ def _visible(
     (or a new one); returns it and the new labels (None when not sampled)."""
     ws = ws.sub("v")
     nv, n, dev = p.n_in, h.shape[0], h.device
-    first = 0 if sample_x else nv  # clamped visibles: only the label columns are needed
-    down, bias = p.down[:, first:], p.vlbias[first:]
+    # Only the columns drawn: clamped visibles need the label columns alone, clamped labels
+    # the visible ones alone (an F&F generation sweep: its (n, M) x (M, N + L) product was
+    # ~1.35x the (M, N) one in bf16, a width oneDNN tiles worse; Intel Xeon, 2026-12-06).
+    first = 0 if sample_x else nv
+    last = None if sample_label else nv
+    down, bias = p.down[:, first:last], p.vlbias[first:last]
     shape = (n, down.shape[1])
-    if p.fast:  # bf16; biases added in float32 below
-        field = torch.mm(h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
-    else:
-        field = torch.addmm(bias, h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
+    # No bias in the product: the draws add it (in float32 for bf16), see _bernoulli_exact.
+    field = torch.mm(h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
     if sample_x:
         if p.potts:
             if p.fast:
                 u = torch.rand(n, p.n_visible, generator=gen, device=dev)
                 state = categorical_field(field[:, :nv], bias[:nv], u, compiled=ws.compiled)
             else:
-                state = categorical_index(gen, field[:, :nv].view(n, p.n_visible, p.n_states))
+                logits = field[:, :nv].add_(bias[:nv])
+                state = categorical_index(gen, logits.view(n, p.n_visible, p.n_states))
             torch.add(state, p.offsets, out=buf[:, : p.n_visible])
         elif p.fast:
-            # With labels, x is a column block of the layout; without, the draw can return a
-            # new tensor (the compiled kernel does), which becomes the layout.
-            out = buf[:, :nv] if p.n_labels else None
-            drawn = _fast_draw(gen, field[:, :nv], bias[:nv], ws, out=out)
-            buf = buf if p.n_labels else drawn
+            # Stored by the draw's loop into the layout (x is its first columns): a new
+            # tensor per draw cost an allocation and its page faults each sweep.
+            _fast_draw(gen, field[:, :nv], bias[:nv], ws, out=buf[:, :nv])
         else:
-            _bernoulli_exact(gen, field[:, :nv], buf[:, :nv], ws)
+            _bernoulli_exact(gen, field[:, :nv], bias[:nv], buf[:, :nv], ws)
     label = None
     if sample_label:
-        logits = field[:, nv - first :]
-        if p.fast:
-            logits = torch.add(logits, bias[nv - first :])
-        label = categorical_index(gen, logits)
+        label = categorical_index(gen, torch.add(field[:, nv - first :], bias[nv - first :]))
         _put_label(p, buf, label)
     return buf, label
 
@@ -434,8 +454,9 @@ def label_chain(
     The visibles' part of the hidden field, ``x W``, is the same at every sweep: it is
     computed once and each sweep adds only the label's row ``D_l`` (an ``(n, M)`` gather
     instead of an ``(n, N) x (N, M)`` matmul per sweep). Returns the labels after ``k``
-    sweeps (int64 ``(n,)``) and that ``x W`` (``(n, M)``, float32, without bias or label, in
-    ``precision``'s matmul), which a classification contrast on the same parameters reuses
+    sweeps (int64 ``(n,)``) and that ``x W`` (``(n, M)``, without bias or label, in
+    ``precision``'s matmul: bf16 as the fast path's product gives it, else float32), which
+    a classification contrast on the same parameters reuses
     (:meth:`RBM.weighted_energy_gradient`'s ``visible_field``)."""
     _check_precision(precision)
     if not model.n_labels:
@@ -443,16 +464,26 @@ def label_chain(
     p = prepare(model, precision)
     ws = Scratch(stream=stream, compiled=compiled)
     fixed = _visible_part(p, _encode(p, x, None, ws))
-    # The exact draw's hidden bias goes into the fixed part once (the fast draw adds it in
-    # its loop, free).
-    biased = fixed if p.fast else fixed + p.hbias
-    # D, the label rows of up, in the field's dtype (a float32 copy in the fast path: 10 rows),
-    # and the label columns of down with their biases: the only part of p(v, l | h) needed.
-    label_rows = p.up[p.n_in : p.n_in + p.n_labels].to(fixed.dtype)
+    # D, the label rows of up, in float32 in the fast path (a copy of 10 rows: the field
+    # x W + D_l is summed in float32), and the label columns of down with their biases: the
+    # only part of p(v, l | h) needed.
+    label_rows = p.up[p.n_in : p.n_in + p.n_labels].to(p.field_dtype)
     down, bias = p.down[:, p.n_in :], p.vlbias[p.n_in :]
-    shape = (x.shape[0], p.n_labels)
+    n, m = fixed.shape
+    if runs_compiled(ws.compiled) and (p.fast or p.matmul_dtype == torch.float32):
+        # Each sweep as one compiled loop nest, hidden states never stored
+        # (fused.label_sweep), from the randomness the separate draws below would take.
+        rows_out = down.T.to(torch.float32).contiguous()  # D^T: (L, M), a row per label
+        for _ in range(k):
+            source = _draw_source(gen, p.fast, n, m, ws.sub("h"), fixed.device)
+            u = torch.rand(n, generator=gen, device=fixed.device)
+            label = label_sweep(ClampedField(fixed, label_rows, label), p.hbias, source,
+                                rows_out, bias, u, p.fast, ws.stream == COMPILED_STREAM,
+                                compiled=ws.compiled, scratch=ws.sub("h"))
+        return label, fixed
+    shape = (n, p.n_labels)
     for _ in range(k):
-        h = _hidden_from(gen, p, _clamped_field(biased, label_rows, label, ws), ws)
+        h = _hidden_from(gen, p, _clamped_field(fixed, label_rows, label, ws), ws)
         if p.fast:  # bf16 matmul, bias added in float32
             logits = torch.mm(h, down, out=ws.get("logits", shape, p.matmul_dtype, h.device))
             logits = torch.add(logits, bias)

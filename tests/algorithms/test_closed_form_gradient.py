@@ -16,7 +16,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from raybm.algorithms.base import ENERGY, Batch, Estimator, contrast_terms, data_term, walker_term
+from raybm.algorithms.base import (
+    CONTRAST_ROW_MULTIPLE,
+    ENERGY,
+    Batch,
+    Estimator,
+    contrast_rows,
+    contrast_terms,
+    data_term,
+    walker_term,
+)
 from raybm.algorithms.centering import Centering
 from raybm.algorithms.contrastive import PersistentContrastiveDivergence
 from raybm.gradients import add_gradients
@@ -119,15 +128,17 @@ def test_in_float32_and_with_bf16_matmuls_within_their_rounding(kind, n_labels):
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("own", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("reuse", [False, True])
-def test_the_classification_contrast_is_the_autograd_gradient(kind, own, reuse):
+@pytest.mark.parametrize("n", [31, 150])
+def test_the_classification_contrast_is_the_autograd_gradient(kind, own, reuse, n):
     """F&F's classification phase: the batch against itself with sampled labels. ``own``:
     the fraction of rows whose sampled label is their own (rows the closed form skips, as
-    they add nothing); ``reuse``: with the ``x W`` of the label chain that drew them."""
+    they add nothing, but for those that round the count up: with 150 rows and half their
+    own, 128 of them); ``reuse``: with the ``x W`` of the label chain that drew them."""
     gen = torch.Generator().manual_seed(5)
     model = random_model(kind, gen, 4, scale=0.7).double()
-    batch, _ = _inputs(model, gen, 31, 1, True)
-    labels = (batch.label + torch.randint(1, 4, (31,), generator=gen)) % 4  # none their own
-    keep = torch.rand(31, generator=gen) < own
+    batch, _ = _inputs(model, gen, n, 1, True)
+    labels = (batch.label + torch.randint(1, 4, (n,), generator=gen)) % 4  # none their own
+    keep = torch.rand(n, generator=gen) < own
     labels = torch.where(keep, batch.label, labels)
     est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
     field = None
@@ -193,3 +204,21 @@ def test_trainer_updates_are_the_same_by_closed_form_and_by_autograd(case, monke
     reference = _one_update(sets, False, monkeypatch)
     for name, p in closed.items():
         torch.testing.assert_close(p, reference[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_classification_contrast_rounds_its_rows_up_with_unmoved_ones():
+    """Every moved row, then unmoved ones to a multiple of 64 (a bf16 matmul shape seen
+    before), never more than the batch; None where that is the whole batch."""
+    gen = torch.Generator().manual_seed(8)
+    for n, p in ((2000, 0.9), (2000, 0.5), (2000, 0.02), (150, 0.3), (31, 0.5), (64, 1.0),
+                 (2000, 0.0)):
+        moved = torch.rand(n, generator=gen) < p
+        rows = contrast_rows(moved)
+        count = int(moved.sum())
+        expect = min(n, -(-count // CONTRAST_ROW_MULTIPLE) * CONTRAST_ROW_MULTIPLE)
+        if expect == n:
+            assert rows is None, (n, p)
+            continue
+        assert len(rows) == expect and len(set(rows.tolist())) == expect
+        assert bool(moved[rows].sum() == count)  # every moved row is in
+        assert bool(moved[rows[:count]].all())

@@ -316,15 +316,20 @@ def test_compiled_kernel_agrees_with_eager():
     words = uniform16_pairs(gen, 256, 96)
     for y in (wide[:, :96], wide[:, :96].float().contiguous()):  # a strided bf16 slice; float
         eager = fused.bernoulli_field(y, bias, words)
+        # also stored by the loop into a column block of a layout (a labelled walker's x)
+        layout = torch.full((256, 100), 7.0, dtype=torch.bfloat16)
         fused.set_compile(True)
         try:
             compiled = fused.bernoulli_field(y, bias, words)
+            into = fused.bernoulli_field(y, bias, words, out=layout[:, :96])
             assert fused.compile_status() == "on"
         finally:
             fused.set_compile(False)
         # Vectorised and scalar sigmoid may differ in the last bit: a draw can flip only where
         # the uniform sits exactly on the threshold, at most a handful out of 24,576.
         assert compiled.dtype == torch.bfloat16 and (compiled != eager).sum() <= 3
+        assert into.data_ptr() == layout.data_ptr() and (layout[:, 96:] == 7.0).all()
+        assert (layout[:, :96] != eager).sum() <= 3
 
 
 @pytest.mark.slow
@@ -334,19 +339,26 @@ def test_compiled_exact_draw_agrees_with_eager():
     gen = torch.Generator().manual_seed(15)
     z = torch.randn(256, 100, generator=gen) * 3
     words = random_words(gen, 256 * 48).view(torch.int32).view(256, 96)
+    bias = torch.randn(96, generator=gen)
     eager = torch.empty(256, 96)
     gibbs_words = words.clone()  # unit_uniform24_ shifts its words in place
     unit_uniform24_(gibbs_words, out=eager).lt_(z[:, :96].sigmoid())
+    eager_biased = torch.empty(256, 96)
+    unit_uniform24_(words.clone(), out=eager_biased).lt_((z[:, :96] + bias).sigmoid())
     wide = torch.full((256, 100), 7.0)
+    biased = torch.empty(256, 96)
     fused.set_compile(True)
     try:
         out = fused.exact_field(z[:, :96], words, wide[:, :96])
+        # the bias added by the loop (the product then needs no addmm)
+        fused.exact_field(z[:, :96], words, biased, bias=bias)
         assert fused.compile_status() == "on"
     finally:
         fused.set_compile(False)
     assert out is not None and out.data_ptr() == wide.data_ptr()
     assert (wide[:, 96:] == 7.0).all()  # nothing beyond the block written
     assert (wide[:, :96] != eager).sum() <= 3
+    assert (biased != eager_biased).sum() <= 3 and (biased != eager).sum() > 100
 
 
 @pytest.mark.slow
@@ -358,6 +370,8 @@ def test_compiled_splitmix_draws_agree_with_eager():
     key = random_bits.splitmix_key(gen)
     z = torch.randn(256, 100, generator=gen) * 3
     eager = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96))
+    shift = torch.randn(96, generator=gen)
+    eager_biased = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96), bias=shift)
     wide = torch.full((256, 100), 7.0)
     wide_bf16 = (torch.randn(256, 100, generator=gen) * 3).bfloat16()
     bias = torch.randn(96, generator=gen)
@@ -365,13 +379,19 @@ def test_compiled_splitmix_draws_agree_with_eager():
     fused.set_compile(True)
     try:
         out = fused.exact_field_keyed(z[:, :96], key, wide[:, :96])
+        biased = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96), bias=shift)
         fast = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key)
+        layout = torch.full((256, 100), 7.0, dtype=torch.bfloat16)
+        into = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key, out=layout[:, :96])
         assert fused.compile_status() == "on"
     finally:
         fused.set_compile(False)
     assert out.data_ptr() == wide.data_ptr() and (wide[:, 96:] == 7.0).all()
     assert (wide[:, :96] != eager).sum() <= 3
+    assert (biased != eager_biased).sum() <= 3 and (biased != eager).sum() > 100
     assert fast.dtype == torch.bfloat16 and (fast != eager_fast).sum() <= 3
+    assert into.data_ptr() == layout.data_ptr() and (layout[:, 96:] == 7.0).all()
+    assert (layout[:, :96] != eager_fast).sum() <= 3
     # and the draws follow their probabilities: 24,576 fair coins
     half = fused.exact_field_keyed(torch.zeros(256, 96), key, torch.empty(256, 96))
     assert abs(float(half.mean()) - 0.5) < 5 * (0.25 / half.numel()) ** 0.5
@@ -507,6 +527,36 @@ def test_compiled_label_chain_samples_p_label_given_v(kind, precision, stream):
         exact = model.double().label_prob_v(v[:1])[0]
     pval = chi_square_p(torch.bincount(labels, minlength=4), exact)
     assert pval > P_MIN, f"chi-square p = {pval:.2e}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_compiled_label_sweeps_agree_with_the_separate_eager_draws(kind):
+    """A compiled label sweep (draw, logits and label in one loop, ``fused.label_sweep``)
+    against the eager chain's separate draw, product and categorical draw, from the same
+    generator: the same labels but where a uniform sits within rounding of a threshold
+    (fp32: <= 3 rows of 4,000), or, with bf16 matmuls, of the eager product's bf16-rounded
+    logits (relative 2^-9, moving a label's probability by ~1e-2 at most here: < 2% of
+    rows)."""
+    model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
+    x = gibbs.init_uniform(torch.Generator().manual_seed(1), model, 4000).x
+    start = torch.randint(0, 4, (4000,), generator=torch.Generator().manual_seed(2))
+    for precision, stream in (("fp32", "splitmix64"), ("fp32", "sfc64"), ("bf16", "sfc64"),
+                              ("bf16", "splitmix64")):
+        labels = []
+        for on in (False, True):
+            fused.set_compile(on)
+            try:
+                drawn, _ = gibbs.label_chain(torch.Generator().manual_seed(3), model, x, start,
+                                             1, precision, stream, compiled=on)
+                assert fused.compile_status() == ("on" if on else "off")
+            finally:
+                fused.set_compile(False)
+            labels.append(drawn)
+        moved = int((labels[0] != start).sum())
+        assert moved > 1000  # the sweep does move labels
+        differ = int((labels[0] != labels[1]).sum())
+        assert differ <= (3 if precision == "fp32" else 80), (precision, stream, differ)
 
 
 @pytest.mark.slow
