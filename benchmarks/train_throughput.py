@@ -24,7 +24,8 @@ offsets of the centred gradient (positive-phase fields), the centring transform,
 optimizer step, and the rest (bookkeeping: minibatch, checks, walker state). And
 (``--ab N``) an in-process A/B of each method against PCD: the trainers side by side, one
 update of each in turn for ``N`` rounds, the ratio per round (what "within 1.2x of PCD" asks,
-measured where the machine's drift cannot enter it).
+measured where the machine's drift cannot enter it); ``--ab-after M`` first trains each
+trainer ``M`` updates, untimed, for the state most of a long run's updates see.
 
     python benchmarks/train_throughput.py                       # everything (~10 min)
     python benchmarks/train_throughput.py --methods pcd --precisions fp32 --short 10 --long 60
@@ -259,11 +260,20 @@ def breakdown(method: str, precision: str, device: str, updates: int) -> dict[st
     return out
 
 
-def interleaved(methods: list[str], precision: str, rounds: int) -> dict[str, list[float]]:
+def interleaved(methods: list[str], precision: str, rounds: int, after: int = 0
+                ) -> tuple[dict[str, list[float]], float | None]:
     """Seconds of one update per round for each method, the trainers built side by side in
     this process and stepped one update each in turn: a ratio between them sees the same
     machine within a second (this VM's speed drifts by 1.5x within minutes, which whole
-    processes minutes apart cannot tell from a difference between the methods)."""
+    processes minutes apart cannot tell from a difference between the methods).
+
+    ``after``: updates each trainer makes, untimed, before the rounds: the state most of a
+    long run's updates see, where F&F's sampled labels are mostly right and its
+    classification contrast computes only the rows whose label moved
+    (``algorithms.base.contrast_rows``); from initialisation nearly every row moves. Also
+    returns the fraction of rows that contrast computed during the rounds (None without
+    F&F)."""
+    import raybm.algorithms.base as algorithms_base
     from raybm.config import load_config
     from raybm.data.load import load_data
     from raybm.train import make_trainer
@@ -273,15 +283,28 @@ def interleaved(methods: list[str], precision: str, rounds: int) -> dict[str, li
         config = load_config(None, raybm_sets(method, precision, 10**6, "cpu", "true"))
         train, _ = load_data(config)
         trainers[method] = make_trainer(config, train)
-        for _ in range(3):  # compiled kernels and first-touch buffers
+        for _ in range(3 + after):  # compiled kernels and first-touch buffers, then `after`
             trainers[method].update(diagnostics=False)
+    rows = [0, 0]  # computed, in all
+    contrast_rows = algorithms_base.contrast_rows
+
+    def counted(moved):
+        out = contrast_rows(moved)
+        rows[0] += len(moved) if out is None else len(out)
+        rows[1] += len(moved)
+        return out
+
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(rounds):
-        for method, trainer in trainers.items():
-            t0 = time.perf_counter()
-            trainer.update(diagnostics=False)
-            times[method].append(time.perf_counter() - t0)
-    return times
+    algorithms_base.contrast_rows = counted
+    try:
+        for _ in range(rounds):
+            for method, trainer in trainers.items():
+                t0 = time.perf_counter()
+                trainer.update(diagnostics=False)
+                times[method].append(time.perf_counter() - t0)
+    finally:
+        algorithms_base.contrast_rows = contrast_rows
+    return times, (rows[0] / rows[1] if rows[1] else None)
 
 
 def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
@@ -434,6 +457,10 @@ def main() -> None:
     parser.add_argument("--ab", type=int, default=0, metavar="N",
                         help="rounds of the in-process A/B of each method against PCD (one "
                              "update of each in turn; 0: none)")
+    parser.add_argument("--ab-after", type=int, default=0, metavar="N",
+                        help="untimed updates of each trainer before the A/B rounds (a "
+                             "trained state: F&F's classification contrast then computes "
+                             "only the rows whose sampled label moved)")
     parser.add_argument("--no-processes", action="store_true",
                         help="only the in-process breakdown")
     parser.add_argument("--shard", type=int, default=0,
@@ -515,14 +542,18 @@ def main() -> None:
                 print(f"  {method} {precision}: {line}", flush=True)
     if args.ab and args.device == "cpu":
         print(f"\nIn-process A/B against PCD, one update of each in turn, {args.ab} rounds "
-              "(time over PCD's: median (quartiles)):")
+              f"after {args.ab_after} untimed updates (time over PCD's: median (quartiles)):")
         results["ab"] = {}
         for precision in args.precisions:
             others = [m for m in args.methods if m != "pcd"]
             if not others:
                 break
-            times = interleaved(["pcd", *others], precision, args.ab)
-            results["ab"][precision] = times
+            times, moved = interleaved(["pcd", *others], precision, args.ab, args.ab_after)
+            results["ab"][precision] = {**times, "after": args.ab_after,
+                                        "classification_rows_computed": moved}
+            if moved is not None:
+                print(f"  F&F's classification contrast computed {moved:.1%} of its rows "
+                      f"({precision})", flush=True)
             for method in others:
                 over = [a / b for a, b in zip(times[method], times["pcd"])]
                 q1, q2, q3 = statistics.quantiles(over, n=4)
