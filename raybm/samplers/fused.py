@@ -145,16 +145,26 @@ def _fused_exact(z: torch.Tensor, bias: torch.Tensor, words: torch.Tensor,
     # The bias is added here, not by the matmul: addmm(b, x, W, out=) first writes b into
     # every row of out (a pass over the field, ~0.66 ms of a 2,000 x 784 fp32 half-step,
     # Intel Xeon, 2026-12-06), where this loop adds it for free.
+    out.copy_(_exact_states(z, bias, words))
+
+
+def _exact_states(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor
+                  ) -> torch.Tensor:
+    # The draw's expression, traced into every compiled kernel that makes exact states.
     u = torch.bitwise_right_shift(words, 8).to(torch.float32) * 2.0**-24 + 0.5
-    out.copy_(torch.where(u < torch.sigmoid(_form(z) + bias), 1.0, 0.0))
+    return torch.where(u < torch.sigmoid(_form(z) + bias), 1.0, 0.0)
+
+
+def _keyed_words(z: torch.Tensor | tuple, key: torch.Tensor) -> torch.Tensor:
+    # The exact draw's words made in the loop: element (i, j) takes word i m + j of the
+    # SplitMix64 stream ``key`` (its high 32 bits), computed in registers, never stored.
+    n, m = (z[0] if isinstance(z, tuple) else z).shape
+    return high_words(splitmix_grid(key, n, m))
 
 
 def _fused_exact_keyed(z: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
                        out: torch.Tensor) -> None:
-    # The same draw with the words made in the loop: element (i, j) takes word i m + j of
-    # the SplitMix64 stream ``key`` (its high 32 bits), computed in registers, never stored.
-    n, m = out.shape
-    _fused_exact(z, bias, high_words(splitmix_grid(key, n, m)), out)
+    _fused_exact(z, bias, _keyed_words(z, key), out)
 
 
 def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -232,7 +242,12 @@ def exact_field_keyed(z: Field, key: torch.Tensor, out: torch.Tensor,
         if _failure is None:
             return out
     n, m = field_shape(z)
-    words = high_words(splitmix_grid(key, n, m))
+    return _exact_eager(z, bias, high_words(splitmix_grid(key, n, m)), out)
+
+
+def _exact_eager(z: Field, bias: torch.Tensor | None, words: torch.Tensor,
+                 out: torch.Tensor) -> torch.Tensor:
+    # The exact draw eagerly: uniforms made in ``out`` from ``words``, then compared.
     field = formed(z) if bias is None else formed(z) + bias
     return unit_uniform24_(words, out=out).lt_(torch.sigmoid(field))
 
@@ -390,16 +405,13 @@ def _label_categorical(h: torch.Tensor, down: torch.Tensor, lbias: torch.Tensor,
 def _label_sweep_exact(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
                        down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
                        ) -> torch.Tensor:
-    uu = torch.bitwise_right_shift(words, 8).to(torch.float32) * 2.0**-24 + 0.5
-    h = torch.where(uu < torch.sigmoid(_form(z) + bias), 1.0, 0.0)
-    return _label_categorical(h, down, lbias, u)
+    return _label_categorical(_exact_states(z, bias, words), down, lbias, u)
 
 
 def _label_sweep_exact_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
                              down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
                              ) -> torch.Tensor:
-    n, m = (z[0] if isinstance(z, tuple) else z).shape
-    return _label_sweep_exact(z, bias, high_words(splitmix_grid(key, n, m)), down, lbias, u)
+    return _label_sweep_exact(z, bias, _keyed_words(z, key), down, lbias, u)
 
 
 def _label_sweep_fast(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
@@ -450,9 +462,7 @@ def label_sweep(z: Field, bias: torch.Tensor, source: torch.Tensor, down: torch.
         logits = torch.addmm(lbias, h.to(torch.float32), down.T)
     else:
         words = high_words(splitmix_grid(source, n, m)) if keyed else source.clone()
-        field = formed(z) + bias
-        h = unit_uniform24_(words, out=torch.empty(n, m, dtype=field.dtype,
-                                                   device=field.device)).lt_(field.sigmoid_())
+        h = _exact_eager(z, bias, words, torch.empty(n, m, device=bias.device))
         logits = torch.addmm(lbias, h, down.T)
     return categorical_inverse_cdf(logits, u)
 
