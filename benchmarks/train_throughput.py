@@ -470,6 +470,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.ab == 1 or args.ab < 0:
         parser.error("--ab: at least 2 rounds (quartiles of the per-round ratios), or 0")
+    if args.ab_after < 0:
+        parser.error("--ab-after: a number of updates, 0 or more")
     args.methods = args.methods.split(",")
     args.precisions = args.precisions.split(",")
     args.peers = args.peers.split(",")
