@@ -238,8 +238,10 @@ class RBM(EnergyModel):
         # One compiled loop nest (samplers.fused.stats_fields); not for 0 or 1 rows, which
         # torch specialises even in a dynamic-shape graph (a recompile mid-run).
         if compiled and len(y) > 1:
-            sp, cp = stats_fields(y, self.hbias, self.label_weight if self.n_labels else None,
-                                  cond, c, compiled=True)
+            # and [sum_r c p | sum_r c] written in the matmul dtype by the same loop
+            sp, cp, operand = stats_fields(
+                y, self.hbias, self.label_weight if self.n_labels else None, cond, c, dtype,
+                compiled=True)
         else:
             z = y.to(pdtype) + self.hbias
             if cond is not None and cond.dim() == 2:  # several labels per row
@@ -248,12 +250,12 @@ class RBM(EnergyModel):
                 z = z + self.label_weight[cond]
             sp = F.softplus(z).sum(-1)
             cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
-        row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
-        stats = xs.T @ torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)  # X^T [cP | c]
-        stats = -stats.to(pdtype)
+            row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
+            operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
+        stats = -(xs.T @ operand).to(pdtype)  # -X^T [cP | c]
         grads = {"weight": stats[:, :m].reshape(self.weight.shape),
                  "vbias": stats[:, m].reshape(self.vbias.shape),
-                 "hbias": -row_p.sum(0)}
+                 "hbias": -cp.sum((0, 1) if cp.dim() == 3 else 0)}
         value = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
                  - (coef.double() * sp.double()).sum())
         if self.n_labels:

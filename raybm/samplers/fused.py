@@ -21,7 +21,8 @@ by numpy's SFC64 in one thread and read back from memory: a fp32 784 x 512, 2,00
 sweep's draws took 6.3 ms so and 2.5 ms keyed (``random_bits.splitmix_grid``); the fp32 runs
 that compile use the keyed forms (``GibbsKernel.for_run``). bf16's
 16-bit uniforms need half the words and read them faster than the loop makes them, so they
-stay on stored words.
+stay on stored words; but not in F&F's label sweeps (:func:`label_sweep`), whose loop makes
+the reference draw from one SplitMix64 word per two hidden units, in both precisions.
 
 Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
 long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
@@ -46,7 +47,9 @@ from raybm.samplers.random_bits import (
     unit_uniform24_,
     categorical_inverse_cdf,
     high_words,
+    low_words,
     pair_halves,
+    paired_words,
     splitmix_grid,
 )
 from raybm.samplers.scratch import Scratch
@@ -105,8 +108,12 @@ def _form(z: torch.Tensor | tuple) -> torch.Tensor:
     return z
 
 
+def _fixed(z: Field) -> torch.Tensor:
+    return z.fixed if isinstance(z, ClampedField) else z
+
+
 def field_shape(z: Field) -> tuple[int, int]:
-    n, m = (z.fixed if isinstance(z, ClampedField) else z).shape
+    n, m = _fixed(z).shape
     return n, m
 
 
@@ -158,6 +165,9 @@ def _exact_states(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tens
 def _keyed_words(z: torch.Tensor | tuple, key: torch.Tensor) -> torch.Tensor:
     # The exact draw's words made in the loop: element (i, j) takes word i m + j of the
     # SplitMix64 stream ``key`` (its high 32 bits), computed in registers, never stored.
+    # Not paired as in the label sweep (random_bits.paired_words): stores into the two
+    # column halves of ``out`` became one loop over all m columns with the word hashed per
+    # element, 1.03 -> 1.46 ms for a 2,000 x 512 draw (Intel Xeon with AMX, 2026-12-06).
     n, m = (z[0] if isinstance(z, tuple) else z).shape
     return high_words(splitmix_grid(key, n, m))
 
@@ -191,9 +201,14 @@ def _compiled(fn: Callable) -> Callable:
     if fn not in _cache:
         # The gradient statistics see a new row count at every F&F update (the rows whose
         # sampled label is not their own): compiled once for any shape, where a static
-        # compile per shape would recompile until torch's limit and then run eagerly.
-        _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=True if fn is _stats_fields
-                                   else None)
+        # compile per shape would recompile until torch's limit and then run eagerly. The
+        # label sweep, one function for both field dtypes and both parities of the hidden
+        # width, would reach that limit (a hard failure under fullgraph) in a process that
+        # sees a few models; dynamic, it runs as fast (1.13 against 1.12-1.31 ms static,
+        # 2,000 x 512 fp32, Intel Xeon with AMX, 2026-12-06).
+        dynamic = (True if fn in (_stats_fields, _label_sweep_keyed, _label_sweep_keyed_bf16)
+                   else None)
+        _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
     return _cache[fn]
 
 
@@ -210,7 +225,7 @@ def _no_bias(z: Field, bias: torch.Tensor | None) -> torch.Tensor:
     # One graph per kernel: a field given with its bias in gets a zero one (x + 0 = x).
     if bias is not None:
         return bias
-    fixed = z.fixed if isinstance(z, ClampedField) else z
+    fixed = _fixed(z)
     return torch.zeros(fixed.shape[1], dtype=torch.float32, device=fixed.device)
 
 
@@ -380,12 +395,9 @@ def bernoulli_field_keyed(
     return _eager(formed(y), bias, words, out, scratch)
 
 
-def _label_categorical(h: torch.Tensor, down: torch.Tensor, lbias: torch.Tensor,
-                       u: torch.Tensor) -> torch.Tensor:
-    # l ~ softmax(h D + c) by the inverse CDF of _fused_categorical, from the 0/1 hiddens h
-    # (n, m): the L logits are L row sums of h times a column of D, unrolled at trace time,
-    # so that h is made in registers and read by all of them, never stored.
-    logits = [(h * down[s]).sum(-1) + lbias[s] for s in range(down.shape[0])]
+def _categorical(logits: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+    # l ~ softmax(logits) by the inverse CDF of _fused_categorical, from the L logits as
+    # separate (n,) expressions (unrolled at trace time: one loop nest, nothing stored).
     top = logits[0]
     for z in logits[1:]:
         top = torch.maximum(top, z)
@@ -402,101 +414,110 @@ def _label_categorical(h: torch.Tensor, down: torch.Tensor, lbias: torch.Tensor,
     return count.to(torch.int64)
 
 
-def _label_sweep_exact(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
+def _label_sweep_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
                        down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
                        ) -> torch.Tensor:
-    return _label_categorical(_exact_states(z, bias, words), down, lbias, u)
+    # Columns j and j + h of a row share word i h + j (its high and low halves,
+    # random_bits.paired_words): the loop runs over the (n, h) words, each hashed once for
+    # two draws, and the L logits are L row sums of both halves' h_j D_lj in one
+    # reduction, so the 0/1 hiddens live in registers and are never stored. Two separate
+    # sums (odd m, where the halves differ in width) make Inductor hash in each of two
+    # loops: the same draws at the unpaired cost.
+    n, m = (z[0] if isinstance(z, tuple) else z).shape
+    h = (m + 1) // 2
+    words = splitmix_grid(key, n, h)
+    field = _form(z)
+    first = _exact_states(field[:, :h], bias[:h], high_words(words))
+    second = _exact_states(field[:, h:], bias[h:], low_words(words)[:, : m - h])
+    if m == 2 * h:
+        logits = [(first * down[s, :h] + second * down[s, h:]).sum(-1) + lbias[s]
+                  for s in range(down.shape[0])]
+    else:
+        logits = [(first * down[s, :h]).sum(-1) + (second * down[s, h:]).sum(-1) + lbias[s]
+                  for s in range(down.shape[0])]
+    return _categorical(logits, u)
 
 
-def _label_sweep_exact_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
-                             down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
-                             ) -> torch.Tensor:
-    return _label_sweep_exact(z, bias, _keyed_words(z, key), down, lbias, u)
-
-
-def _label_sweep_fast(z: torch.Tensor | tuple, bias: torch.Tensor, words: torch.Tensor,
-                      down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
-                      ) -> torch.Tensor:
-    return _label_categorical(_fused(z, bias, words).to(torch.float32), down, lbias, u)
-
-
-def _label_sweep_fast_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
+def _label_sweep_keyed_bf16(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.Tensor,
                             down: torch.Tensor, lbias: torch.Tensor, u: torch.Tensor
                             ) -> torch.Tensor:
-    return _label_categorical(_fused_keyed(z, bias, key).to(torch.float32), down, lbias, u)
+    # The same sweep on a bf16 field: a function of its own, so that its compiled graphs
+    # (a few per process: each hidden width's parity) count against torch's recompile limit
+    # apart from the float32 field's.
+    return _label_sweep_keyed(z, bias, key, down, lbias, u)
 
 
-_LABEL_SWEEPS = {(False, False): _label_sweep_exact, (False, True): _label_sweep_exact_keyed,
-                 (True, False): _label_sweep_fast, (True, True): _label_sweep_fast_keyed}
-
-
-def label_sweep(z: Field, bias: torch.Tensor, source: torch.Tensor, down: torch.Tensor,
-                lbias: torch.Tensor, u: torch.Tensor, fast: bool, keyed: bool,
-                compiled: bool = False, scratch: Scratch | None = None) -> torch.Tensor:
+def label_sweep(z: Field, bias: torch.Tensor, key: torch.Tensor, down: torch.Tensor,
+                lbias: torch.Tensor, u: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """One label sweep with the visibles clamped, ``h ~ p(h | z + bias)`` then
     ``l ~ softmax(h D + c)``, returning the labels (int64 ``(n,)``).
 
-    ``z``: the hidden field without bias (a :class:`ClampedField`, or its formed tensor);
-    ``source``: the draw's randomness, as the separate draws take it: the SplitMix64 key
-    (``keyed``) or the stored words, int32 ``(n, m)`` for the exact draw and the packed
-    ``(n / 2, m)`` pairs for the ``fast`` one; ``down``: ``D`` as float32 ``(L, m)``, one
-    contiguous row per label; ``lbias``: ``c``;
-    ``u``: a uniform per row for the categorical draw.
+    ``z``: the hidden field without bias (a :class:`ClampedField`, or its formed tensor;
+    float32, or the bf16 product of the fast path); ``key``: a SplitMix64 stream
+    (``random_bits.splitmix_key``), whose words :func:`random_bits.paired_words` lays out
+    over the ``(n, m)`` draw; ``down``: ``D`` as float32 ``(L, m)``, one contiguous row per
+    label; ``lbias``: ``c``; ``u``: a uniform per row for the categorical draw.
 
-    Compiled, the draw, the ``L`` logits and the inverse-CDF draw are one loop nest: the
-    hidden states are never stored, where the separate kernels wrote them (4 MB in fp32 at
-    2,000 x 512), read them back for an ``(n, m) x (m, L)`` product that runs far below
-    the matmul's speed at ``L = 10``, and made the logits in a third pass. Eagerly (off, or
-    compilation failed) those three steps, from the same randomness: the same labels up to
-    rounding (the fused logits are float32 sums, where the fast path's product rounds
-    them to bf16)."""
-    n, m = field_shape(z)
-    if _on(compiled) and (not fast or n % 2 == 0):
-        label = _try(_compiled(_LABEL_SWEEPS[(fast, keyed)]), _arg(z), bias, source, down,
-                     lbias, u)
+    The hidden draw is the fp32 reference ``[u < sigmoid(z + b)]`` on 24-bit uniforms, on a
+    bf16 field too: made in the loop, its words cost less than the fast draw's 16-bit
+    uniforms read from memory (a 2,000 x 512 sweep: 1.24 ms, against 0.60 ms of SFC64
+    words plus a 0.85 ms draw; Intel Xeon with AMX, 2026-12-06), and one hash serves two
+    draws (1.21 -> 1.01 ms). Compiled, the draw, the ``L`` logits and the inverse-CDF draw
+    are one loop nest: the hidden states are never stored, where separate kernels wrote
+    them (4 MB in fp32 at 2,000 x 512), read them back for an ``(n, m) x (m, L)`` product
+    that runs far below the matmul's speed at ``L = 10``, and made the logits in a third
+    pass. Eagerly (off, or compilation failed) those three steps, from the same words: the
+    same labels up to float rounding."""
+    if _on(compiled):
+        sweep = (_label_sweep_keyed_bf16 if _fixed(z).dtype == torch.bfloat16
+                 else _label_sweep_keyed)
+        label = _try(_compiled(sweep), _arg(z), bias, key, down, lbias, u)
         if label is not None:
             return label
-    if fast:
-        draw = bernoulli_field_keyed if keyed else bernoulli_field
-        h = draw(z, bias, source, scratch=scratch)
-        logits = torch.addmm(lbias, h.to(torch.float32), down.T)
-    else:
-        words = high_words(splitmix_grid(source, n, m)) if keyed else source.clone()
-        h = _exact_eager(z, bias, words, torch.empty(n, m, device=bias.device))
-        logits = torch.addmm(lbias, h, down.T)
-    return categorical_inverse_cdf(logits, u)
+    n, m = field_shape(z)
+    h = _exact_eager(z, bias, paired_words(key, n, m), torch.empty(n, m, device=bias.device))
+    return categorical_inverse_cdf(torch.addmm(lbias, h, down.T), u)
 
 
 def _stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                  cond: torch.Tensor | None, coef: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    # z = y + b (+ D_l), then sum_j softplus(z_j) per row and label, and c sigmoid(z): the
-    # eager form's gather, adds, softplus, sum, sigmoid and product as one loop nest.
+                  cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # z = y + b (+ D_l), then sum_j softplus(z_j) per row and label, c sigmoid(z), and the
+    # second product's operand [sum_r c p | sum_r c] in the matmul dtype: the eager form's
+    # gather, adds, softplus, sum, sigmoid, product, row sum, concatenation and cast as one
+    # loop nest.
     z = y.to(bias.dtype) + bias
     if rows is not None and cond is not None:
         z = (z.unsqueeze(1) + rows[cond]) if cond.dim() == 2 else z + rows[cond]
-    return (torch.nn.functional.softplus(z).sum(-1),
-            torch.sigmoid(z) * coef.to(z.dtype).unsqueeze(-1))
+    c = coef.to(z.dtype)
+    cp = torch.sigmoid(z) * c.unsqueeze(-1)
+    row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
+    operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
+    return torch.nn.functional.softplus(z).sum(-1), cp, operand
 
 
 def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                 cond: torch.Tensor | None, coef: torch.Tensor, compiled: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype,
+                 compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The elementwise half of an RBM's closed-form gradient (``RBM.weighted_energy_gradient``):
     with ``z = y + b + D_l`` (``y``: the ``(n, M)`` product ``x W``, float32 or bf16;
     ``rows``: the label rows ``D``, or None; ``cond``: ``(n,)`` labels or ``(n, r)``, ``r``
     per row, giving ``z`` of shape ``(n, r, M)``), ``sum_j softplus(z_j)`` (``(n,)`` or
-    ``(n, r)``) and ``coef * sigmoid(z)`` (``z``'s shape), in ``bias``'s dtype. Compiled, one
-    loop nest; eagerly, six passes over ``z`` (the gather, two adds, softplus, sigmoid, the
-    product): ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in fp32 (Intel Xeon,
-    2026-12-06). Both compute the same values up to float rounding."""
+    ``(n, r)``) and ``c p = coef * sigmoid(z)`` (``z``'s shape), in ``bias``'s dtype, and
+    the operand of the product ``X^T [c P | c]``: ``[sum_r c p | sum_r coef]``, ``(n, M + 1)``
+    in ``dtype``. Compiled, one loop nest; eagerly, six passes over ``z`` (the gather, two
+    adds, softplus, sigmoid, the product) and three more for the operand (the row sum, the
+    concatenation, the cast): ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in
+    fp32 before the operand was fused (Intel Xeon, 2026-12-06). Both compute the same
+    values up to float rounding."""
     if _on(compiled):
-        out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef)
+        out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef, dtype)
         if out is not None:
             return out
-    return _stats_fields(y, bias, rows, cond, coef)
+    return _stats_fields(y, bias, rows, cond, coef, dtype)
 
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
 KERNELS = (_fused, _fused_keyed, _fused_into, _fused_keyed_into, _fused_exact,
-           _fused_exact_keyed, _fused_categorical, _stats_fields, *_LABEL_SWEEPS.values())
+           _fused_exact_keyed, _fused_categorical, _stats_fields, _label_sweep_keyed,
+           _label_sweep_keyed_bf16)

@@ -20,6 +20,10 @@ Two precisions:
   (``fused``). What separates it from the reference is the bf16 rounding of the couplings and
   of the matmul output (each 2^-9 relative; see ``test_fast_path``).
 
+F&F's label sweeps (visibles clamped, :func:`label_chain`), where they run compiled, draw the
+hiddens the reference way in both precisions, from a SplitMix64 key, one word per two draws
+(``fused.label_sweep``): cheaper there than the fast draw's stored words.
+
 Inside :func:`step`, walkers stay in the layout the next matmul reads (0/1 in the matmul dtype
 with the label one-hot appended, or gather indices for Potts) and become uint8 once, at the
 end: no per-sweep casts, and the sweep's temporaries are reused (``scratch``).
@@ -469,17 +473,18 @@ def label_chain(
     # only part of p(v, l | h) needed.
     label_rows = p.up[p.n_in : p.n_in + p.n_labels].to(p.field_dtype)
     down, bias = p.down[:, p.n_in :], p.vlbias[p.n_in :]
-    n, m = fixed.shape
+    n = fixed.shape[0]
     if runs_compiled(ws.compiled) and (p.fast or p.matmul_dtype == torch.float32):
-        # Each sweep as one compiled loop nest, hidden states never stored
-        # (fused.label_sweep), from the randomness the separate draws below would take.
+        # Each sweep as one compiled loop nest, hidden states never stored, its words made
+        # in the loop from a SplitMix64 key whatever the sweeps' stream, and its hidden
+        # draw the 24-bit reference one in bf16 too (fused.label_sweep: cheaper there than
+        # the fast draw's stored words).
         rows_out = down.T.to(torch.float32).contiguous()  # D^T: (L, M), a row per label
         for _ in range(k):
-            source = _draw_source(gen, p.fast, n, m, ws.sub("h"), fixed.device)
+            key = splitmix_key(gen)
             u = torch.rand(n, generator=gen, device=fixed.device)
-            label = label_sweep(ClampedField(fixed, label_rows, label), p.hbias, source,
-                                rows_out, bias, u, p.fast, ws.stream == COMPILED_STREAM,
-                                compiled=ws.compiled, scratch=ws.sub("h"))
+            label = label_sweep(ClampedField(fixed, label_rows, label), p.hbias, key,
+                                rows_out, bias, u, compiled=ws.compiled)
         return label, fixed
     shape = (n, p.n_labels)
     for _ in range(k):

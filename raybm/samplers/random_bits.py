@@ -124,6 +124,27 @@ def high_words(words: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_right_shift(words, 32).to(torch.int32)
 
 
+def low_words(words: torch.Tensor) -> torch.Tensor:
+    """The low 32 bits of int64 words as int32 (a wrapping cast)."""
+    return words.to(torch.int32)
+
+
+def paired_words(key: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The 32-bit words of an ``(n, m)`` draw with two draws per SplitMix64 word, int32
+    ``(n, m)``: with ``h = ceil(m / 2)``, element ``(i, j)`` takes the high half of word
+    ``i h + j`` of the stream ``key`` for ``j < h`` and the low half of word ``i h + j - h``
+    otherwise (for odd ``m`` the low half of each row's last word is not used).
+
+    SplitMix64's whole 64-bit words pass BigCrush (Steele, Lea & Flood 2014), so the two
+    halves of a word are two draws' bits (tests/samplers/test_fast_path.py checks every
+    bit and the independence of the paired draws), at one hash per two draws: the layout
+    of the label sweeps (``fused.label_sweep``), whose compiled loop runs over the
+    ``(n, h)`` words and makes both halves' draws from one."""
+    h = (m + 1) // 2
+    words = splitmix_grid(key, n, h)
+    return torch.cat([high_words(words), low_words(words)[:, : m - h]], 1)
+
+
 def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     """Uniform integers in ``[-2^15, 2^15)`` as int16, four per int64 of the stream."""
     count = 1

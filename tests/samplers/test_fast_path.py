@@ -115,6 +115,37 @@ def test_splitmix_words_are_splitmix64_exactly():
     assert int(random_bits.splitmix_grid(key, 1, 1)) & (2**64 - 1) == 0xE220A8397B1DCDAF
 
 
+def test_paired_words_are_both_halves_of_splitmix_words():
+    """``paired_words``: column ``j < h`` takes the high half of word ``i h + j``, column
+    ``h + j`` its low half (``h = ceil(m / 2)``), for an even and an odd width."""
+    key = torch.tensor([12345, 0x9E3779B97F4A7C15 - 2**64], dtype=torch.int64)
+    for m in (8, 7):
+        h = (m + 1) // 2
+        grid = random_bits.splitmix_grid(key, 3, h)
+        words = random_bits.paired_words(key, 3, m)
+        assert words.dtype == torch.int32 and words.shape == (3, m)
+        assert torch.equal(words[:, :h].long(), grid >> 32)
+        low = grid & 0xFFFFFFFF
+        assert torch.equal(words[:, h:].long() & 0xFFFFFFFF, low[:, : m - h])
+
+
+def test_paired_draws_are_uniform_and_independent():
+    """The two 24-bit uniforms cut from one SplitMix64 word (``paired_words``, as the label
+    sweeps read them): each half uniform (a 16-bin chi-square on its top bits) and the
+    two halves independent (the 4 x 4 table of their top two bits, 64,000 pairs), at
+    p > 1e-4."""
+    from tests.samplers.test_gibbs import P_MIN, chi_square_p
+
+    words = random_bits.paired_words(random_bits.splitmix_key(torch.Generator().manual_seed(5)),
+                                     2000, 64)
+    top = (words.long() >> 28) & 15  # the top 4 bits of each 32-bit half
+    flat = torch.full((16,), 1 / 16, dtype=torch.float64)
+    for half in (top[:, :32], top[:, 32:]):
+        assert chi_square_p(torch.bincount(half.flatten(), minlength=16), flat) > P_MIN
+    pairs = (top[:, :32] >> 2) * 4 + (top[:, 32:] >> 2)
+    assert chi_square_p(torch.bincount(pairs.flatten(), minlength=16), flat) > P_MIN
+
+
 def test_splitmix_keys_are_odd_mixed_and_follow_the_generator():
     """Every key's increment is odd with at least 24 bit transitions (the SplitMix rule for
     a split-off stream); a key is a function of the generator's state, which it advances."""
@@ -505,13 +536,23 @@ def test_compiled_clamped_fields_agree_with_eager():
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", ["sfc64", "splitmix64"])
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("kind", ["bernoulli", "bernoulli_even", "potts"])
 def test_compiled_label_chain_samples_p_label_given_v(kind, precision, stream):
-    """The label chain with the compiled draws (the clamped field formed in their loop)
-    samples ``p(l | v)``: the chi-square check of ``test_gibbs.py``."""
+    """The label chain with the compiled label sweeps (the clamped field formed in their
+    loop, two draws per SplitMix64 word) samples ``p(l | v)``: the chi-square check of
+    ``test_gibbs.py``, for odd hidden widths (3, 5) and an even one (4), where the sweep's
+    one reduction reads both halves of each word."""
     from tests.samplers.test_gibbs import P_MIN, chi_square_p
 
-    model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
+    if kind == "bernoulli_even":
+        model = BernoulliRBM(5, 4, 4)
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(6)
+            for param in model.parameters():
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.8)
+        kind = "bernoulli"
+    else:
+        model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
     gen = torch.Generator().manual_seed(7)
     row = [1, 0, 1, 1, 0] if kind == "bernoulli" else [2, 0, 1, 2]
     v = torch.tensor([row], dtype=torch.uint8).repeat(80_000, 1)
@@ -530,33 +571,36 @@ def test_compiled_label_chain_samples_p_label_given_v(kind, precision, stream):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
-def test_compiled_label_sweeps_agree_with_the_separate_eager_draws(kind):
-    """A compiled label sweep (draw, logits and label in one loop, ``fused.label_sweep``)
-    against the eager chain's separate draw, product and categorical draw, from the same
-    generator: the same labels but where a uniform sits within rounding of a threshold
-    (fp32: <= 3 rows of 4,000), or, with bf16 matmuls, of the eager product's bf16-rounded
-    logits (relative 2^-9, moving a label's probability by ~1e-2 at most here: < 2% of
-    rows)."""
-    model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
-    x = gibbs.init_uniform(torch.Generator().manual_seed(1), model, 4000).x
-    start = torch.randint(0, 4, (4000,), generator=torch.Generator().manual_seed(2))
-    for precision, stream in (("fp32", "splitmix64"), ("fp32", "sfc64"), ("bf16", "sfc64"),
-                              ("bf16", "splitmix64")):
-        labels = []
-        for on in (False, True):
-            fused.set_compile(on)
-            try:
-                drawn, _ = gibbs.label_chain(torch.Generator().manual_seed(3), model, x, start,
-                                             1, precision, stream, compiled=on)
-                assert fused.compile_status() == ("on" if on else "off")
-            finally:
-                fused.set_compile(False)
-            labels.append(drawn)
-        moved = int((labels[0] != start).sum())
-        assert moved > 1000  # the sweep does move labels
-        differ = int((labels[0] != labels[1]).sum())
-        assert differ <= (3 if precision == "fp32" else 80), (precision, stream, differ)
+@pytest.mark.parametrize("m", [96, 97])
+def test_compiled_label_sweeps_agree_with_their_eager_form(m):
+    """A compiled label sweep (draw, logits and label in one loop over the paired words,
+    ``fused.label_sweep``) against its eager form (the same words made first, then the
+    draw, the product and the categorical draw), on a float32 and on a bf16 field, for an
+    even hidden width (one reduction over both halves) and an odd one (two): the same
+    labels but where a uniform sits within rounding of a threshold (<= 3 rows of 4,000)."""
+    gen = torch.Generator().manual_seed(3)
+    n, n_labels = 4000, 4
+    rows = torch.randn(n_labels, m, generator=gen)
+    start = torch.randint(0, n_labels, (n,), generator=gen)
+    bias = torch.randn(m, generator=gen)
+    down = torch.randn(n_labels, m, generator=gen) * 0.5
+    lbias = torch.randn(n_labels, generator=gen)
+    u = torch.rand(n, generator=gen)
+    key = random_bits.splitmix_key(gen)
+    fixed = torch.randn(n, m, generator=gen) * 2
+    for field in (fixed, fixed.bfloat16()):
+        clamped = fused.ClampedField(field, rows, start)
+        eager = fused.label_sweep(clamped, bias, key, down, lbias, u)
+        fused.set_compile(True)
+        try:
+            with torch.no_grad():  # as label chains run it (one graph per grad mode)
+                compiled = fused.label_sweep(clamped, bias, key, down, lbias, u,
+                                             compiled=True)
+            assert fused.compile_status() == "on"
+        finally:
+            fused.set_compile(False)
+        assert int((eager != start).sum()) > 1000  # the sweep does move labels
+        assert int((compiled != eager).sum()) <= 3, field.dtype
 
 
 @pytest.mark.slow
