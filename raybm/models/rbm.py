@@ -242,6 +242,7 @@ class RBM(EnergyModel):
             sp, cp, operand = stats_fields(
                 y, self.hbias, self.label_weight if self.n_labels else None, cond, c, dtype,
                 compiled=True)
+            hidden = cp.sum((0, 1) if cp.dim() == 3 else 0)
         else:
             z = y.to(pdtype) + self.hbias
             if cond is not None and cond.dim() == 2:  # several labels per row
@@ -252,10 +253,11 @@ class RBM(EnergyModel):
             cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
             row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
             operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
+            hidden = row_p.sum(0)  # summed as before the fused operand: the same bits
         stats = -(xs.T @ operand).to(pdtype)  # -X^T [cP | c]
         grads = {"weight": stats[:, :m].reshape(self.weight.shape),
                  "vbias": stats[:, m].reshape(self.vbias.shape),
-                 "hbias": -cp.sum((0, 1) if cp.dim() == 3 else 0)}
+                 "hbias": -hidden}
         value = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
                  - (coef.double() * sp.double()).sum())
         if self.n_labels:
