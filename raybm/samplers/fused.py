@@ -47,8 +47,8 @@ from raybm.samplers.random_bits import (
     unit_uniform24_,
     categorical_inverse_cdf,
     high_words,
-    low_words,
     pair_halves,
+    paired_word_halves,
     paired_words,
     splitmix_grid,
 )
@@ -424,11 +424,11 @@ def _label_sweep_keyed(z: torch.Tensor | tuple, bias: torch.Tensor, key: torch.T
     # sums (odd m, where the halves differ in width) make Inductor hash in each of two
     # loops: the same draws at the unpaired cost.
     n, m = (z[0] if isinstance(z, tuple) else z).shape
-    h = (m + 1) // 2
-    words = splitmix_grid(key, n, h)
+    high, low = paired_word_halves(key, n, m)
+    h = high.shape[1]
     field = _form(z)
-    first = _exact_states(field[:, :h], bias[:h], high_words(words))
-    second = _exact_states(field[:, h:], bias[h:], low_words(words)[:, : m - h])
+    first = _exact_states(field[:, :h], bias[:h], high)
+    second = _exact_states(field[:, h:], bias[h:], low)
     if m == 2 * h:
         logits = [(first * down[s, :h] + second * down[s, h:]).sum(-1) + lbias[s]
                   for s in range(down.shape[0])]

@@ -140,9 +140,16 @@ def paired_words(key: torch.Tensor, n: int, m: int) -> torch.Tensor:
     bit and the independence of the paired draws), at one hash per two draws: the layout
     of the label sweeps (``fused.label_sweep``), whose compiled loop runs over the
     ``(n, h)`` words and makes both halves' draws from one."""
+    return torch.cat(paired_word_halves(key, n, m), 1)
+
+
+def paired_word_halves(key: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`paired_words` as its two column blocks, ``(n, ceil(m / 2))`` and
+    ``(n, m - ceil(m / 2))`` int32, both cut from one ``(n, ceil(m / 2))`` grid of words: the
+    form a compiled loop over the words reads (traced, each word is hashed once)."""
     h = (m + 1) // 2
     words = splitmix_grid(key, n, h)
-    return torch.cat([high_words(words), low_words(words)[:, : m - h]], 1)
+    return high_words(words), low_words(words)[:, : m - h]
 
 
 def uniform16(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
