@@ -148,6 +148,8 @@ class Trainer:
         of the state the update leaves (``update_info``) and the learning rates; without,
         ``{}`` (nothing is read on the host)."""
         batch = self.batch(self.step)
+        if not diagnostics:  # this update's loss is not read: a closed form may skip it
+            batch = replace(batch, reports_loss=False)
         noise = self.config.algorithm.data_noise
         if noise:  # the data jitter of image EBMs, drawn for this rank's rows
             jitter = torch.randn(batch.x.shape, generator=self.gen, dtype=batch.x.dtype)

@@ -60,6 +60,10 @@ class Batch:
     # matmul precision) under the current parameters, where the trainer's centring computed
     # it for this update; None once a step changed the parameters, or never computed.
     visible_field: torch.Tensor | None = None
+    # Whether this update's loss is read (the trainer's logged updates): where not, an
+    # estimator that hands over closed-form gradients may skip the loss's value, which no
+    # step uses (a zero stands in for it; the divergence check still sees every gradient).
+    reports_loss: bool = True
 
     @property
     def size(self) -> int:
@@ -261,7 +265,8 @@ class Estimator(ABC):
                     field = None
                 out = model.weighted_energy_gradient(*terms, precision=self.kernel.precision,
                                                      visible_field=field,
-                                                     compiled=self.kernel.compiled)
+                                                     compiled=self.kernel.compiled,
+                                                     value=batch.reports_loss)
                 if out is not None:
                     return out[0], {ENERGY: out[1]}
         return self.loss(model, batch, walkers, log_norm), {}
@@ -290,7 +295,7 @@ class Estimator(ABC):
             out = model.weighted_energy_gradient(
                 x, torch.stack([own, other], 1), torch.stack([w, -w], 1),
                 precision=self.kernel.precision, visible_field=field,
-                compiled=self.kernel.compiled)
+                compiled=self.kernel.compiled, value=batch.reports_loss)
             if out is not None:
                 return out[0], {ENERGY: out[1]}
         return data_term(model, batch) - data_term(model, batch, label=labels), {}

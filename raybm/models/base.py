@@ -71,17 +71,18 @@ class EnergyModel(nn.Module, ABC):
     def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
                                  coef: torch.Tensor, precision: str = "fp32",
                                  visible_field: torch.Tensor | None = None,
-                                 compiled: bool = False
+                                 compiled: bool = False, value: bool = True
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
         respect to every parameter, by name, in closed form; ``precision`` the sampler's
         matmul precision ("fp32": the parameters' dtype, "bf16"). ``visible_field``: the
         part of the model's field that depends on ``x`` alone, as a sampler or the centring
         computed it on these parameters (an RBM's ``x W``), for all the rows or the first
-        ``len(visible_field)`` of them, reused instead of recomputed; None: computed here. ``compiled``: its elementwise loops
-        through ``torch.compile``, as the sampler's (``Kernel.compiled``). None where these
-        inputs have no closed form (the caller takes autograd). Only for a model that
-        declares ``closed_form_gradient``."""
+        ``len(visible_field)`` of them, reused instead of recomputed; None: computed here.
+        ``compiled``: its elementwise loops through ``torch.compile``, as the sampler's
+        (``Kernel.compiled``). ``value=False``: the sum is not needed (a zero stands in for
+        it) and what only it needs may be skipped; the gradient is the same. None where these inputs have no closed form (the caller
+        takes autograd). Only for a model that declares ``closed_form_gradient``."""
         raise NotImplementedError(f"{type(self).__name__} declares no closed-form gradient")
 
     def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None

@@ -185,7 +185,7 @@ class RBM(EnergyModel):
     def weighted_energy_gradient(self, x: torch.Tensor, cond: torch.Tensor | None,
                                  coef: torch.Tensor, precision: str = "fp32",
                                  visible_field: torch.Tensor | None = None,
-                                 compiled: bool = False
+                                 compiled: bool = False, value: bool = True
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``S = sum_b c_b F(v_b, l_b)`` and ``dS/dtheta`` from sufficient statistics.
 
@@ -218,7 +218,8 @@ class RBM(EnergyModel):
         saves the first matmul; or of the first rows only (the data's ``x W`` from the
         centring's offset update, ``Centering.update_hidden_offset``), which saves its part. ``compiled``: the elementwise part (fields, softplus,
         sigmoid) as one ``torch.compile`` loop (``samplers.fused.stats_fields``), as the
-        sampler's draws run.
+        sampler's draws run. ``value=False``: ``S`` is not computed (a zero is returned in its
+        place) and neither are the softplus terms it alone needs; the gradient is the same.
         """
         if self.n_labels and cond is None:
             return None
@@ -241,7 +242,7 @@ class RBM(EnergyModel):
             # and [sum_r c p | sum_r c] written in the matmul dtype by the same loop
             sp, cp, operand = stats_fields(
                 y, self.hbias, self.label_weight if self.n_labels else None, cond, c, dtype,
-                compiled=True)
+                compiled=True, value=value)
             hidden = cp.sum((0, 1) if cp.dim() == 3 else 0)
         else:
             z = y.to(pdtype) + self.hbias
@@ -249,7 +250,7 @@ class RBM(EnergyModel):
                 z = z.unsqueeze(1) + self.label_weight[cond]  # (n, r, M)
             elif self.n_labels:
                 z = z + self.label_weight[cond]
-            sp = F.softplus(z).sum(-1)
+            sp = F.softplus(z).sum(-1) if value else None
             cp = z.sigmoid_().mul_(c.unsqueeze(-1))  # c p, (n, M) or (n, r, M)
             row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
             operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
@@ -258,16 +259,19 @@ class RBM(EnergyModel):
         grads = {"weight": stats[:, :m].reshape(self.weight.shape),
                  "vbias": stats[:, m].reshape(self.vbias.shape),
                  "hbias": -hidden}
-        value = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
-                 - (coef.double() * sp.double()).sum())
+        total = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
+                 - (coef.double() * sp.double()).sum()) if value else None
         if self.n_labels:
             flat_cond, flat_c = cond.reshape(-1), c.reshape(-1)
             grads["label_weight"] = -torch.zeros_like(self.label_weight).index_add_(
                 0, flat_cond, cp.reshape(-1, m))
             grads["lbias"] = -torch.zeros_like(self.lbias).index_add_(0, flat_cond, flat_c)
-            value = value - (coef.double().reshape(-1)
-                             * self.lbias[flat_cond].double()).sum()
-        return value, grads
+            if value:
+                total = total - (coef.double().reshape(-1)
+                                 * self.lbias[flat_cond].double()).sum()
+        if total is None:
+            total = torch.zeros((), dtype=torch.float64, device=stats.device)
+        return total, grads
 
     # ----------------------------------------------------------------------- utilities
     def _need_labels(self) -> None:

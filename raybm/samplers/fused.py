@@ -206,8 +206,8 @@ def _compiled(fn: Callable) -> Callable:
         # width, would reach that limit (a hard failure under fullgraph) in a process that
         # sees a few models; dynamic, it runs as fast (1.13 against 1.12-1.31 ms static,
         # 2,000 x 512 fp32, Intel Xeon with AMX, 2026-12-06).
-        dynamic = (True if fn in (_stats_fields, _label_sweep_keyed, _label_sweep_keyed_bf16)
-                   else None)
+        dynamic = (True if fn in (_stats_fields, _stats_fields_no_value, _label_sweep_keyed,
+                                  _label_sweep_keyed_bf16) else None)
         _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
     return _cache[fn]
 
@@ -479,45 +479,77 @@ def label_sweep(z: Field, bias: torch.Tensor, key: torch.Tensor, down: torch.Ten
     return categorical_inverse_cdf(torch.addmm(lbias, h, down.T), u)
 
 
-def _stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                  cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # z = y + b (+ D_l), then sum_j softplus(z_j) per row and label, c sigmoid(z), and the
-    # second product's operand [sum_r c p | sum_r c] in the matmul dtype: the eager form's
-    # gather, adds, softplus, sum, sigmoid, product, row sum, concatenation and cast as one
-    # loop nest.
+def _stats_z(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+             cond: torch.Tensor | None) -> torch.Tensor:
+    # z = y + b (+ D_l): (n, M), or (n, r, M) for r labels per row.
     z = y.to(bias.dtype) + bias
     if rows is not None and cond is not None:
         z = (z.unsqueeze(1) + rows[cond]) if cond.dim() == 2 else z + rows[cond]
-    c = coef.to(z.dtype)
-    cp = torch.sigmoid(z) * c.unsqueeze(-1)
+    return z
+
+
+def _stats_operand(p: torch.Tensor, coef: torch.Tensor, dtype: torch.dtype
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    # c p, and the second product's operand [sum_r c p | sum_r c] in the matmul dtype. Each
+    # part is cast before the concatenation (the same values: a cast is per element):
+    # Inductor then writes the operand once in dtype, where a cast after it wrote a float32
+    # copy and read it back in a pass of its own.
+    c = coef.to(p.dtype)
+    cp = p * c.unsqueeze(-1)
     row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
-    operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
-    return torch.nn.functional.softplus(z).sum(-1), cp, operand
+    return cp, torch.cat([row_p.to(dtype), row_c.unsqueeze(1).to(dtype)], 1)
+
+
+def _stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+                  cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # sum_j softplus(z_j) per row and label, c sigmoid(z) and the operand as one loop nest.
+    # One exponential serves both functions: with e = exp(-|z|) (in (0, 1], never
+    # overflows), softplus(z) = max(z, 0) + log1p(e) and sigmoid(z) = [z >= 0 ? 1 : e] /
+    # (1 + e), where torch's softplus and sigmoid take one each.
+    z = _stats_z(y, bias, rows, cond)
+    e = torch.exp(-z.abs())
+    cp, operand = _stats_operand(torch.where(z >= 0, 1.0, e) / (1 + e), coef, dtype)
+    return (torch.relu(z) + torch.log1p(e)).sum(-1), cp, operand
+
+
+def _stats_fields_no_value(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+                           cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    # The same without the softplus sums (the loss's value, which no step reads): a
+    # function of its own, so that its graphs count against torch's recompile limit apart.
+    z = _stats_z(y, bias, rows, cond)
+    return _stats_operand(torch.sigmoid(z), coef, dtype)
 
 
 def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
                  cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype,
-                 compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 compiled: bool = False, value: bool = True
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """The elementwise half of an RBM's closed-form gradient (``RBM.weighted_energy_gradient``):
     with ``z = y + b + D_l`` (``y``: the ``(n, M)`` product ``x W``, float32 or bf16;
     ``rows``: the label rows ``D``, or None; ``cond``: ``(n,)`` labels or ``(n, r)``, ``r``
     per row, giving ``z`` of shape ``(n, r, M)``), ``sum_j softplus(z_j)`` (``(n,)`` or
-    ``(n, r)``) and ``c p = coef * sigmoid(z)`` (``z``'s shape), in ``bias``'s dtype, and
-    the operand of the product ``X^T [c P | c]``: ``[sum_r c p | sum_r coef]``, ``(n, M + 1)``
-    in ``dtype``. Compiled, one loop nest; eagerly, six passes over ``z`` (the gather, two
-    adds, softplus, sigmoid, the product) and three more for the operand (the row sum, the
-    concatenation, the cast): ~9 ms of a 2,000 x 2 x 512 classification contrast's ~15 ms in
-    fp32 before the operand was fused (Intel Xeon, 2026-12-06). Both compute the same
-    values up to float rounding."""
+    ``(n, r)``; None without ``value``) and ``c p = coef * sigmoid(z)`` (``z``'s shape), in
+    ``bias``'s dtype, and the operand of the product ``X^T [c P | c]``:
+    ``[sum_r c p | sum_r coef]``, ``(n, M + 1)`` in ``dtype``. Compiled, one pass over
+    ``z`` with one exponential per element; eagerly, a pass per operation. Both compute the
+    same values up to float rounding.
+
+    ``value=False``: no softplus (the loss's value only needs it). A 4,000 x 512 bf16
+    generation contrast with labels took 2.6 ms compiled as softplus, sigmoid and a cast
+    after the concatenation, 1.9 ms with the shared exponential and the operand cast in
+    parts, 1.2 ms without the value (medians of 40, Intel Xeon with AMX, 2026-12-07)."""
+    fn = _stats_fields if value else _stats_fields_no_value
     if _on(compiled):
-        out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef, dtype)
+        out = _try(_compiled(fn), y, bias, rows, cond, coef, dtype)
         if out is not None:
-            return out
-    return _stats_fields(y, bias, rows, cond, coef, dtype)
+            return out if value else (None, *out)
+    out = fn(y, bias, rows, cond, coef, dtype)
+    return out if value else (None, *out)
 
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
 KERNELS = (_fused, _fused_keyed, _fused_into, _fused_keyed_into, _fused_exact,
-           _fused_exact_keyed, _fused_categorical, _stats_fields, _label_sweep_keyed,
-           _label_sweep_keyed_bf16)
+           _fused_exact_keyed, _fused_categorical, _stats_fields, _stats_fields_no_value,
+           _label_sweep_keyed, _label_sweep_keyed_bf16)

@@ -465,27 +465,32 @@ def label_chain(
     _check_precision(precision)
     if not model.n_labels:
         raise ValueError("a label chain samples labels: this RBM has no label unit")
-    p = prepare(model, precision)
+    # No transposed layout (down) unless the eager sweeps below need it.
+    p = prepare(model, precision, down=False)
     ws = Scratch(stream=stream, compiled=compiled)
     fixed = _visible_part(p, _encode(p, x, None, ws))
     # D, the label rows of up, in float32 in the fast path (a copy of 10 rows: the field
-    # x W + D_l is summed in float32), and the label columns of down with their biases: the
-    # only part of p(v, l | h) needed.
+    # x W + D_l is summed in float32); the label biases: with D, the only part of
+    # p(v, l | h) needed.
     label_rows = p.up[p.n_in : p.n_in + p.n_labels].to(p.field_dtype)
-    down, bias = p.down[:, p.n_in :], p.vlbias[p.n_in :]
+    bias = p.vlbias[p.n_in :]
     n = fixed.shape[0]
     if runs_compiled(ws.compiled) and (p.fast or p.matmul_dtype == torch.float32):
         # Each sweep as one compiled loop nest, hidden states never stored, its words made
         # in the loop from a SplitMix64 key whatever the sweeps' stream, and its hidden
         # draw the 24-bit reference one in bf16 too (fused.label_sweep: cheaper there than
         # the fast draw's stored words).
-        rows_out = down.T.to(torch.float32).contiguous()  # D^T: (L, M), a row per label
+        # D in the matmul dtype, as down's label columns hold it (Potts' up keeps float
+        # rows), then float32: (L, M), a row per label.
+        rows_out = model.label_weight.detach().to(p.matmul_dtype).to(torch.float32)
+        rows_out = rows_out.contiguous()
         for _ in range(k):
             key = splitmix_key(gen)
             u = torch.rand(n, generator=gen, device=fixed.device)
             label = label_sweep(ClampedField(fixed, label_rows, label), p.hbias, key,
                                 rows_out, bias, u, compiled=ws.compiled)
         return label, fixed
+    down = prepare(model, precision).down[:, p.n_in :]  # the label columns
     shape = (n, p.n_labels)
     for _ in range(k):
         h = _hidden_from(gen, p, _clamped_field(fixed, label_rows, label, ws), ws)

@@ -173,6 +173,56 @@ def test_an_rbm_with_a_label_unit_and_no_label_falls_back_to_autograd():
     assert grads == {} and loss.requires_grad
 
 
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("cond", ["none", "one", "two"])
+def test_without_the_value_the_gradient_is_the_same_bits(kind, cond):
+    """``value=False`` (an update whose loss is not read) returns a zero for the value and
+    exactly the gradient computed with it: the value's softplus terms feed nothing else."""
+    gen = torch.Generator().manual_seed(21)
+    model = random_model(kind, gen, 0 if cond == "none" else 3, scale=0.7)
+    x = torch.randint(0, model.n_states, (40, model.n_visible), generator=gen).to(torch.uint8)
+    shape = {"none": None, "one": (40,), "two": (40, 2)}[cond]
+    labels = None if shape is None else torch.randint(0, 3, shape, generator=gen)
+    coef = torch.randn(shape or (40,), generator=gen, dtype=torch.float64)
+    value, grads = model.weighted_energy_gradient(x, labels, coef)
+    zero, same = model.weighted_energy_gradient(x, labels, coef, value=False)
+    assert float(value) != 0.0 and zero.dtype == torch.float64 and float(zero) == 0.0
+    assert set(same) == set(grads)
+    for name, g in grads.items():
+        assert torch.equal(same[name], g), name
+
+
+@pytest.mark.parametrize("case", [
+    ["algorithm.name=pcd", "algorithm.centered=true"],
+    ["algorithm.name=kstep", "model.labels=true"],
+    ["algorithm.name=jarzynski", "algorithm.resample_after=0"],
+])
+def test_updates_whose_loss_is_not_read_leave_the_same_parameters(case):
+    """The trainer skips the loss's value on updates it does not log
+    (``Batch.reports_loss``): three updates logged and three not leave the same bits, and
+    a logged update reports a non-zero loss."""
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    sets = ["data.max_samples=300", "model.n_hidden=16", "algorithm.k=2",
+            "algorithm.n_walkers=64", "train.batch_size=64", "train.threads=1",
+            "train.progress=false", "tracking.enabled=false", "sampler.precision=fp32", *case]
+    params = []
+    for diagnostics in (True, False):
+        config = load_config(None, sets)
+        train, _ = load_data(config)
+        trainer = make_trainer(config, train)
+        for _ in range(3):
+            info = trainer.update(diagnostics=diagnostics)
+        if diagnostics:
+            losses = [v for k, v in info.items() if k.startswith("loss_")]
+            assert losses and all(v != 0.0 for v in losses), info
+        params.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    for name, p in params[0].items():
+        assert torch.equal(p, params[1][name]), name
+
+
 def _one_update(config_sets: list[str], closed_form: bool, monkeypatch) -> dict:
     from raybm.config import load_config
     from raybm.data.load import load_data

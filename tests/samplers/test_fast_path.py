@@ -208,6 +208,27 @@ def test_prepared_params_are_cached_and_follow_in_place_updates():
     assert torch.equal(b.hbias, model.hbias.detach())
 
 
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+def test_a_layout_without_down_gets_it_when_asked_for_the_parameters_it_was_built_on(kind):
+    """``prepare(down=False)`` (the label chain's compiled sweeps) leaves the transposed
+    layout out; a later call that needs it adds exactly what a full build has, for the
+    same parameters; after a step, a fresh layout."""
+    model = random_model(kind, torch.Generator().manual_seed(6), 3)
+    prepared.clear_cache(model)
+    for precision in ("fp32", "bf16"):
+        lean = prepared.prepare(model, precision, down=False)
+        assert lean.down is None
+        assert prepared.prepare(model, precision, down=False) is lean
+        full = prepared.prepare(model, precision)
+        assert torch.equal(full.up, lean.up)
+        assert torch.equal(full.down, prepared._build(model, precision).down)
+        assert prepared.prepare(model, precision, down=False) is full  # kept with it
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    fresh = prepared.prepare(model, "bf16", down=False)
+    assert fresh.down is None and not torch.equal(fresh.up, full.up)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_step_sees_parameter_changes_between_calls(precision):
     """Saturated biases make the sampler deterministic: flipping them in place must flip the
@@ -626,3 +647,15 @@ def test_compiled_gradient_statistics_agree_with_eager(precision):
         torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-5)
         for name, g in grads.items():
             torch.testing.assert_close(grads_c[name], g, rtol=1e-4, atol=1e-5, msg=name)
+        # Without the value (fused._stats_fields_no_value, a graph of its own): the same
+        # gradient, a zero value.
+        fused.set_compile(True)
+        try:
+            zero, grads_n = model.weighted_energy_gradient(x, cond, coef, precision,
+                                                           compiled=True, value=False)
+            assert fused.compile_status() == "on"
+        finally:
+            fused.set_compile(False)
+        assert float(zero) == 0.0
+        for name, g in grads.items():
+            torch.testing.assert_close(grads_n[name], g, rtol=1e-4, atol=1e-5, msg=name)
