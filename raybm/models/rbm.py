@@ -217,7 +217,7 @@ class RBM(EnergyModel):
         kernel in the same precision on these parameters (``gibbs.label_chain``), which
         saves the first matmul; or of the first rows only (the data's ``x W`` from the
         centring's offset update, ``Centering.update_hidden_offset``), which saves its part. ``compiled``: the elementwise part (fields, softplus,
-        sigmoid) as one ``torch.compile`` loop (``samplers.fused.stats_fields``), as the
+        sigmoid) as ``torch.compile`` loops (``samplers.fused.stats_fields``), as the
         sampler's draws run. ``value=False``: ``S`` is not computed (a zero is returned in its
         place) and neither are the softplus terms it alone needs; the gradient is the same.
         """
@@ -236,7 +236,7 @@ class RBM(EnergyModel):
             y = torch.cat([visible_field.to(pdtype),
                            (xs[len(visible_field):] @ w).to(pdtype)])
         c = coef.to(pdtype)
-        # One compiled loop nest (samplers.fused.stats_fields); not for 0 or 1 rows, which
+        # Compiled loop nests (samplers.fused.stats_fields); not for 0 or 1 rows, which
         # torch specialises even in a dynamic-shape graph (a recompile mid-run).
         if compiled and len(y) > 1:
             # and [sum_r c p | sum_r c] written in the matmul dtype by the same loop

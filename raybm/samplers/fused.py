@@ -206,7 +206,7 @@ def _compiled(fn: Callable) -> Callable:
         # width, would reach that limit (a hard failure under fullgraph) in a process that
         # sees a few models; dynamic, it runs as fast (1.13 against 1.12-1.31 ms static,
         # 2,000 x 512 fp32, Intel Xeon with AMX, 2026-12-06).
-        dynamic = (True if fn in (_stats_fields, _stats_fields_no_value, _label_sweep_keyed,
+        dynamic = (True if fn in (_stats_fields, _softplus_sums, _label_sweep_keyed,
                                   _label_sweep_keyed_bf16) else None)
         _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
     return _cache[fn]
@@ -502,24 +502,16 @@ def _stats_operand(p: torch.Tensor, coef: torch.Tensor, dtype: torch.dtype
 
 def _stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
                   cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # sum_j softplus(z_j) per row and label, c sigmoid(z) and the operand as one loop nest.
-    # One exponential serves both functions: with e = exp(-|z|) (in (0, 1], never
-    # overflows), softplus(z) = max(z, 0) + log1p(e) and sigmoid(z) = [z >= 0 ? 1 : e] /
-    # (1 + e), where torch's softplus and sigmoid take one each.
-    z = _stats_z(y, bias, rows, cond)
-    e = torch.exp(-z.abs())
-    cp, operand = _stats_operand(torch.where(z >= 0, 1.0, e) / (1 + e), coef, dtype)
-    return (torch.relu(z) + torch.log1p(e)).sum(-1), cp, operand
-
-
-def _stats_fields_no_value(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
-                           cond: torch.Tensor | None, coef: torch.Tensor, dtype: torch.dtype
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    # The same without the softplus sums (the loss's value, which no step reads): a
-    # function of its own, so that its graphs count against torch's recompile limit apart.
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    # c sigmoid(z) and the operand as one loop nest: the gradient's part.
     z = _stats_z(y, bias, rows, cond)
     return _stats_operand(torch.sigmoid(z), coef, dtype)
+
+
+def _softplus_sums(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
+                   cond: torch.Tensor | None) -> torch.Tensor:
+    # sum_j softplus(z_j) per row and label: the value's part, a loop of its own.
+    return torch.nn.functional.softplus(_stats_z(y, bias, rows, cond)).sum(-1)
 
 
 def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
@@ -533,23 +525,29 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
     ``(n, r)``; None without ``value``) and ``c p = coef * sigmoid(z)`` (``z``'s shape), in
     ``bias``'s dtype, and the operand of the product ``X^T [c P | c]``:
     ``[sum_r c p | sum_r coef]``, ``(n, M + 1)`` in ``dtype``. Compiled, one pass over
-    ``z`` with one exponential per element; eagerly, a pass per operation. Both compute the
-    same values up to float rounding.
+    ``z`` for the gradient's part and one more for the value; eagerly, a pass per operation.
+    Both compute the same values up to float rounding.
 
-    ``value=False``: no softplus (the loss's value only needs it). A 4,000 x 512 bf16
-    generation contrast with labels took 2.6 ms compiled as softplus, sigmoid and a cast
-    after the concatenation, 1.9 ms with the shared exponential and the operand cast in
-    parts, 1.2 ms without the value (medians of 40, Intel Xeon with AMX, 2026-12-07)."""
-    fn = _stats_fields if value else _stats_fields_no_value
+    The value (only the loss's, which a step never reads) is a kernel of its own, so that
+    the gradient's bits do not depend on whether it is asked for: the trainer asks on the
+    updates it logs, and a resumed run logs at other updates than the uninterrupted run it
+    must continue exactly. A 4,000 x 512 bf16 generation contrast with labels took 2.6 ms
+    compiled as one loop nest with the value and a cast after the concatenation (a float32
+    copy of the operand and a pass to convert it, in Inductor's code), ~1.0-1.2 ms for the
+    gradient's part with the operand cast in parts, and ~1.2 ms more for the value (medians
+    of 40, Intel Xeon with AMX, 2026-12-07)."""
     if _on(compiled):
-        out = _try(_compiled(fn), y, bias, rows, cond, coef, dtype)
+        out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef, dtype)
         if out is not None:
-            return out if value else (None, *out)
-    out = fn(y, bias, rows, cond, coef, dtype)
-    return out if value else (None, *out)
+            sp = _try(_compiled(_softplus_sums), y, bias, rows, cond) if value else None
+            if value and sp is None:  # its compilation failed: this once, eagerly
+                sp = _softplus_sums(y, bias, rows, cond)
+            return sp, *out
+    cp, operand = _stats_fields(y, bias, rows, cond, coef, dtype)
+    return (_softplus_sums(y, bias, rows, cond) if value else None), cp, operand
 
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
 KERNELS = (_fused, _fused_keyed, _fused_into, _fused_keyed_into, _fused_exact,
-           _fused_exact_keyed, _fused_categorical, _stats_fields, _stats_fields_no_value,
+           _fused_exact_keyed, _fused_categorical, _stats_fields, _softplus_sums,
            _label_sweep_keyed, _label_sweep_keyed_bf16)
