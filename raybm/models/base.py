@@ -81,8 +81,9 @@ class EnergyModel(nn.Module, ABC):
         ``len(visible_field)`` of them, reused instead of recomputed; None: computed here.
         ``compiled``: its elementwise loops through ``torch.compile``, as the sampler's
         (``Kernel.compiled``). ``value=False``: the sum is not needed (a zero stands in for
-        it) and what only it needs may be skipped; the gradient is the same. None where these inputs have no closed form (the caller
-        takes autograd). Only for a model that declares ``closed_form_gradient``."""
+        it) and what only it needs may be skipped; the gradient is the same. None where
+        these inputs have no closed form (the caller takes autograd). Only for a model that
+        declares ``closed_form_gradient``."""
         raise NotImplementedError(f"{type(self).__name__} declares no closed-form gradient")
 
     def energy_and_grad(self, x: torch.Tensor, cond: torch.Tensor | None = None

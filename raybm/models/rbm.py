@@ -259,18 +259,17 @@ class RBM(EnergyModel):
         grads = {"weight": stats[:, :m].reshape(self.weight.shape),
                  "vbias": stats[:, m].reshape(self.vbias.shape),
                  "hbias": -hidden}
-        total = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
-                 - (coef.double() * sp.double()).sum()) if value else None
         if self.n_labels:
             flat_cond, flat_c = cond.reshape(-1), c.reshape(-1)
             grads["label_weight"] = -torch.zeros_like(self.label_weight).index_add_(
                 0, flat_cond, cp.reshape(-1, m))
             grads["lbias"] = -torch.zeros_like(self.lbias).index_add_(0, flat_cond, flat_c)
-            if value:
-                total = total - (coef.double().reshape(-1)
-                                 * self.lbias[flat_cond].double()).sum()
-        if total is None:
-            total = torch.zeros((), dtype=torch.float64, device=stats.device)
+        if not value:
+            return torch.zeros((), dtype=torch.float64, device=stats.device), grads
+        total = (self.vbias.reshape(-1).double() @ stats[:, m].double()  # -a.(X^T c)
+                 - (coef.double() * sp.double()).sum())
+        if self.n_labels:
+            total = total - (coef.double().reshape(-1) * self.lbias[flat_cond].double()).sum()
         return total, grads
 
     # ----------------------------------------------------------------------- utilities

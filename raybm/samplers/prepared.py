@@ -97,7 +97,7 @@ def prepare(model: RBM, precision: str, down: bool = True) -> GibbsParams:
         if not down or params.down is not None:
             return params
         # The parameters are those the layout was built from (same key): only down to add.
-        params = replace(params, down=_down(model, params.matmul_dtype))
+        params = replace(params, down=_down(_couplings(model)[0], params.matmul_dtype))
     else:
         params = _build(model, precision, down)
     if key is not None:
@@ -115,8 +115,9 @@ def _couplings(model: RBM) -> tuple[torch.Tensor, torch.Tensor]:
     return w, a
 
 
-def _down(model: RBM, matmul_dtype: torch.dtype) -> torch.Tensor:
-    return _couplings(model)[0].T.to(matmul_dtype).contiguous()
+def _down(w: torch.Tensor, matmul_dtype: torch.dtype) -> torch.Tensor:
+    # [W ; D]^T (M, n_in + L), contiguous: the visible step's layout.
+    return w.T.to(matmul_dtype).contiguous()
 
 
 def _build(model: RBM, precision: str, with_down: bool = True) -> GibbsParams:
@@ -131,7 +132,7 @@ def _build(model: RBM, precision: str, with_down: bool = True) -> GibbsParams:
     # The Potts gather-sum stays in float: it does no multiplies, so bf16 would only round.
     up_dtype = field_dtype if potts else matmul_dtype
     up = w.to(up_dtype, copy=True).contiguous()
-    down = w.T.to(matmul_dtype).contiguous() if with_down else None
+    down = _down(w, matmul_dtype) if with_down else None
     offsets = None
     if potts:
         offsets = torch.arange(model.n_visible, dtype=torch.int64, device=w.device) * model.n_states
