@@ -534,8 +534,8 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
     must continue exactly. A 4,000 x 512 bf16 generation contrast with labels took 2.6 ms
     compiled as one loop nest with the value and a cast after the concatenation (a float32
     copy of the operand and a pass to convert it, in Inductor's code), ~1.0-1.2 ms for the
-    gradient's part with the operand cast in parts, and ~1.2 ms more for the value (medians
-    of 40, Intel Xeon with AMX, 2026-12-07)."""
+    gradient's part with the operand cast in parts, and ~1.0-1.7 ms more for the value
+    (medians of 40, two runs, Intel Xeon with AMX, 2026-12-07)."""
     if _on(compiled):
         out = _try(_compiled(_stats_fields), y, bias, rows, cond, coef, dtype)
         if out is not None:
