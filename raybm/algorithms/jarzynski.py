@@ -30,7 +30,7 @@ sits on another shard.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -152,9 +152,10 @@ class Jarzynski(Estimator):
             return walkers
         return self.kick(gen, model, walkers, weight_std)
 
-    def before_update(self, model: EnergyModel, walkers: WalkerState | None) -> torch.Tensor:
-        """The walkers' free energies under the parameters about to change."""
-        return self.free_energy(model, walkers)
+    def before_update(self, model: EnergyModel, walkers: WalkerState | None) -> Any:
+        """What the work of the update needs of the parameters about to change
+        (``EnergyModel.before_change``)."""
+        return self.before_change(model, walkers)
 
     def after_update(self, model: EnergyModel, walkers: WalkerState | None,
                      token: torch.Tensor) -> WalkerState:
@@ -172,18 +173,20 @@ class Jarzynski(Estimator):
         likelihood (exactly so for the centred gradient): without a kick, training leaves it
         only through rounding noise, thousands of updates late. ``gen`` must be the same on
         every rank (the kick is a parameter change)."""
-        f_before = self.free_energy(model, walkers)
+        before = self.before_change(model, walkers)
         model.kick_(gen, std)
-        return self.reweight(model, walkers, f_before)
+        return self.reweight(model, walkers, before)
+
+    def before_change(self, model: EnergyModel, walkers: WalkerState) -> Any:
+        """The start of a parameter change's work (``EnergyModel.before_change``), with the
+        products in the kernel's matmul precision."""
+        return model.before_change(walkers.x, walkers.condition, self.kernel.precision)
 
     @torch.no_grad()
-    def free_energy(self, model: EnergyModel, walkers: WalkerState) -> torch.Tensor:
-        return model.energy(walkers.x, walkers.condition).double()
-
-    @torch.no_grad()
-    def reweight(self, model: EnergyModel, walkers: WalkerState, f_before: torch.Tensor) -> WalkerState:
-        """Add the work of the update just made: ``A += -(F_new(x) - F_old(x))``."""
-        work = self.free_energy(model, walkers) - f_before
+    def reweight(self, model: EnergyModel, walkers: WalkerState, before: Any) -> WalkerState:
+        """Add the work of the update just made: ``A += -(F_new(x) - F_old(x))``, from what
+        :meth:`before_change` kept (``EnergyModel.energy_change``)."""
+        work = model.energy_change(before, walkers.x, walkers.condition)
         return walkers.replace(log_weight=walkers.log_weight - work)
 
     def state_dict(self) -> dict[str, float]:

@@ -16,6 +16,9 @@ unconditionally instead of asking a model what it has:
 - ``post_update()``: after every optimizer step (an RBM re-fixes its zero-sum gauge);
 - ``kick_(gen, std)``: leave an exactly-sampled start that is a stationary point of training
   (an RBM without couplings gets ``N(0, std^2)`` couplings; nothing by default);
+- ``before_change`` / ``energy_change``: the change of the walkers' energies across a
+  parameter change (a Jarzynski walker's work): the difference of two energies by default, in
+  closed form from the parameters' change for an RBM;
 - ``offers_centering``: whether the centred gradient (Melchior et al. 2016), defined through
   an RBM's visible/hidden offsets, applies to this model.
 
@@ -153,6 +156,24 @@ class EnergyModel(nn.Module, ABC):
                 total = total + (hv * v).reshape(n, -1).sum(-1)
         total = total / n_probes
         return total if create_graph else total.detach()
+
+    def before_change(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                      precision: str = "fp32") -> Any:
+        """What :meth:`energy_change` needs of the parameters about to change (an optimizer
+        step, a kick), for the walkers ``x`` (``cond``): by default their energies in float64.
+        ``precision``: the sampler's matmul precision ("fp32" or "bf16"), which a model may use
+        where its products allow (an RBM)."""
+        with torch.no_grad():
+            return self.energy(x, cond).double()
+
+    def energy_change(self, before: Any, x: torch.Tensor,
+                      cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``E_theta'(x) - E_theta(x)`` per walker, float64 ``(n,)``: ``theta'`` the current
+        parameters, ``before`` what :meth:`before_change` returned under ``theta`` for the same
+        ``x`` and ``cond`` (a Jarzynski walker's work). By default the difference of the two
+        energies."""
+        with torch.no_grad():
+            return self.energy(x, cond).double() - before
 
     def post_update(self) -> None:
         """Called after every optimizer step (nothing by default)."""

@@ -66,7 +66,7 @@ def test_work_update_reweights_exact_samples_to_the_new_model():
 
     walkers = WalkerState.unweighted(vs[draws // 3], draws % 3)
     est = Jarzynski(k=1)
-    walkers = est.reweight(new, walkers, est.free_energy(old, walkers))
+    walkers = est.reweight(new, walkers, est.before_change(old, walkers))
     lw = walkers.log_weight
     w = torch.exp(lw - lw.max())
     log_ratio = float(torch.logsumexp(lw, 0) - math.log(len(lw)))

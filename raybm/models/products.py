@@ -1,0 +1,55 @@
+"""Products ``x W`` of 0/1 rows with float weights, exact in integer arithmetic.
+
+A bf16 matmul rounds both ``W`` and its output to 8 significant bits; CPUs give no float32
+output for bf16 inputs (``torch.mm``'s ``out_dtype`` is CUDA-only in torch 2.13). Where a 0/1
+operand meets float weights whose product must keep more precision (a Jarzynski walker's work,
+``RBM.energy_change``), two int8 digits of each column of ``W`` do it at int8 speed:
+``W[:, j] = s_j (q1 + q2 / 127 + r)`` with ``s_j = max_i |W_ij| / 127``, ``q1, q2`` int8 and
+``|r| <= 1 / 254``. The rows go in twice, ``[127 x | x]``, against the digits stacked,
+``[q1; q2]``, so one int8 product (``torch._int_mm``) sums ``127 x q1 + x q2`` exactly in int32
+(at most ~16,200 per 1 in a row: exact in float32 too below ~1,000 ones). The product is then
+exact up to ``|x| s_j / 254``: ``W`` is kept to ~15 bits of its column's largest entry, where
+bf16 keeps 8 of each entry's own.
+
+A 2,000 x 784 x 1,025 product took ~3 ms this way (~5 ms right after a training update's
+sweeps), against ~11 ms in float32 (Intel Xeon with AMX-INT8, 2 threads, 2026-12-07).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raybm.samplers.scratch import Scratch
+
+_BASE = 127
+
+
+def digit_product(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None,
+                  scratch: Scratch | None = None) -> torch.Tensor:
+    """``x @ weight`` for 0/1 ``x`` ``(n, K)`` (any dtype) and float ``weight`` ``(K, M)`` on
+    the CPU, as float32 ``(n, M)`` (into ``out`` where given), each entry within
+    ``|x_b| max_i |weight_ij| / 32258`` of the exact product (``|x_b|``: the row's count of
+    ones; module docstring). ``scratch`` keeps the digits, the doubled rows and the int32
+    sums from call to call (fresh, an (n, M) int32 product page-faults in at every call)."""
+    scratch = Scratch() if scratch is None else scratch
+    (n, k), m = x.shape, weight.shape[1]
+    # max |w| per column as two reductions (0.08 ms at 784 x 513, where abs() made a copy
+    # and vector_norm(inf) took 0.65 ms).
+    scale = torch.maximum(weight.amax(0), weight.amin(0).neg_()).float().div_(_BASE)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    rest = torch.div(weight, scale, out=scratch.get("rest", (k, m), torch.float32))
+    # Columns padded with zero digits to a multiple of 16: _int_mm ran a 2,000 x 784 x 1,026
+    # product in 2.09 ms and x 1,056 in 1.56 ms.
+    width = -(-m // 16) * 16
+    digits = scratch.get("digits", (2 * k, width), torch.int8)
+    high = torch.round(rest, out=scratch.get("high", (k, m), torch.float32)).clamp_(-127, 127)
+    digits[:k, :m].copy_(high)
+    digits[k:, :m].copy_(rest.sub_(high).mul_(_BASE).round_())  # |.| <= 64
+    digits[:, m:].zero_()
+    rows = scratch.get("rows", (n, 2 * k), torch.int8)
+    rows[:, :k].copy_(x)
+    rows[:, k:].copy_(rows[:, :k])
+    rows[:, :k].mul_(_BASE)
+    sums = torch._int_mm(rows, digits, out=scratch.get("sums", (n, width), torch.int32))
+    out = torch.empty(n, m) if out is None else out
+    return out.copy_(sums[:, :m]).mul_(scale.div_(_BASE))
