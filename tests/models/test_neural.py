@@ -196,3 +196,19 @@ def test_bad_arguments_and_shapes():
             conv.energy(torch.zeros(shape))
     with pytest.raises(ValueError, match="MLPEnergy expects"):
         MLPEnergy(4).energy(torch.zeros(2, 5))
+
+
+def test_energy_change_defaults_to_the_difference_of_energies():
+    """The work contract's default (``EnergyModel.before_change`` / ``energy_change``), which
+    every model without a closed form takes: the float64 difference of the two energies."""
+    model = MLPEnergy(3, (8,))
+    x = torch.randn(5, 3, generator=seeded(1))
+    before = model.before_change(x, None, "bf16")
+    with torch.no_grad():
+        e_old = model.energy(x).double()
+        for p in model.parameters():
+            p.add_(0.1)
+        e_new = model.energy(x).double()
+    change = model.energy_change(before, x)
+    assert change.dtype == torch.float64
+    assert torch.equal(change, e_new - e_old)
