@@ -50,7 +50,7 @@ class Centering:
         xw = model.visible_to_hidden(batch.x, dtype).to(model.hbias.dtype)
         field = xw + model.hbias
         if model.n_labels and batch.label is not None:
-            field = field + model.label_weight[batch.label]
+            field = field + model.label_weight.index_select(0, batch.label)
         p = torch.sigmoid_(field)
         self.hidden_offset.mul_(1 - self.momentum).add_(self.momentum * p.mean(0))
         return xw

@@ -72,6 +72,7 @@ from raybm.samplers.random_bits import (
     splitmix_key,
     uniform16_pairs,
     unit_uniform24_,
+    unpack_bits,
 )
 from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
@@ -158,9 +159,7 @@ def init_uniform(
     if model.n_states == 2 and stream != STREAMS[0]:
         count = n * model.n_visible
         words = random_words(gen, (count + 63) // 64, stream=stream)
-        shifts = torch.arange(8, dtype=torch.uint8, device=words.device)
-        bits = (words.view(torch.uint8).unsqueeze(1) >> shifts) & 1
-        x = bits.reshape(-1)[:count].reshape(n, model.n_visible).to(gen.device)
+        x = unpack_bits(words, count).reshape(n, model.n_visible).to(gen.device)
     else:
         x = torch.randint(0, model.n_states, (n, model.n_visible), generator=gen,
                           device=gen.device).to(torch.uint8)

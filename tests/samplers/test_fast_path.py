@@ -171,6 +171,17 @@ def test_uniform_binary_walkers_from_bits_are_uniform_and_independent():
     assert abs(float((b[:, 1:] * b[:, :-1]).mean())) < 5 * 0.25 / n ** 0.5
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 2000 * 784])
+def test_unpack_bits_gives_every_bit_in_memory_order(count):
+    """Bit j of byte b at 8 b + j, as the shift-and-mask it replaced gave them (F&F's starts
+    are the same walkers as before)."""
+    words = random_words(torch.Generator().manual_seed(1), (count + 63) // 64)
+    got = random_bits.unpack_bits(words, count)
+    shifts = torch.arange(8, dtype=torch.uint8)
+    expected = ((words.view(torch.uint8).unsqueeze(1) >> shifts) & 1).reshape(-1)[:count]
+    assert got.dtype == torch.uint8 and torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("fast", [False, True])
 def test_bernoulli_logits_keeps_its_input_and_returns_uint8(fast):
     logits = torch.randn(100, 7)
