@@ -11,8 +11,12 @@ operand meets float weights whose product must keep more precision (a Jarzynski 
 exact up to ``|x| s_j / 254``: ``W`` is kept to ~15 bits of its column's largest entry, where
 bf16 keeps 8 of each entry's own.
 
-``torch._int_mm`` is a private op of torch (the one torchao's int8 kernels call), here with
-the torch this project pins (2.13).
+Exact only where the CPU multiplies int8 pairs into 32-bit sums (VNNI, AMX-INT8): without
+them oneDNN's s8 x s8 product adds pairs of products in 16 bits, which ``127 x 127`` pairs
+overflow (oneDNN issue #717). Elsewhere :func:`digit_product` is a float32 product. Every CPU
+with native bf16 (what ``sampler.precision: auto`` asks before it runs bf16) has VNNI.
+``torch._int_mm`` is a private op of torch (the one torchao's int8 kernels call), measured with
+the torch the README installs (2.13).
 
 A 2,000 x 784 x 1,025 product took ~3 ms this way (~5 ms right after a training update's
 sweeps), against ~11 ms in float32 (Intel Xeon with AMX-INT8, 2 threads, 2026-12-07).
@@ -20,11 +24,27 @@ sweeps), against ~11 ms in float32 (Intel Xeon with AMX-INT8, 2 threads, 2026-12
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
+from raybm.cpu import cpu_flags
 from raybm.samplers.scratch import Scratch
 
 _BASE = 127
+# Rows with more ones than this could overflow the int32 sums (each 1 adds up to
+# 127 * 127 + 64): wider rows take the float32 product.
+_MAX_ONES = (2**31 - 1) // (127 * 127 + 64)
+# Instructions that sum int8 products in 32 bits (module docstring).
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.cache
+def int8_sums_exact() -> bool:
+    """Whether this CPU sums int8 products without 16-bit intermediates (VNNI or AMX-INT8);
+    False where its flags cannot be read."""
+    flags = cpu_flags()
+    return bool(flags) and any(flag in flags for flag in INT8_DOT_FLAGS)
 
 
 def digit_product(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None,
@@ -33,9 +53,13 @@ def digit_product(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | Non
     the CPU, as float32 ``(n, M)`` (into ``out`` where given), each entry within
     ``|x_b| max_i |weight_ij| / 32258`` of the exact product (``|x_b|``: the row's count of
     ones; module docstring). ``scratch`` keeps the digits, the doubled rows and the int32
-    sums from call to call (fresh, an (n, M) int32 product page-faults in at every call)."""
-    scratch = Scratch() if scratch is None else scratch
+    sums from call to call (fresh, an (n, M) int32 product page-faults in at every call).
+    Where int8 sums are not exact (:func:`int8_sums_exact`), a float32 product."""
     (n, k), m = x.shape, weight.shape[1]
+    out = torch.empty(n, m) if out is None else out
+    if not int8_sums_exact() or k > _MAX_ONES:
+        return torch.mm(x.float(), weight.float(), out=out)
+    scratch = Scratch() if scratch is None else scratch
     # max |w| per column as two reductions (0.08 ms at 784 x 513, where abs() made a copy
     # and vector_norm(inf) took 0.65 ms).
     scale = torch.maximum(weight.amax(0), weight.amin(0).neg_()).float().div_(_BASE)
@@ -54,5 +78,4 @@ def digit_product(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | Non
     rows[:, k:].copy_(rows[:, :k])
     rows[:, :k].mul_(_BASE)
     sums = torch._int_mm(rows, digits, out=scratch.get("sums", (n, width), torch.int32))
-    out = torch.empty(n, m) if out is None else out
     return out.copy_(sums[:, :m]).mul_(scale.div_(_BASE))

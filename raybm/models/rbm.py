@@ -22,6 +22,7 @@ along.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,6 +34,14 @@ from raybm.models.base import EnergyModel
 from raybm.models.products import digit_product
 from raybm.samplers.fused import stats_fields
 from raybm.samplers.scratch import Scratch
+
+
+# energy_change's closed form where every hidden field moved by at most this much: there
+# 1 + sigmoid(z') expm1(-d) >= 1 - (1 - e^-0.5) = 0.61, no cancellation.
+LARGE_FIELD_CHANGE = 0.5
+
+# Each RBM's buffers for energy_change, beside it (RBM._change_scratch).
+_CHANGE_SCRATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -154,10 +163,11 @@ class RBM(EnergyModel):
     # ------------------------------------------------------- work across a parameter change
     @property
     def _change_scratch(self) -> Scratch:
-        # Plain attribute, not module state: never in a state dict or a checkpoint.
-        scratch = self.__dict__.get("_scratch")
+        # Kept beside the model, not in it: no state dict, copy or pickle carries ~36 MB of
+        # buffers, and they go with the model.
+        scratch = _CHANGE_SCRATCH.get(self)
         if scratch is None:
-            scratch = self.__dict__["_scratch"] = Scratch()
+            scratch = _CHANGE_SCRATCH[self] = Scratch()
         return scratch
 
     @torch.no_grad()
@@ -208,18 +218,25 @@ class RBM(EnergyModel):
                                     ws).to(columns.dtype)
         else:
             product = self.flat_visible(x, columns.dtype) @ columns
-        # sigmoid(z') and expm1(-d), each into a contiguous buffer (in place on the strided
-        # column blocks, each unary op wrote a copy back).
+        # z' and -d, each into a contiguous buffer (in place on the strided column blocks,
+        # each unary op wrote a copy back).
         shape, dtype = (x.shape[0], m), columns.dtype
-        prob = torch.add(product[:, :m], self.hbias, out=ws.get("prob", shape, dtype, x.device))
+        z = torch.add(product[:, :m], self.hbias, out=ws.get("z", shape, dtype, x.device))
         minus_d = torch.sub(-delta["hbias"], product[:, m : 2 * m],
                             out=ws.get("minus_d", shape, dtype, x.device))
         if self.n_labels:
-            prob.add_(self.label_weight[cond])
+            z.add_(self.label_weight[cond])
             minus_d.sub_(delta["label_weight"][cond])
-        # Summed in float32 (a float64 sum cast the whole (n, M) first: 1.3 ms): M terms of
-        # the change's size, each rounded relative to itself.
-        hidden = minus_d.expm1_().mul_(prob.sigmoid_()).log1p_().sum(-1).double()
+        if float(minus_d.abs().max()) > LARGE_FIELD_CHANGE:
+            # A field moved this far (a kick with a large weight_std): 1 + sigmoid(z')
+            # expm1(-d) cancels (to 0 where both saturate: log1p(-1) = -inf); the softplus
+            # difference in float64 loses nothing at this size.
+            z64, minus_d64 = z.double(), minus_d.double()
+            hidden = (F.softplus(z64 + minus_d64) - F.softplus(z64)).sum(-1)
+        else:
+            # Summed in float32 (a float64 sum cast the whole (n, M) first: 1.3 ms): M terms
+            # of the change's size, each rounded relative to itself.
+            hidden = minus_d.expm1_().mul_(z.sigmoid_()).log1p_().sum(-1).double()
         change = hidden - product[:, 2 * m].double()
         if self.n_labels:
             change = change - delta["lbias"][cond].double()

@@ -45,6 +45,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from raybm.cpu import cpu_flags
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import (
     ClampedField,
@@ -138,13 +139,8 @@ def resolve_precision(precision: str, native: bool) -> str:
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     """Whether this CPU has bf16 matmul instructions; None where it cannot be told (no
     ``/proc/cpuinfo``: not Linux)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def init_uniform(

@@ -27,10 +27,30 @@ def test_digit_product_is_within_its_bound(shape, scale):
     assert (out[:, 0] == 0).all()
 
 
-def test_digit_product_takes_one_hot_rows():
-    """Potts walkers arrive one-hot in float: the same product as from int rows."""
+def test_without_exact_int8_sums_it_is_a_float32_product(monkeypatch):
+    """A CPU without VNNI / AMX-INT8 (oneDNN would add int8 pairs in 16 bits, which the digits
+    overflow): the product is a float32 one, within the same bound."""
+    from raybm.models import products
+
+    monkeypatch.setattr(products, "int8_sums_exact", lambda: False)
     gen = torch.Generator().manual_seed(0)
-    states = torch.randint(0, 5, (40, 6), generator=gen)
-    onehot = torch.nn.functional.one_hot(states, 5).reshape(40, 30).float()
-    weight = torch.randn(30, 8, generator=gen)
-    assert torch.equal(digit_product(onehot, weight), digit_product(onehot.to(torch.uint8), weight))
+    x = (torch.rand(300, 200, generator=gen) < 0.5).to(torch.uint8)
+    weight = torch.randn(200, 40, generator=gen)
+    out = digit_product(x, weight)
+    torch.testing.assert_close(out, x.float() @ weight, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("flags, exact", [("fpu avx2 fma", False), ("avx2 avx512f avx512_vnni", True),
+                                          ("avx2 avx_vnni", True), ("avx512f amx_int8", True)])
+def test_int8_sums_are_exact_only_with_vnni_or_amx(tmp_path, monkeypatch, flags, exact):
+    from raybm import cpu
+    from raybm.models import products
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(products, "cpu_flags", lambda: cpu.cpu_flags(info))
+    products.int8_sums_exact.cache_clear()
+    try:
+        assert products.int8_sums_exact() is exact
+    finally:
+        products.int8_sums_exact.cache_clear()

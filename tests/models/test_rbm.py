@@ -154,23 +154,58 @@ def _changed(model, gen, step):
     return new
 
 
-@pytest.mark.parametrize("labelled", [False, True], ids=["F(v,l)", "F(v)"])
-def test_energy_change_is_the_difference_of_free_energies(model, labelled):
-    """The closed-form work (``energy_change``) against the difference of the two free energies,
-    both in float64, every visible state (and label): only rounding separates them. Without a
-    label given, a labelled RBM's ``F(v)`` (labels summed out) takes the difference itself."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("summed", [False, True], ids=["F(v,l)", "F(v)"])
+def test_energy_change_is_the_difference_of_free_energies(model, summed, precision):
+    """The closed-form work (``energy_change``) against the difference of the two free energies
+    in float64, every visible state (and label). fp32 (here float64 models): only rounding
+    separates them. bf16: the products from int8 digits, within the error their bound allows
+    (``|x| max|w| / 32258`` per product entry; an error in z' moves a unit's term by at most a
+    quarter of it times |d|). Without a label given, a labelled RBM's ``F(v)`` (labels summed
+    out) takes the difference of the energies itself."""
+    if summed and not model.n_labels:
+        pytest.skip("no label unit")
     gen = torch.Generator().manual_seed(5)
     new = _changed(model, gen, 0.05)
     vs = all_visible_states(model)
-    cond = (torch.arange(len(vs)) % model.n_labels) if model.n_labels and not labelled else None
-    if not model.n_labels and labelled:
-        pytest.skip("no label unit")
-    before = model.before_change(vs, cond)
-    change = new.energy_change(before, vs, cond)
+    cond = None if summed else (torch.arange(len(vs)) % model.n_labels if model.n_labels
+                                else None)
+    change = new.energy_change(model.before_change(vs, cond, precision), vs, cond)
     with torch.no_grad():
         exact = new.free_energy(vs, cond) - model.free_energy(vs, cond)
     assert change.dtype == torch.float64
-    torch.testing.assert_close(change, exact, **TOL)
+    if precision == "fp32" or summed:
+        torch.testing.assert_close(change, exact, **TOL)
+        return
+    ones = float(model.flat_visible(vs, torch.float64).sum(1).max())
+    column_max = lambda w: float(w.detach().abs().amax())  # noqa: E731
+    d_max = column_max(new.hbias - model.hbias) + ones * column_max(
+        new.weight - model.weight) + (column_max(new.label_weight - model.label_weight)
+                                      if model.n_labels else 0.0)
+    eps_z = ones * column_max(new.weight) / 32258
+    eps_d = ones * max(column_max(new.weight - model.weight),
+                       column_max(new.vbias - model.vbias)) / 32258
+    bound = model.n_hidden * (eps_z * d_max / 4 + eps_d) + eps_d + 1e-6 * float(exact.abs().max())
+    assert float((change - exact).abs().max()) <= bound
+
+
+def test_energy_change_survives_a_large_change_of_the_fields():
+    """Fields moved by ~20 where sigmoid(z') and expm1(-d) both saturate in float32: the closed
+    form's 1 + sigmoid(z') expm1(-d) would cancel to 0 (log1p(-1) = -inf); the work is finite
+    and equals the float64 difference of the free energies."""
+    old = BernoulliRBM(6, 4)
+    with torch.no_grad():
+        old.hbias.fill_(30.0)
+    new = _changed(old, torch.Generator().manual_seed(0), 0.0)
+    with torch.no_grad():
+        new.hbias.add_(-20.0)
+    x = all_visible_states(old)
+    for precision in ("fp32", "bf16"):
+        change = new.energy_change(old.before_change(x, None, precision), x)
+        with torch.no_grad():
+            exact = as_float64(new).free_energy(x) - as_float64(old).free_energy(x)
+        assert torch.isfinite(change).all()
+        torch.testing.assert_close(change, exact, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
