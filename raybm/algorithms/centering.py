@@ -44,11 +44,11 @@ class Centering:
         """One step of the moving average of ``p(h | v_data, l_data)``; its fields' matmul
         in the sampler's ``precision`` (bf16: the fields rounded to 8 bits, nothing next to
         the noise of a minibatch mean averaged over ~1/momentum updates). Returns the
-        batch's ``x W`` it computed (in the parameters' dtype), which the update's first
+        batch's ``x W`` it computed (in the product's dtype), which the update's first
         contrast, on the same parameters, reuses (``Batch.visible_field``)."""
         dtype = torch.bfloat16 if precision == "bf16" else None
-        xw = model.visible_to_hidden(batch.x, dtype).to(model.hbias.dtype)
-        field = xw + model.hbias
+        xw = model.visible_to_hidden(batch.x, dtype)
+        field = xw + model.hbias  # float32: bf16 x W promoted exactly, as a cast would
         if model.n_labels and batch.label is not None:
             field = field + model.label_weight.index_select(0, batch.label)
         p = torch.sigmoid_(field)

@@ -336,8 +336,13 @@ class RBM(EnergyModel):
         elif len(visible_field) == len(xs):
             y = visible_field
         else:  # the first rows' (the data's, from the centring), the others' here
-            y = torch.cat([visible_field.to(pdtype),
-                           (xs[len(visible_field):] @ w).to(pdtype)])
+            # Both parts in the product's dtype, the walkers' written in place: the fields
+            # take it to float32 themselves (exactly), where two casts and a float32
+            # concatenation cost ~1 ms of a bf16 update (4,000 x 512).
+            done = len(visible_field)
+            y = torch.empty(len(xs), m, dtype=dtype, device=xs.device)
+            y[:done].copy_(visible_field)
+            torch.mm(xs[done:], w, out=y[done:])
         c = coef.to(pdtype)
         # Compiled loop nests (samplers.fused.stats_fields); not for 0 or 1 rows, which
         # torch specialises even in a dynamic-shape graph (a recompile mid-run).

@@ -108,6 +108,36 @@ def test_the_centrings_x_w_of_the_data_rows_gives_the_same_gradient(kind, n_labe
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("n_labels", [0, 3])
+def test_the_centrings_bf16_x_w_is_reused_as_the_product_gives_it(kind, n_labels):
+    """With bf16 matmuls the centring hands the contrast its ``x W`` as the product gives it
+    (bf16, not a float32 copy), and the contrast's gradient and value with it are those it
+    computes alone: the same bf16 products, each cast to float32 exactly where it is read."""
+    gen = torch.Generator().manual_seed(41 + n_labels)
+    model = random_model(kind, gen, n_labels, scale=0.7)
+    batch, walkers = _inputs(model, gen, 37, 23, True)
+    centering = Centering(model, batch.x, batch.label)
+    xw = centering.update_hidden_offset(model, batch, "bf16")
+    assert xw.dtype == torch.bfloat16
+    flat = model.flat_visible(batch.x, torch.bfloat16)
+    assert torch.equal(xw, flat @ model.weight.reshape(-1, model.n_hidden).bfloat16())
+    # The offset moved by the mean of sigmoid(x W + b + D_l), x W read in float32.
+    field = xw.float() + model.hbias
+    if n_labels:
+        field = field + model.label_weight[batch.label]
+    expected = 0.5 * (1 - centering.momentum) + centering.momentum * field.sigmoid().mean(0)
+    torch.testing.assert_close(centering.hidden_offset, expected, rtol=1e-6, atol=1e-7)
+    est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel(precision="bf16"))
+    value, grads = est.contrast(model, batch, walkers)
+    reused, grads_reused = est.contrast(model, replace(batch, visible_field=xw), walkers)
+    torch.testing.assert_close(reused, value, rtol=1e-6, atol=1e-7)
+    for name, g in grads[ENERGY].items():
+        torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=1e-6, atol=1e-7,
+                                   msg=name)
+    assert grads_reused[ENERGY]["weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
 def test_in_float32_and_with_bf16_matmuls_within_their_rounding(kind, n_labels):
     """float32: to float32 rounding of sums of ~100 terms. bf16 (the fast path): the
     couplings and ``c p`` rounded to 8 significant bits, each gradient entry a sum of
