@@ -81,6 +81,22 @@ def test_the_closed_form_is_the_autograd_gradient_in_float64(kind, n_labels, wei
         torch.testing.assert_close(g, reference[name], rtol=1e-12, atol=1e-12, msg=name)
 
 
+def _assert_reuse_changes_nothing(est: Estimator, model: RBM, batch: Batch,
+                                  walkers: WalkerState, xw: torch.Tensor, rtol: float,
+                                  atol: float) -> torch.Tensor:
+    """The contrast's value and gradients with the data rows' ``x W`` handed in (``xw``) are
+    those it computes without it, within the tolerances, each gradient in the parameters'
+    dtype; returns the value."""
+    value, grads = est.contrast(model, batch, walkers)
+    reused, grads_reused = est.contrast(model, replace(batch, visible_field=xw), walkers)
+    torch.testing.assert_close(reused, value, rtol=rtol, atol=atol)
+    for name, g in grads[ENERGY].items():
+        torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=rtol, atol=atol,
+                                   msg=name)
+        assert grads_reused[ENERGY][name].dtype == model.weight.dtype, name
+    return value
+
+
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("n_labels", [0, 3])
 def test_the_centrings_x_w_of_the_data_rows_gives_the_same_gradient(kind, n_labels):
@@ -93,12 +109,7 @@ def test_the_centrings_x_w_of_the_data_rows_gives_the_same_gradient(kind, n_labe
     torch.testing.assert_close(xw, model.flat_visible(batch.x, torch.float64)
                                @ model.weight.reshape(-1, model.n_hidden), rtol=1e-12, atol=1e-12)
     est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel())
-    value, grads = est.contrast(model, batch, walkers)
-    reused, grads_reused = est.contrast(model, replace(batch, visible_field=xw), walkers)
-    torch.testing.assert_close(reused, value, rtol=1e-12, atol=1e-12)
-    for name, g in grads[ENERGY].items():
-        torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=1e-12, atol=1e-12,
-                                   msg=name)
+    value = _assert_reuse_changes_nothing(est, model, batch, walkers, xw, 1e-12, 1e-12)
     # It is read (a shifted field moves the value), and only where it has a row per batch row.
     shifted, _ = est.contrast(model, replace(batch, visible_field=xw + 0.5), walkers)
     assert abs(float(shifted - value)) > 1e-3
@@ -127,13 +138,7 @@ def test_the_centrings_bf16_x_w_is_reused_as_the_product_gives_it(kind, n_labels
     expected = 0.5 * (1 - centering.momentum) + centering.momentum * field.sigmoid().mean(0)
     torch.testing.assert_close(centering.hidden_offset, expected, rtol=1e-6, atol=1e-7)
     est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel(precision="bf16"))
-    value, grads = est.contrast(model, batch, walkers)
-    reused, grads_reused = est.contrast(model, replace(batch, visible_field=xw), walkers)
-    torch.testing.assert_close(reused, value, rtol=1e-6, atol=1e-7)
-    for name, g in grads[ENERGY].items():
-        torch.testing.assert_close(grads_reused[ENERGY][name], g, rtol=1e-6, atol=1e-7,
-                                   msg=name)
-    assert grads_reused[ENERGY]["weight"].dtype == torch.float32
+    _assert_reuse_changes_nothing(est, model, batch, walkers, xw, 1e-6, 1e-7)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])

@@ -18,15 +18,17 @@ TOL = dict(rtol=1e-9, atol=1e-9)  # float64 references: only rounding separates 
 
 @pytest.fixture(params=[(k, nl) for k in KINDS for nl in LABELS], ids=lambda p: f"{p[0]}-L{p[1]}")
 def model(request):
-    kind, n_labels = request.param
-    return as_float64(random_model(kind, torch.Generator().manual_seed(11), n_labels))
+    return _tiny(*request.param)
 
 
 @pytest.fixture(params=[(k, nl) for k in KINDS for nl in LABELS if nl],
                 ids=lambda p: f"{p[0]}-L{p[1]}")
 def labelled_model(request):
     """The families of :func:`model` that have a label unit."""
-    kind, n_labels = request.param
+    return _tiny(*request.param)
+
+
+def _tiny(kind: str, n_labels: int):
     return as_float64(random_model(kind, torch.Generator().manual_seed(11), n_labels))
 
 
