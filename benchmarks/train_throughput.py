@@ -159,12 +159,15 @@ def whole_processes(args, env: dict[str, str], work: Path) -> list[dict]:
     if args.compile == "true" and cases:
         # The compiled kernels into Inductor's on-disk cache first, so that the short and
         # the long run of each case find them alike (a cold compilation, ~15 s, would fall
-        # on whichever ran first).
+        # on whichever ran first). Every precision of the run: fp32 and bf16 compile
+        # different kernels, and warming bf16 alone left a cold fp32 compilation in the
+        # first fp32 short run (AMD EPYC, 2026-12-07: 17.6 s against 11.3 s).
         for method in args.methods:
-            timed_process([sys.executable, "-m", "raybm.cli", "train", "--no-progress",
-                           "--out", str(work / f"warm-{method}"),
-                           *[f"--set={s}" for s in raybm_sets(method, "bf16", 2, args.device,
-                                                              "true")]], env)
+            for precision in args.precisions:
+                timed_process([sys.executable, "-m", "raybm.cli", "train", "--no-progress",
+                               "--out", str(work / f"warm-{method}-{precision}"),
+                               *[f"--set={s}" for s in raybm_sets(method, precision, 2,
+                                                                  args.device, "true")]], env)
     samples: dict[tuple[str, str], list[float]] = {c: [] for c in cases}
     peaks: dict[tuple[str, str], float] = {c: 0.0 for c in cases}
     for repeat in range(args.repeats):  # every case once per round: load hits all alike
@@ -307,6 +310,17 @@ def interleaved(methods: list[str], precision: str, rounds: int, after: int = 0
     return times, (rows[0] / rows[1] if rows[1] else None)
 
 
+def best_ms(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` (after one untimed), in milliseconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * min(times)
+
+
 def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
     """Milliseconds of the matrix products one PCD-10 update cannot avoid, timed alone in
     this process: per sweep ``v W`` (n x N by N x M) and ``h W^T`` (n x M by M x N); per
@@ -323,21 +337,35 @@ def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
     h = (torch.rand(n, nh, generator=gen) < 0.5).to(dtype)
     w = torch.randn(nv, nh, generator=gen).to(dtype)
     p = torch.rand(n, nh + 1, generator=gen).to(dtype)
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return 1000 * min(times)
-
-    up = best(lambda: torch.mm(v, w))
-    down = best(lambda: torch.mm(h, w.t()))
-    stats = best(lambda: torch.mm(v.t(), p))
+    up = best_ms(lambda: torch.mm(v, w), repeats)
+    down = best_ms(lambda: torch.mm(h, w.t()), repeats)
+    stats = best_ms(lambda: torch.mm(v.t(), p), repeats)
     return {"vW": up, "hW^T": down, "X^T[P|1]": stats,
             "pcd10_floor": k * (up + down) + 2 * up + 2 * stats}
+
+
+def int8_sweep_floor(fp32: dict[str, float], repeats: int = 5) -> dict[str, float] | None:
+    """What the sweeps' two products would cost as exact int32 sums of 0/1 states against
+    int8 digits of ``W`` (``torch._int_mm``; three digits, stacked as columns, hold ~21 bits
+    of each column's largest weight, near float32's 24), with the fp32 floor's field and
+    statistic products: a path raybm does not have, measured for where the fp32 target is
+    bounded by the float32 products (None where int8 sums are not exact on this CPU)."""
+    import torch
+
+    from raybm.models.products import int8_sums_exact
+
+    if not int8_sums_exact():
+        return None
+    n, nv, nh, k = SIZES["n_walkers"], 784, SIZES["n_hidden"], SIZES["k"]
+    gen = torch.Generator().manual_seed(0)
+    v = (torch.rand(n, nv, generator=gen) < 0.5).to(torch.int8)
+    h = (torch.rand(n, nh, generator=gen) < 0.5).to(torch.int8)
+    up_digits = torch.randint(-127, 128, (nv, 3 * nh), generator=gen, dtype=torch.int8)
+    down_digits = torch.randint(-127, 128, (nh, 3 * nv), generator=gen, dtype=torch.int8)
+    up = best_ms(lambda: torch._int_mm(v, up_digits), repeats)
+    down = best_ms(lambda: torch._int_mm(h, down_digits), repeats)
+    return {"vW_3digits": up, "hW^T_3digits": down,
+            "pcd10_floor": k * (up + down) + 2 * fp32["vW"] + 2 * fp32["X^T[P|1]"]}
 
 
 def load_mnist_tensors():
@@ -534,6 +562,13 @@ def main() -> None:
             bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / floor['pcd10_floor']:.2f}x"
                      if ref else "")
             print(f"  {precision}: {parts}{bound}", flush=True)
+        digits = int8_sweep_floor(results["floor"]["fp32"])
+        if digits is not None:  # not a path raybm has (the function's docstring)
+            results["floor"]["int8_digits"] = digits
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in digits.items())
+            bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / digits['pcd10_floor']:.2f}x"
+                     if ref else "")
+            print(f"  sweeps from 3 int8 digits (not built): {parts}{bound}", flush=True)
     if args.breakdown and args.device == "cpu":
         print("\nIn-process breakdown, ms per update:")
         for method in args.methods:
