@@ -14,15 +14,17 @@ lets Inductor vectorise it: it does not vectorise int16 loads.) The fp32 referen
 ``[u < sigmoid(z)]`` on 24-bit uniforms, is fused the same way (:func:`exact_field`), from the
 same words and with the same arithmetic as its eager kernel.
 
-The keyed forms (:func:`exact_field_keyed`, :func:`bernoulli_field_keyed`) take no words:
-element ``(i, j)`` reads word ``i m + j`` of a SplitMix64 stream (``random_bits.splitmix_grid``),
-a function of its index that the compiled loop computes in registers. Stored words are made
-by numpy's SFC64 in one thread and read back from memory: a fp32 784 x 512, 2,000-walker
-sweep's draws took 6.3 ms so and 2.5 ms keyed (``random_bits.splitmix_grid``); the fp32 runs
-that compile use the keyed forms (``GibbsKernel.for_run``). bf16's
-16-bit uniforms need half the words and read them faster than the loop makes them, so they
-stay on stored words; but not in F&F's label sweeps (:func:`label_sweep`), whose loop makes
-the reference draw from one SplitMix64 word per two hidden units, in both precisions.
+The keyed form (:func:`exact_field_keyed`) takes no words: element ``(i, j)`` reads word
+``i m + j`` of a SplitMix64 stream (``random_bits.splitmix_grid``), a function of its index
+that the compiled loop computes in registers. Stored words are made by numpy's SFC64 in one
+thread and read back from memory: a fp32 784 x 512, 2,000-walker sweep's draws took 6.3 ms so
+and 2.5 ms keyed (``random_bits.splitmix_grid``); the runs that compile draw from SplitMix64
+(``GibbsKernel.for_run``). bf16's 16-bit uniforms take four per word, and its loop reads
+stored words faster than it makes them (Inductor hashes a word once per draw, not once per
+four), so the compiled bf16 draws read SplitMix64 words that a loop of their own stores
+first (:func:`splitmix_words`, both cores, ~8x faster than SFC64 in one thread). F&F's label
+sweeps (:func:`label_sweep`) make the reference draw from one SplitMix64 word per two hidden
+units in their own loop, in both precisions.
 
 Compilation is per kernel (``sampler.compile``: ``auto``, the default, turns it on for runs
 long enough to pay for it, ``GibbsKernel.for_run``), or everywhere with ``RAYBM_COMPILE=1`` in
@@ -177,13 +179,6 @@ def _fused_exact_keyed(z: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
     _fused_exact(z, bias, _keyed_words(z, key), out)
 
 
-def _fused_keyed(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-    # The fast draw with its packed words made in the loop (high 32 bits of word i m + j of
-    # the SplitMix64 stream ``key`` for word row i).
-    n, m = (y[0] if isinstance(y, tuple) else y).shape
-    return _fused(y, bias, high_words(splitmix_grid(key, n // 2, m)))
-
-
 def _fused_into(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor,
                 out: torch.Tensor) -> None:
     # The fast draw stored by its own loop into ``out`` (a column block of a walker layout
@@ -192,9 +187,10 @@ def _fused_into(y: torch.Tensor, bias: torch.Tensor, words: torch.Tensor,
     out.copy_(_fused(y, bias, words))
 
 
-def _fused_keyed_into(y: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
-                      out: torch.Tensor) -> None:
-    out.copy_(_fused_keyed(y, bias, key))
+def _splitmix_words(key: torch.Tensor, out: torch.Tensor) -> None:
+    # Words 0 .. len(out) - 1 of the stream, each hashed from its index alone: one
+    # vectorised loop over both cores, stored into the reused buffer.
+    out.copy_(splitmix_grid(key, 1, out.shape[0]).view(-1))
 
 
 def _compiled(fn: Callable) -> Callable:
@@ -207,7 +203,7 @@ def _compiled(fn: Callable) -> Callable:
         # sees a few models; dynamic, it runs as fast (1.13 against 1.12-1.31 ms static,
         # 2,000 x 512 fp32, Intel Xeon with AMX, 2026-12-06).
         dynamic = (True if fn in (_stats_fields, _softplus_sums, _label_sweep_keyed,
-                                  _label_sweep_keyed_bf16) else None)
+                                  _label_sweep_keyed_bf16, _splitmix_words) else None)
         _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
     return _cache[fn]
 
@@ -374,25 +370,26 @@ def _compiled_draw(fn: Callable, fn_into: Callable, y: Field, bias: torch.Tensor
     return out if _failure is None else None
 
 
-def bernoulli_field_keyed(
-    y: Field,
-    bias: torch.Tensor,
-    key: torch.Tensor,
-    out: torch.Tensor | None = None,
-    scratch: Scratch | None = None,
-    compiled: bool = False,
-) -> torch.Tensor:
-    """:func:`bernoulli_field` with its packed words, ``(ceil(n/2), m)``, the high halves of
-    the SplitMix64 stream ``key``'s words (``random_bits.splitmix_key``), made inside the
-    compiled loop; eagerly (compilation off or failed, or odd ``n``) made first
-    (``random_bits.splitmix_grid``) and drawn from as :func:`bernoulli_field` does."""
-    n, m = field_shape(y)
-    if _on(compiled) and n % 2 == 0:
-        h = _compiled_draw(_fused_keyed, _fused_keyed_into, y, bias, key, out)
-        if h is not None:
-            return h
-    words = high_words(splitmix_grid(key, (n + 1) // 2, m))
-    return _eager(formed(y), bias, words, out, scratch)
+def splitmix_words(key: torch.Tensor, out: torch.Tensor, compiled: bool = False
+                   ) -> torch.Tensor:
+    """Words ``0 .. len(out) - 1`` of the SplitMix64 stream ``key``
+    (``random_bits.splitmix_key``) written into the int64 ``(n,)`` ``out`` and returned: the
+    words :func:`random_bits.random_words` gives on the ``splitmix64`` stream, for the bf16
+    draws (:func:`bernoulli_field`) of the runs that compile. ``compiled``: one loop over
+    both cores (~10 integer operations per word, every word independent); eagerly
+    (compilation off or failed) ``random_bits.splitmix_grid``'s ten passes, the same words.
+
+    A 2,000 x 784 bf16 draw's 392,000 words took 0.12 ms so, against 1.04 ms from numpy's
+    SFC64 in one thread (``random_bits.random_words``), and a 2,000 x 512 draw's 0.07
+    against 0.61 ms (AMD EPYC with avx512_bf16, 2 threads, 2026-12-07): ~14 ms of a PCD-10
+    update's ten sweeps there. The draw's own loop does not make them as cheaply: Inductor
+    hashed each word once per draw there, not once per four (ten bf16 sweeps 55.4-56.1
+    against 53.3-53.5 ms from SFC64's stored words, Intel Xeon, 2026-12-07)."""
+    if _on(compiled):
+        _try(_compiled(_splitmix_words), key, out)
+        if _failure is None:
+            return out
+    return out.copy_(splitmix_grid(key, 1, out.shape[0]).view(-1))
 
 
 def _categorical(logits: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:
@@ -548,6 +545,6 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
 
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
-KERNELS = (_fused, _fused_keyed, _fused_into, _fused_keyed_into, _fused_exact,
-           _fused_exact_keyed, _fused_categorical, _stats_fields, _softplus_sums,
-           _label_sweep_keyed, _label_sweep_keyed_bf16)
+KERNELS = (_fused, _fused_into, _splitmix_words, _fused_exact, _fused_exact_keyed,
+           _fused_categorical, _stats_fields, _softplus_sums, _label_sweep_keyed,
+           _label_sweep_keyed_bf16)

@@ -51,7 +51,6 @@ from raybm.samplers.fused import (
     ClampedField,
     Field,
     bernoulli_field,
-    bernoulli_field_keyed,
     categorical_field,
     exact_field,
     exact_field_keyed,
@@ -59,6 +58,7 @@ from raybm.samplers.fused import (
     formed,
     label_sweep,
     runs_compiled,
+    splitmix_words,
 )
 from raybm.samplers.base import KernelBase, KernelInfo
 from raybm.samplers.prepared import GibbsParams, prepare
@@ -89,8 +89,11 @@ SETTINGS = ("auto", *PRECISIONS)
 # 2026-12-05, medians of 7): fp32 169 -> 136 ms with SplitMix64 words made in the loop
 # (161 ms compiled from stored SFC64 words), ~2.2 ns saved per sweep of one walker's visible
 # unit (with its share of the hidden layer); bf16 98.5 -> 76 ms from stored SFC64 words
-# (79 ms with SplitMix64: its 16-bit uniforms need half the words, and making them in the
-# loop costs more than reading them), ~1.4 ns.
+# (79 ms with SplitMix64 made in the loop, which hashes a word per draw), ~1.4 ns. Since
+# 2026-12-07 the compiled bf16 draws read SplitMix64 words stored by a compiled loop
+# (fused.splitmix_words), ~0.9 ns more per such unit by the words' timing alone (AMD EPYC):
+# not re-measured as ten sweeps on a quiet machine, so bf16 keeps the lower figure (it then
+# compiles somewhat later than it would pay).
 COMPILE_COST_S = 15.0
 COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9}
 # precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
@@ -234,23 +237,24 @@ def _fast_draw(
 ) -> torch.Tensor:
     """The fast Bernoulli draw on ``field + bias`` with fresh 16-bit uniforms (bf16 0/1)."""
     words = _draw_source(gen, True, *field_shape(field), ws, bias.device)
-    if ws.stream == COMPILED_STREAM:
-        return bernoulli_field_keyed(field, bias, words, out=out, scratch=ws,
-                                     compiled=ws.compiled)
     return bernoulli_field(field, bias, words, out=out, scratch=ws, compiled=ws.compiled)
 
 
 def _draw_source(gen: torch.Generator, fast: bool, n: int, m: int, ws: Scratch,
                  device: torch.device) -> torch.Tensor:
     """The randomness of one ``(n, m)`` Bernoulli draw, taken from ``gen``: the SplitMix64
-    key where the words are made in the compiled loop (``ws.stream``), else the stored
-    words, the 32-bit ``(n, m)`` of the exact draw or the packed 16-bit pairs of the fast
-    one (``fast``)."""
+    key where the exact draw's words are made in its compiled loop (``ws.stream``), else
+    the stored words, the 32-bit ``(n, m)`` of the exact draw or the packed 16-bit pairs of
+    the fast one (``fast``). The fast draw's SplitMix64 words are stored by a loop of their
+    own (``fused.splitmix_words``): the words ``uniform16_pairs`` takes from that stream."""
+    if fast:
+        buf = ws.get("words", (pair_words(n, m),), torch.int64, device)
+        if ws.stream == COMPILED_STREAM:
+            words = splitmix_words(splitmix_key(gen), buf, compiled=ws.compiled)
+            return words.view(torch.int32)[: (n + 1) // 2 * m].view((n + 1) // 2, m)
+        return uniform16_pairs(gen, n, m, stream=ws.stream, out=buf)
     if ws.stream == COMPILED_STREAM:
         return splitmix_key(gen)
-    if fast:
-        return uniform16_pairs(gen, n, m, stream=ws.stream,
-                               out=ws.get("words", (pair_words(n, m),), torch.int64, device))
     words = random_words(gen, (n * m + 1) // 2, stream=ws.stream,
                          out=ws.get("words", ((n * m + 1) // 2,), torch.int64, device))
     return words.view(torch.int32)[: n * m].view(n, m)
@@ -514,7 +518,7 @@ class GibbsKernel(KernelBase):
     # compilation costs, for_run).
     compile: bool | str = False
     # Where a sweep's random words come from (random_bits.STREAMS): SFC64, or SplitMix64
-    # where the draws run compiled (for_run: its words are made inside the compiled loops);
+    # where the draws run compiled (for_run: its words are made by compiled loops);
     # a checkpoint continues with the stream it was drawn with (with_state), exactly: one
     # written before the choice existed holds no such state, and continues with the
     # Mersenne Twister.
@@ -556,10 +560,11 @@ class GibbsKernel(KernelBase):
             # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and
             # sweep) at least twice what compiling costs (COMPILE_COST_S, once per process).
             compiled = draws * COMPILE_SAVES_S[precision] >= 2 * COMPILE_COST_S
-        # Compiled fp32 draws make SplitMix64's words in their own loop
-        # (random_bits.splitmix_grid; bf16 reads stored words faster, COMPILE_SAVES_S); a
-        # resumed run then takes back the stream its checkpoint was drawn with (with_state).
-        stream = COMPILED_STREAM if compiled is True and precision == "fp32" else self.stream
+        # Compiled draws take SplitMix64's words: fp32 makes them in its own loop
+        # (random_bits.splitmix_grid), bf16 reads them from a compiled loop that stores them
+        # (fused.splitmix_words), both faster than SFC64 in one thread; a resumed run then
+        # takes back the stream its checkpoint was drawn with (with_state).
+        stream = COMPILED_STREAM if compiled is True else self.stream
         return replace(self, precision=precision, compile=compiled, chosen=chosen,
                        stream=stream)
 

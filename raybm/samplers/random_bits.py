@@ -30,8 +30,9 @@ _HALF = torch.tensor(0.5)  # 0-dim: an int16 tensor plus this promotes to float3
 
 # Where random words come from: index 0 is what runs before the choice existed used (their
 # checkpoints continue with it, exactly). New runs draw from SFC64 (EAGER_STREAM), or from
-# SplitMix64 (COMPILED_STREAM) where their draws run compiled: there the words are made inside
-# the draw's own loop, never stored (:func:`splitmix_grid`).
+# SplitMix64 (COMPILED_STREAM) where their draws run compiled: there the fp32 draw makes the
+# words inside its own loop, never stored (:func:`splitmix_grid`), and the bf16 draw reads
+# them from a compiled loop that stores them first (``fused.splitmix_words``).
 STREAMS = ("mt19937", "sfc64", "splitmix64")
 EAGER_STREAM = "sfc64"
 COMPILED_STREAM = "splitmix64"

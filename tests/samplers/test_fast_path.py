@@ -115,6 +115,20 @@ def test_splitmix_words_are_splitmix64_exactly():
     assert int(random_bits.splitmix_grid(key, 1, 1)) & (2**64 - 1) == 0xE220A8397B1DCDAF
 
 
+def test_stored_splitmix_words_are_the_streams_words():
+    """``fused.splitmix_words`` (the words of the bf16 draws on the ``splitmix64`` stream)
+    writes words ``0 .. n-1`` of its key's stream into the buffer it is given, as
+    ``random_words`` gives them on that stream from the same generator state (eagerly here;
+    compiled in ``test_compiled_splitmix_draws_agree_with_eager``)."""
+    for n in (1, 2, 7, 1_000):
+        gen = torch.Generator().manual_seed(n)
+        want = random_words(gen.clone_state(), n, stream="splitmix64")
+        buf = torch.full((n + 3,), -1, dtype=torch.int64)
+        got = fused.splitmix_words(random_bits.splitmix_key(gen), buf[:n])
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(got, want), n
+        assert (buf[n:] == -1).all()
+
+
 def test_paired_words_are_both_halves_of_splitmix_words():
     """``paired_words``: column ``j < h`` takes the high half of word ``i h + j``, column
     ``h + j`` its low half (``h = ceil(m / 2)``), for an even and an odd width."""
@@ -426,9 +440,10 @@ def test_compiled_exact_draw_agrees_with_eager():
 
 @pytest.mark.slow
 def test_compiled_splitmix_draws_agree_with_eager():
-    """The keyed draws, whose words the compiled loop makes itself, against the eager form
-    that makes the same words first: fp32 into a column block of a wider buffer, bf16 on a
-    strided slice; the same states up to a sigmoid's last bit."""
+    """The keyed fp32 draw, whose words the compiled loop makes itself, against the eager
+    form that makes the same words first, into a column block of a wider buffer; the same
+    states up to a sigmoid's last bit. The bf16 draws on that stream read its words stored
+    by a compiled loop: the same words as eagerly, and a bf16 sweep draws as the eager one."""
     gen = torch.Generator().manual_seed(16)
     key = random_bits.splitmix_key(gen)
     z = torch.randn(256, 100, generator=gen) * 3
@@ -436,25 +451,30 @@ def test_compiled_splitmix_draws_agree_with_eager():
     shift = torch.randn(96, generator=gen)
     eager_biased = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96), bias=shift)
     wide = torch.full((256, 100), 7.0)
-    wide_bf16 = (torch.randn(256, 100, generator=gen) * 3).bfloat16()
-    bias = torch.randn(96, generator=gen)
-    eager_fast = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key)
+    model = random_model("bernoulli", torch.Generator().manual_seed(18), 2)
+    start = gibbs.init_uniform(gen, model, 4_000)
+    sweep_gen = torch.Generator().manual_seed(19)
+    eager_sweep, _ = gibbs.step(sweep_gen.clone_state(), start, model, 1, precision="bf16",
+                                stream="splitmix64")
     fused.set_compile(True)
     try:
         out = fused.exact_field_keyed(z[:, :96], key, wide[:, :96])
         biased = fused.exact_field_keyed(z[:, :96], key, torch.empty(256, 96), bias=shift)
-        fast = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key)
-        layout = torch.full((256, 100), 7.0, dtype=torch.bfloat16)
-        into = fused.bernoulli_field_keyed(wide_bf16[:, :96], bias, key, out=layout[:, :96])
+        stored = {n: fused.splitmix_words(key, torch.empty(n, dtype=torch.int64),
+                                          compiled=True) for n in (1, 5, 4_001, 392_000)}
+        sweep, _ = gibbs.step(sweep_gen.clone_state(), start, model, 1, precision="bf16",
+                              stream="splitmix64", compiled=True)
         assert fused.compile_status() == "on"
     finally:
         fused.set_compile(False)
     assert out.data_ptr() == wide.data_ptr() and (wide[:, 96:] == 7.0).all()
     assert (wide[:, :96] != eager).sum() <= 3
     assert (biased != eager_biased).sum() <= 3 and (biased != eager).sum() > 100
-    assert fast.dtype == torch.bfloat16 and (fast != eager_fast).sum() <= 3
-    assert into.data_ptr() == layout.data_ptr() and (layout[:, 96:] == 7.0).all()
-    assert (layout[:, :96] != eager_fast).sum() <= 3
+    for n, words in stored.items():
+        assert torch.equal(words, random_bits.splitmix_grid(key, 1, n).view(n)), n
+    # one sweep of 4,000 walkers x 2 units from the same generator state: the same states
+    # up to a sigmoid's last bit
+    assert (sweep.x != eager_sweep.x).sum() <= 3
     # and the draws follow their probabilities: 24,576 fair coins
     half = fused.exact_field_keyed(torch.zeros(256, 96), key, torch.empty(256, 96))
     assert abs(float(half.mean()) - 0.5) < 5 * (0.25 / half.numel()) ** 0.5
@@ -483,7 +503,8 @@ def test_compiled_categorical_agrees_with_eager():
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_compiled_path_samples_the_model(kind, precision, stream):
     """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included),
-    from stored words (SFC64) and from words made in the compiled loop (SplitMix64)."""
+    from stored SFC64 words and from SplitMix64 words (made in the fp32 draw's loop, stored
+    by a loop of their own for the bf16 draw)."""
     from tests.enumeration import visible_distribution
     from tests.samplers.test_gibbs import P_MIN, chi_square_p, histogram
 
@@ -531,8 +552,8 @@ def test_unit_uniform24_is_torch_rand_grid():
 def test_compiled_clamped_fields_agree_with_eager():
     """The draws on a label chain's field ``D[l] + fixed`` formed inside the compiled loop
     (``fused.ClampedField``) against the eager kernels on the formed field: the same
-    states up to a sigmoid's last bit, for the four draws (reference and fast, stored and
-    keyed words)."""
+    states up to a sigmoid's last bit, for the three draws (the reference from stored and
+    keyed words, the fast one from stored words)."""
     gen = torch.Generator().manual_seed(17)
     fixed = torch.randn(256, 96, generator=gen) * 3
     rows = torch.randn(5, 96, generator=gen)
@@ -548,7 +569,6 @@ def test_compiled_clamped_fields_agree_with_eager():
         "exact": unit_uniform24_(words.clone(), out=torch.empty(256, 96)).lt_(z.sigmoid()),
         "exact keyed": fused.exact_field_keyed(z, key, torch.empty(256, 96)),
         "fast": fused.bernoulli_field(z, bias, pairs),
-        "fast keyed": fused.bernoulli_field_keyed(z, bias, key),
     }
     fused.set_compile(True)
     try:
@@ -556,7 +576,6 @@ def test_compiled_clamped_fields_agree_with_eager():
             "exact": fused.exact_field(clamped, words, torch.empty(256, 96)),
             "exact keyed": fused.exact_field_keyed(clamped, key, torch.empty(256, 96)),
             "fast": fused.bernoulli_field(clamped, bias, pairs),
-            "fast keyed": fused.bernoulli_field_keyed(clamped, bias, key),
         }
         assert fused.compile_status() == "on"
     finally:

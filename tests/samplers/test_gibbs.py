@@ -217,8 +217,8 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     auto = GibbsKernel("auto", compile="auto")
     long_run = 2 * COMPILE_COST_S / COMPILE_SAVES_S["bf16"]
     assert auto.for_run(big, True, long_run) == GibbsKernel(
-        "bf16", compile=True, chosen="sampler.precision auto: bf16 (native bf16 matmuls on "
-        "every rank)")
+        "bf16", compile=True, stream="splitmix64",
+        chosen="sampler.precision auto: bf16 (native bf16 matmuls on every rank)")
     assert auto.for_run(big, True, long_run / 3).compile is False
     assert auto.for_run(big, False, long_run).precision == "fp32"
     # the saving is per precision: a run between the two thresholds compiles in one only
@@ -227,11 +227,12 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     fp32_saves_more = COMPILE_SAVES_S["fp32"] > COMPILE_SAVES_S["bf16"]
     assert auto.for_run(big, False, between).compile is fp32_saves_more
     assert auto.for_run(big, True, between).compile is not fp32_saves_more
-    # compiled fp32 draws make their words in the loop (SplitMix64); bf16 and eager runs
-    # read SFC64's; a checkpoint's stream comes back, and SplitMix64 brings compilation
+    # compiled draws take SplitMix64's words (fp32 makes them in its loop, bf16 reads them
+    # from a compiled loop that stores them); eager runs read SFC64's; a checkpoint's stream
+    # comes back, and SplitMix64 brings compilation
     fp32_run = auto.for_run(big, False, fp32_long)
     assert fp32_run.compile is True and fp32_run.stream == "splitmix64"
-    assert auto.for_run(big, True, long_run).stream == "sfc64"
+    assert auto.for_run(big, True, long_run).stream == "splitmix64"
     assert auto.for_run(big, False, fp32_long / 3).stream == "sfc64"
     resumed = GibbsKernel("fp32").with_state(fp32_run.state_dict())
     assert resumed.stream == "splitmix64" and resumed.compile is True
