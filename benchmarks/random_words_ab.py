@@ -11,7 +11,8 @@ ratio after / before is taken round by round (median and quartiles).
 
 The two trainers draw different random numbers, so their walkers and parameters part after
 the first update; both are the same training at this size (MNIST t10k, 784 x 512, 2,000
-walkers, k 10, from initialisation).
+walkers, k 10, from initialisation). Both start from walkers drawn on the splitmix64 stream
+(the stream is swapped after the trainer is built); only the updates' words differ.
 """
 
 from __future__ import annotations

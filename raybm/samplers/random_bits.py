@@ -118,11 +118,13 @@ def splitmix_grid(key: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     with SplitMix64's output function ``mix`` (two xor-shift-multiplies and an xor-shift;
     Steele, Lea & Flood 2014, who report that SplitMix64 passes TestU01's BigCrush).
 
-    Every word is a function of its index alone, so the compiled draws
+    Every word is a function of its index alone, so the compiled fp32 draws
     (``samplers.fused``) compute each element's word inside their own loop, in registers,
-    where SFC64's words (a sequential generator) must be made beforehand by numpy, in one
-    thread, and read back from memory: 6.3 ms of a fp32 784 x 512, 2,000-walker sweep's
-    draws against 2.5 ms (Intel Xeon with AMX, 2 threads, 2026-12-05). This eager form
+    and the bf16 draws read them from a compiled loop of their own that stores them on both
+    cores (``fused.splitmix_words``), where SFC64's words (a sequential generator) must be
+    made beforehand by numpy, in one thread, and read back from memory: 6.3 ms of a fp32
+    784 x 512, 2,000-walker sweep's draws against 2.5 ms (Intel Xeon with AMX, 2 threads,
+    2026-12-05). This eager form
     (about ten passes over the words) gives the same words, for the draws' eager fallback
     and for the few words drawn outside the sweeps.
     """

@@ -129,6 +129,25 @@ def test_stored_splitmix_words_are_the_streams_words():
         assert (buf[n:] == -1).all()
 
 
+def test_bf16_draws_on_splitmix64_read_uniform16_pairs_words():
+    """The fast draw's words on the ``splitmix64`` stream (``gibbs._draw_source``: a key,
+    then the words stored by ``fused.splitmix_words`` into the draw's reused buffer) are
+    ``uniform16_pairs``' on that stream from the same generator state, in its
+    ``(ceil(n/2), m)`` int32 layout, for odd and even ``n`` and ``m``; the next draw takes
+    fresh words into the same buffer."""
+    from raybm.samplers.scratch import Scratch
+
+    for n, m in ((4, 6), (5, 7), (7, 3), (1, 1), (2_000, 784)):
+        gen = torch.Generator().manual_seed(n * m)
+        want = uniform16_pairs(gen.clone_state(), n, m, stream="splitmix64")
+        ws = Scratch(stream="splitmix64")
+        got = gibbs._draw_source(gen, True, n, m, ws, torch.device("cpu"))
+        assert got.dtype == torch.int32 and got.shape == ((n + 1) // 2, m) == want.shape
+        assert torch.equal(got, want), (n, m)
+        again = gibbs._draw_source(gen, True, n, m, ws, torch.device("cpu"))
+        assert again.data_ptr() == got.data_ptr() and not torch.equal(again, want), (n, m)
+
+
 def test_paired_words_are_both_halves_of_splitmix_words():
     """``paired_words``: column ``j < h`` takes the high half of word ``i h + j``, column
     ``h + j`` its low half (``h = ceil(m / 2)``), for an even and an odd width."""
@@ -349,8 +368,8 @@ def test_compile_failure_falls_back_to_the_eager_kernel(monkeypatch):
     finally:
         fused.set_compile(False)
     assert fused.compile_status() == "off"
-    # The SplitMix64 draws (words made inside the compiled loop) fall back to making the
-    # same words eagerly, in both precisions.
+    # The SplitMix64 draws (words made inside the compiled fp32 loop, or stored by a
+    # compiled loop for bf16) fall back to making the same words eagerly, in both precisions.
     binary = random_model("bernoulli", torch.Generator().manual_seed(12), 2)
     start = gibbs.init_uniform(gen, binary, 20)
     for precision in ("fp32", "bf16"):
@@ -472,8 +491,8 @@ def test_compiled_splitmix_draws_agree_with_eager():
     assert (biased != eager_biased).sum() <= 3 and (biased != eager).sum() > 100
     for n, words in stored.items():
         assert torch.equal(words, random_bits.splitmix_grid(key, 1, n).view(n)), n
-    # one sweep of 4,000 walkers x 2 units from the same generator state: the same states
-    # up to a sigmoid's last bit
+    # one sweep of 4,000 walkers (5 visible, 3 hidden units, 2 labels) from the same
+    # generator state: the same states up to a sigmoid's last bit
     assert (sweep.x != eager_sweep.x).sum() <= 3
     # and the draws follow their probabilities: 24,576 fair coins
     half = fused.exact_field_keyed(torch.zeros(256, 96), key, torch.empty(256, 96))

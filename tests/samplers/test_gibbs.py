@@ -117,8 +117,8 @@ def test_clamped_visible_samples_labels_from_p_label_given_v(kind, precision):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_splitmix_stream_samples_the_model(kind, precision):
-    """The SplitMix64 words (made eagerly here; in the compiled loop in ``test_fast_path``)
-    draw the exact distribution too, labels sampled jointly."""
+    """The SplitMix64 words (made eagerly here; by the compiled loops in
+    ``test_fast_path``) draw the exact distribution too, labels sampled jointly."""
     model = random_model(kind, torch.Generator().manual_seed(8), 3, scale=0.5)
     gen = torch.Generator().manual_seed(9)
     state = gibbs.init_uniform(gen, model, 50_000, stream="splitmix64")
@@ -229,13 +229,19 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     assert auto.for_run(big, True, between).compile is not fp32_saves_more
     # compiled draws take SplitMix64's words (fp32 makes them in its loop, bf16 reads them
     # from a compiled loop that stores them); eager runs read SFC64's; a checkpoint's stream
-    # comes back, and SplitMix64 brings compilation
+    # comes back, and SplitMix64 brings compilation to the fp32 draw (eagerly its words
+    # cost ~10x), not to a bf16 one (its stored words cost ~2.3x eagerly)
     fp32_run = auto.for_run(big, False, fp32_long)
     assert fp32_run.compile is True and fp32_run.stream == "splitmix64"
-    assert auto.for_run(big, True, long_run).stream == "splitmix64"
+    bf16_run = auto.for_run(big, True, long_run)
+    assert bf16_run.stream == "splitmix64"
+    assert GibbsKernel("bf16", compile=True).for_run(big, False).stream == "splitmix64"
     assert auto.for_run(big, False, fp32_long / 3).stream == "sfc64"
     resumed = GibbsKernel("fp32").with_state(fp32_run.state_dict())
     assert resumed.stream == "splitmix64" and resumed.compile is True
+    resumed = GibbsKernel("bf16").with_state(bf16_run.state_dict())
+    assert resumed.stream == "splitmix64" and resumed.compile is False
+    assert GibbsKernel("auto").with_state(bf16_run.state_dict()).compile is True
     assert GibbsKernel("fp32").with_state({}).stream == "mt19937"
     assert auto.for_run(small, True, long_run).precision == "fp32"
     assert GibbsKernel("bf16").for_run(small, False) == GibbsKernel("bf16")
