@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -66,12 +65,7 @@ def main() -> None:
         for trainer in pair.values():  # compilation and first-touch pages out of the timing
             for _ in range(args.warmup):
                 trainer.update(diagnostics=False)
-        times: dict[str, list[float]] = {s: [] for s in STREAMS}
-        for _ in range(args.rounds):
-            for stream, trainer in pair.items():
-                t0 = time.perf_counter()
-                trainer.update(diagnostics=False)
-                times[stream].append(time.perf_counter() - t0)
+        times = train_throughput.in_turn(pair, args.rounds)
         ratios = [a / b for a, b in zip(times[STREAMS[1]], times[STREAMS[0]])]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
         ms = {s: 1000 * statistics.median(v) for s, v in times.items()}

@@ -297,17 +297,23 @@ def interleaved(methods: list[str], precision: str, rounds: int, after: int = 0
         rows[1] += len(moved)
         return out
 
-    times: dict[str, list[float]] = {m: [] for m in methods}
     algorithms_base.contrast_rows = counted
     try:
-        for _ in range(rounds):
-            for method, trainer in trainers.items():
-                t0 = time.perf_counter()
-                trainer.update(diagnostics=False)
-                times[method].append(time.perf_counter() - t0)
+        times = in_turn(trainers, rounds)
     finally:
         algorithms_base.contrast_rows = contrast_rows
     return times, (rows[0] / rows[1] if rows[1] else None)
+
+
+def in_turn(trainers: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of one update per round for each trainer, stepped one update each in turn."""
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.update(diagnostics=False)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def best_ms(fn, repeats: int) -> float:

@@ -389,7 +389,8 @@ def splitmix_words(key: torch.Tensor, out: torch.Tensor, compiled: bool = False
         _try(_compiled(_splitmix_words), key, out)
         if _failure is None:
             return out
-    return out.copy_(splitmix_grid(key, 1, out.shape[0]).view(-1))
+    _splitmix_words(key, out)
+    return out
 
 
 def _categorical(logits: list[torch.Tensor], u: torch.Tensor) -> torch.Tensor:

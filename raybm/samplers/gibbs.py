@@ -66,6 +66,7 @@ from raybm.samplers.random_bits import (
     COMPILED_STREAM,
     EAGER_STREAM,
     STREAMS,
+    as_pairs,
     categorical_index,
     categorical_logits,
     pair_words,
@@ -250,8 +251,7 @@ def _draw_source(gen: torch.Generator, fast: bool, n: int, m: int, ws: Scratch,
     if fast:
         buf = ws.get("words", (pair_words(n, m),), torch.int64, device)
         if ws.stream == COMPILED_STREAM:
-            words = splitmix_words(splitmix_key(gen), buf, compiled=ws.compiled)
-            return words.view(torch.int32)[: (n + 1) // 2 * m].view((n + 1) // 2, m)
+            return as_pairs(splitmix_words(splitmix_key(gen), buf, compiled=ws.compiled), n, m)
         return uniform16_pairs(gen, n, m, stream=ws.stream, out=buf)
     if ws.stream == COMPILED_STREAM:
         return splitmix_key(gen)

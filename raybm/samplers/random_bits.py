@@ -206,8 +206,13 @@ def uniform16_pairs(
     Same stream cost as :func:`uniform16`: four uniforms per int64. ``out``: an int64 buffer
     of at least :func:`pair_words` words to draw into (reused across sweeps).
     """
+    return as_pairs(random_words(gen, pair_words(rows, cols), out, stream), rows, cols)
+
+
+def as_pairs(words: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """:func:`pair_words` int64 words as the ``(ceil(rows/2), cols)`` int32 layout of
+    :func:`uniform16_pairs` (a view, no copy)."""
     r = (rows + 1) // 2
-    words = random_words(gen, pair_words(rows, cols), out, stream)
     return words.view(torch.int32)[: r * cols].view(r, cols)
 
 
