@@ -11,10 +11,12 @@ operand meets float weights whose product must keep more precision (a Jarzynski 
 exact up to ``|x| s_j / 254``: ``W`` is kept to ~15 bits of its column's largest entry, where
 bf16 keeps 8 of each entry's own.
 
-Exact only where the CPU multiplies int8 pairs into 32-bit sums (VNNI, AMX-INT8): without
-them oneDNN's s8 x s8 product adds pairs of products in 16 bits, which ``127 x 127`` pairs
-overflow (oneDNN issue #717). Elsewhere :func:`digit_product` is a float32 product. Every CPU
-with native bf16 (what ``sampler.precision: auto`` asks before it runs bf16) has VNNI.
+Exact only where oneDNN multiplies int8 pairs into 32-bit sums (VNNI, AMX-INT8): without
+them its s8 x s8 product adds pairs of products in 16 bits, which ``127 x 127`` pairs
+overflow (oneDNN issue #717). That is also the case on a CPU with VNNI where oneDNN is capped
+below it (``ONEDNN_MAX_CPU_ISA``, :mod:`raybm.cpu`). Elsewhere :func:`digit_product` is a
+float32 product. Every CPU with native bf16 (what ``sampler.precision: auto`` asks before it
+runs bf16) has VNNI.
 ``torch._int_mm`` is a private op of torch (the one torchao's int8 kernels call), measured with
 the torch the README installs (2.13).
 
@@ -28,23 +30,21 @@ import functools
 
 import torch
 
-from raybm.cpu import cpu_flags
+from raybm.cpu import INT8_DOT_ISAS, cpu_flags, matmul_isa
 from raybm.samplers.scratch import Scratch
 
 _BASE = 127
 # Rows with more ones than this could overflow the int32 sums (each 1 adds up to
 # 127 * 127 + 64): wider rows take the float32 product.
 _MAX_ONES = (2**31 - 1) // (127 * 127 + 64)
-# Instructions that sum int8 products in 32 bits (module docstring).
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @functools.cache
 def int8_sums_exact() -> bool:
-    """Whether this CPU sums int8 products without 16-bit intermediates (VNNI or AMX-INT8);
-    False where its flags cannot be read."""
-    flags = cpu_flags()
-    return bool(flags) and any(flag in flags for flag in INT8_DOT_FLAGS)
+    """Whether oneDNN sums int8 products here without 16-bit intermediates: the CPU has VNNI or
+    AMX-INT8 and no cap on oneDNN withholds them (:func:`raybm.cpu.matmul_isa`); False where
+    the flags cannot be read."""
+    return matmul_isa(INT8_DOT_ISAS, cpu_flags()) is True
 
 
 def digit_product(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None,

@@ -38,6 +38,7 @@ new parameters.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -45,7 +46,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from raybm.cpu import cpu_flags
+from raybm.cpu import BF16_ISAS, cap_note, cpu_flags, matmul_isa
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import (
     ClampedField,
@@ -103,10 +104,6 @@ COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9}
 # (67) 1.05 / 1.30, 784 x 128 (110) 1.31 / 1.34, 256 x 256 (128) 1.46 / 1.70, 784 x 512
 # (310) 2.32 / 2.06: below ~60 the bf16 path's conversions cost more than its matmuls save.
 AUTO_BF16_MIN_WIDTH = 64.0
-# CPU flags of the instructions that make bf16 matmuls fast (Zen 4 / Cooper Lake, Sapphire
-# Rapids); without them oneDNN emulates bf16, measured ~54x slower than fp32 (AVX2 EPYC,
-# benchmarks/RESULTS.md).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def bf16_native(device: torch.device | str = "cpu") -> bool:
@@ -140,11 +137,14 @@ def resolve_precision(precision: str, native: bool) -> str:
     return precision
 
 
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
-    """Whether this CPU has bf16 matmul instructions; None where it cannot be told (no
-    ``/proc/cpuinfo``: not Linux)."""
-    flags = cpu_flags(cpuinfo)
-    return None if flags is None else any(flag in flags for flag in BF16_CPU_FLAGS)
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo"),
+                 environ: Mapping[str, str] | None = None) -> bool | None:
+    """Whether oneDNN multiplies bf16 natively on this CPU: it has ``avx512_bf16`` or
+    ``amx_bf16`` (Zen 4, Cooper Lake, Sapphire Rapids; without them oneDNN emulates bf16,
+    measured ~54x slower than fp32 on an AVX2 EPYC, benchmarks/RESULTS.md) and no cap on oneDNN
+    withholds them (``ONEDNN_MAX_CPU_ISA``: :mod:`raybm.cpu`). None where it cannot be told
+    (no ``/proc/cpuinfo``: not Linux)."""
+    return matmul_isa(BF16_ISAS, cpu_flags(cpuinfo), environ)
 
 
 def init_uniform(
@@ -538,8 +538,9 @@ class GibbsKernel(KernelBase):
     def notes(self, use_gpu: bool) -> list[str]:
         if self.precision == "bf16" and not use_gpu and cpu_has_bf16() is False:
             return ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
-                    "amx_bf16), so bf16 matmuls are emulated and slower than fp32 (~50x "
-                    "measured); set sampler.precision=fp32"]
+                    f"amx_bf16) that torch's matmuls may use{cap_note()}, so bf16 matmuls are "
+                    "emulated and slower than fp32 (~50x measured); set "
+                    "sampler.precision=fp32"]
         return [self.chosen] if self.chosen else []
 
     def for_run(self, model: RBM, bf16_native: bool, draws: float = 0.0,
@@ -549,7 +550,8 @@ class GibbsKernel(KernelBase):
         if precision == "auto":
             width = bf16_width(model)
             precision = resolve_precision("auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH)
-            why = ("no native bf16 matmuls here (on Ray workers: on some worker)"
+            why = (f"no native bf16 matmuls here{cap_note()} (on Ray workers: on some "
+                   "worker)"
                    if not bf16_native else
                    f"native bf16 matmuls, but a model this small (N M / (N + M) = {width:.0f} "
                    f"< {AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32"

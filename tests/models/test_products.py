@@ -46,6 +46,9 @@ def test_int8_sums_are_exact_only_with_vnni_or_amx(tmp_path, monkeypatch, flags,
     from raybm import cpu
     from raybm.models import products
 
+    for name in cpu.ISA_CAP_VARIABLES:  # no cap on oneDNN (tests/test_cpu.py has those)
+        monkeypatch.delenv(name, raising=False)
+
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     monkeypatch.setattr(products, "cpu_flags", lambda: cpu.cpu_flags(info))
