@@ -67,7 +67,13 @@ def cpu_line() -> str:
         pass
     have = [f for f in FLAGS if f in flags]
     named = " ".join(have) or "none of " + ", ".join(FLAGS)
-    return f"{model}; {os.cpu_count()} cores; flags: {named}"
+    # Caps on what torch's kernels may use (oneDNN's, ATen's and Inductor's, MKL's): a run
+    # under them mimics an older CPU (acceptance 2's AVX2 figures on a newer one).
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                                              "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if os.environ.get(k)]
+    capped = f"; capped: {' '.join(caps)}" if caps else ""
+    return f"{model}; {os.cpu_count()} cores; flags: {named}{capped}"
 
 
 def raybm_sets(method: str, precision: str, n_updates: int, device: str,
@@ -277,17 +283,8 @@ def interleaved(methods: list[str], precision: str, rounds: int, after: int = 0
     returns the fraction of rows that contrast computed during the rounds (None without
     F&F)."""
     import raybm.algorithms.base as algorithms_base
-    from raybm.config import load_config
-    from raybm.data.load import load_data
-    from raybm.train import make_trainer
 
-    trainers = {}
-    for method in methods:
-        config = load_config(None, raybm_sets(method, precision, 10**6, "cpu", "true"))
-        train, _ = load_data(config)
-        trainers[method] = make_trainer(config, train)
-        for _ in range(3 + after):  # compiled kernels and first-touch buffers, then `after`
-            trainers[method].update(diagnostics=False)
+    trainers = {method: built_trainer(method, precision, after) for method in methods}
     rows = [0, 0]  # computed, in all
     contrast_rows = algorithms_base.contrast_rows
 
@@ -303,6 +300,20 @@ def interleaved(methods: list[str], precision: str, rounds: int, after: int = 0
     finally:
         algorithms_base.contrast_rows = contrast_rows
     return times, (rows[0] / rows[1] if rows[1] else None)
+
+
+def built_trainer(method: str, precision: str, after: int = 0):
+    """A trainer of one case in this process (compiled draws), past its first updates."""
+    from raybm.config import load_config
+    from raybm.data.load import load_data
+    from raybm.train import make_trainer
+
+    config = load_config(None, raybm_sets(method, precision, 10**6, "cpu", "true"))
+    train, _ = load_data(config)
+    trainer = make_trainer(config, train)
+    for _ in range(3 + after):  # compiled kernels and first-touch buffers, then `after`
+        trainer.update(diagnostics=False)
+    return trainer
 
 
 def in_turn(trainers: dict, rounds: int) -> dict[str, list[float]]:
@@ -495,6 +506,10 @@ def main() -> None:
                         help="untimed updates of each trainer before the A/B rounds (a "
                              "trained state: F&F's classification contrast then computes "
                              "only the rows whose sampled label moved)")
+    parser.add_argument("--ab-auto", type=int, default=0, metavar="N",
+                        help="rounds of the in-process A/B of sampler.precision auto against "
+                             "fp32, each method (acceptance 2: auto never slower where bf16 "
+                             "is not native; 0: none)")
     parser.add_argument("--no-processes", action="store_true",
                         help="only the in-process breakdown")
     parser.add_argument("--shard", type=int, default=0,
@@ -502,8 +517,10 @@ def main() -> None:
                              "what runs on a machine with torch alone, e.g. a GPU)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if args.ab == 1 or args.ab < 0:
-        parser.error("--ab: at least 2 rounds (quartiles of the per-round ratios), or 0")
+    for name in ("ab", "ab_auto"):
+        if getattr(args, name) == 1 or getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')}: at least 2 rounds (quartiles of the "
+                         "per-round ratios), or 0")
     if args.ab_after < 0:
         parser.error("--ab-after: a number of updates, 0 or more")
     args.methods = args.methods.split(",")
@@ -603,6 +620,19 @@ def main() -> None:
                 print(f"  {method} {precision}: {q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update "
                       f"{1000 * statistics.median(times[method]):.1f} against PCD's "
                       f"{1000 * statistics.median(times['pcd']):.1f}", flush=True)
+    if args.ab_auto and args.device == "cpu":
+        print(f"\nIn-process A/B of auto against fp32, one update of each in turn, "
+              f"{args.ab_auto} rounds (auto's time over fp32's: median (quartiles)):")
+        results["ab_auto"] = {}
+        for method in args.methods:
+            times = in_turn({precision: built_trainer(method, precision)
+                             for precision in ("fp32", "auto")}, args.ab_auto)
+            results["ab_auto"][method] = times
+            over = [a / b for a, b in zip(times["auto"], times["fp32"])]
+            q1, q2, q3 = statistics.quantiles(over, n=4)
+            print(f"  {method}: {q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update "
+                  f"{1000 * statistics.median(times['auto']):.1f} against fp32's "
+                  f"{1000 * statistics.median(times['fp32']):.1f}", flush=True)
     if args.shard:
         print(f"\nShard loop (no trainer), ms per update on {args.device}:")
         results["shard"] = {}
