@@ -28,8 +28,9 @@ ONEDNN_ISA = {
     "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF,
     "AVX10_1_512_AMX": 0xFEF, "AVX512_CORE_AMX": 0xFEF,
     "AVX10_1_512_AMX_FP16": 0x1FEF, "AVX512_CORE_AMX_FP16": 0x1FEF,
+    "AVX10_2": 0x201FF, "AVX10_2_512": 0x201FF,
+    "AVX10_2_AMX_2": 0x22FFF, "AVX10_2_512_AMX_2": 0x22FFF,
 }
-_NO_CAP = ("", "ALL", "DEFAULT")
 # The CPU flag of each instruction set that gives a fast matmul kind, and the oneDNN
 # instruction set its kernels need.
 BF16_ISAS = {"avx512_bf16": "AVX512_CORE_BF16", "amx_bf16": "AVX512_CORE_AMX"}
@@ -48,15 +49,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
 
 
 def isa_cap(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
-    """``(variable, value)`` of the cap set on oneDNN's instruction sets; None where none is
-    (unset, empty, ``ALL`` or ``DEFAULT``)."""
+    """``(variable, value)`` of the cap set on oneDNN's instruction sets; None where none is.
+    As oneDNN reads it: the first variable set to a non-empty value decides, its case
+    ignored; ``ALL``, ``DEFAULT`` and a value oneDNN does not know (it ignores those: an
+    unknown name, ``" avx2"`` with its space, measured with torch 2.13's oneDNN) are no cap."""
     environ = os.environ if environ is None else environ
     for name in ISA_CAP_VARIABLES:
-        value = environ.get(name, "").strip()
-        if value.upper() not in _NO_CAP:
-            return name, value
+        value = environ.get(name, "")
         if value:
-            return None
+            return (name, value) if value.upper() in ONEDNN_ISA else None
     return None
 
 
@@ -64,9 +65,7 @@ def _allowed(isa: str, environ: Mapping[str, str] | None) -> bool:
     cap = isa_cap(environ)
     if cap is None:
         return True
-    # A value this table does not know withholds everything past AVX2: a slower matmul,
-    # never a wrong one.
-    mask = ONEDNN_ISA.get(cap[1].upper(), ONEDNN_ISA["AVX2"])
+    mask = ONEDNN_ISA[cap[1].upper()]
     return ONEDNN_ISA[isa] & mask == ONEDNN_ISA[isa]
 
 
@@ -80,8 +79,11 @@ def matmul_isa(kinds: Mapping[str, str], flags: set[str] | None,
     return any(flag in flags and _allowed(isa, environ) for flag, isa in kinds.items())
 
 
-def cap_note(environ: Mapping[str, str] | None = None) -> str:
-    """``" (oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA)"`` where a cap is set, else ``""``:
-    said beside a decision that the cap changed."""
+def withheld_note(kinds: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+    """``" (oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA)"`` where this CPU has one of
+    ``kinds`` and the cap alone withholds it, else ``""``: said beside the decision it made."""
+    flags = cpu_flags()
     cap = isa_cap(environ)
-    return "" if cap is None else f" (oneDNN capped at {cap[1]} by {cap[0]})"
+    if cap is None or not matmul_isa(kinds, flags, {}) or matmul_isa(kinds, flags, environ):
+        return ""
+    return f" (oneDNN capped at {cap[1]} by {cap[0]})"

@@ -194,6 +194,8 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_told(tmp_path, monkeypatch, 
 
     # The Gibbs kernel says it (Kernel.notes), the run only passes it on.
     monkeypatch.setattr(raybm.samplers.gibbs, "cpu_has_bf16", lambda: has_bf16)
+    # ... and its cached reading, which would otherwise keep the patched answer afterwards
+    monkeypatch.setattr(raybm.samplers.gibbs, "_cpu_bf16", lambda: has_bf16 is True)
     # A cap on oneDNN (raybm.cpu) is named in the line: here, one that withholds nothing.
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     said: list[str] = []

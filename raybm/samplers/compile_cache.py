@@ -1,28 +1,27 @@
-"""Where Inductor keeps raybm's compiled kernels: a directory per torch version, vector
-instruction set and CPU.
+"""Compiled kernels are never served to another CPU or instruction set: this process's key in
+the key of every entry of torch's compile caches.
 
 Inductor's on-disk cache (torch 2.13) does not tell apart kernels compiled for different vector
 instruction sets. Kernels compiled under AVX-512, then served to a process that runs with AVX2
 (``ATEN_CPU_CAPABILITY=avx2``, which Inductor follows too), computed garbage: the gradient
-statistics' operand off by ~4e21, and a PCD run that diverged at its second update (AMD EPYC,
-torch 2.13, 2026-12-07; ``tests/samplers/test_compile_cache.py``). A cache directory shared
-by machines with different CPUs (a cluster's network home, a container image shipped with a
-warm cache) is open to the same. So before its first compilation a process moves Inductor's
-directory (``TORCHINDUCTOR_CACHE_DIR``, or torch's default) into a subdirectory named for all
-three: a new CPU or setting compiles afresh once, never reuses another's kernels.
+statistics' operand off by ~4e21, and PCD runs that diverged within their first updates (AMD
+EPYC, torch 2.13, 2026-12-07; ``tests/samplers/test_compile_cache.py``). A cache directory
+shared by machines with different CPUs (a cluster's network home, a container image shipped
+with a warm cache) is open to the same. So before its first compilation a process adds a key
+naming torch's version, its CPU capability and the CPU's flags to
+``torch.compiler.config.cache_key_tag``, which torch hashes into its FX graph and AOTAutograd
+cache keys (remote caches too): a new CPU or setting compiles afresh once, and the
+environment (``TORCHINDUCTOR_CACHE_DIR``, what child processes inherit) is left as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import MutableMapping
 
 import torch
+import torch.compiler.config
 
 from raybm.cpu import cpu_flags
-
-_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
 
 def cache_key() -> str:
@@ -35,15 +34,10 @@ def cache_key() -> str:
     return f"raybm-{version}-{capability}-{digest}"
 
 
-def use_keyed_cache_dir(environ: MutableMapping[str, str] | None = None) -> str:
-    """Point Inductor at this process's keyed subdirectory of its cache directory and return
-    it. Idempotent, and a child process that inherits the setting keeps it."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    environ = os.environ if environ is None else environ
-    base = environ.get(_VARIABLE) or default_cache_dir()
-    key = cache_key()
-    if os.path.basename(os.path.normpath(base)) != key:
-        base = os.path.join(base, key)
-    environ[_VARIABLE] = os.path.abspath(base)
-    return environ[_VARIABLE]
+def tag_compile_caches() -> str:
+    """Add :func:`cache_key` to torch's cache key tag (after a tag of the user's own, which it
+    keeps) and return the tag; idempotent."""
+    key, tag = cache_key(), torch.compiler.config.cache_key_tag
+    if key not in tag.split("+"):
+        torch.compiler.config.cache_key_tag = f"{tag}+{key}" if tag else key
+    return torch.compiler.config.cache_key_tag

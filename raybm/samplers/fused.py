@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import torch
 
-from raybm.samplers.compile_cache import use_keyed_cache_dir
+from raybm.samplers.compile_cache import tag_compile_caches
 from raybm.samplers.random_bits import (
     bernoulli_u16,
     unit_uniform24_,
@@ -205,9 +205,9 @@ def _compiled(fn: Callable) -> Callable:
         # 2,000 x 512 fp32, Intel Xeon with AMX, 2026-12-06).
         dynamic = (True if fn in (_stats_fields, _softplus_sums, _label_sweep_keyed,
                                   _label_sweep_keyed_bf16, _splitmix_words) else None)
-        # Compiled kernels go to a cache directory of this CPU and instruction set only
+        # Compiled kernels are cached under this CPU's and instruction set's key only
         # (another's served from Inductor's cache computed garbage: compile_cache).
-        use_keyed_cache_dir()
+        tag_compile_caches()
         _cache[fn] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
     return _cache[fn]
 

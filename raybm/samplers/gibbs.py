@@ -46,7 +46,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from raybm.cpu import BF16_ISAS, cap_note, cpu_flags, matmul_isa
+from raybm.cpu import BF16_ISAS, cpu_flags, matmul_isa, withheld_note
 from raybm.models.rbm import RBM
 from raybm.samplers.fused import (
     ClampedField,
@@ -538,9 +538,9 @@ class GibbsKernel(KernelBase):
     def notes(self, use_gpu: bool) -> list[str]:
         if self.precision == "bf16" and not use_gpu and cpu_has_bf16() is False:
             return ["sampler.precision bf16: this CPU has no bf16 instructions (avx512_bf16 / "
-                    f"amx_bf16) that torch's matmuls may use{cap_note()}, so bf16 matmuls are "
-                    "emulated and slower than fp32 (~50x measured); set "
-                    "sampler.precision=fp32"]
+                    "amx_bf16) that torch's matmuls may use"
+                    f"{withheld_note(BF16_ISAS)}, so bf16 matmuls are emulated and slower "
+                    "than fp32 (~50x measured); set sampler.precision=fp32"]
         return [self.chosen] if self.chosen else []
 
     def for_run(self, model: RBM, bf16_native: bool, draws: float = 0.0,
@@ -550,8 +550,8 @@ class GibbsKernel(KernelBase):
         if precision == "auto":
             width = bf16_width(model)
             precision = resolve_precision("auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH)
-            why = (f"no native bf16 matmuls here{cap_note()} (on Ray workers: on some "
-                   "worker)"
+            why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)} (on Ray workers: "
+                   "on some worker)"
                    if not bf16_native else
                    f"native bf16 matmuls, but a model this small (N M / (N + M) = {width:.0f} "
                    f"< {AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32"

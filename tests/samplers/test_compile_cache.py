@@ -10,16 +10,19 @@ import sys
 import pytest
 import torch
 
-from raybm.samplers.compile_cache import cache_key, use_keyed_cache_dir
+import torch.compiler.config
+
+from raybm.samplers.compile_cache import cache_key, tag_compile_caches
 
 
-def test_the_cache_directory_is_keyed_once_and_inherited(tmp_path):
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "mine")}
-    keyed = use_keyed_cache_dir(env)
-    assert keyed == str(tmp_path / "mine" / cache_key())
+def test_the_key_joins_the_cache_key_tag_once(monkeypatch):
     assert torch.backends.cpu.get_cpu_capability().lower() in cache_key()
-    assert use_keyed_cache_dir(env) == keyed  # again, or in a child that inherits it
-    assert use_keyed_cache_dir({}).endswith(cache_key())  # torch's default directory
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "")
+    assert tag_compile_caches() == cache_key()
+    assert tag_compile_caches() == cache_key()  # idempotent
+    monkeypatch.setattr(torch.compiler.config, "cache_key_tag", "users-own")
+    assert tag_compile_caches() == f"users-own+{cache_key()}"  # a user's tag is kept
+    assert tag_compile_caches() == f"users-own+{cache_key()}"
 
 
 _PROBE = r"""
@@ -47,7 +50,7 @@ def test_kernels_compiled_for_avx512_are_not_served_to_avx2(tmp_path):
     """One cache directory, two processes: the first compiles the gradient statistics with
     torch's default instruction set, the second runs with ``ATEN_CPU_CAPABILITY=avx2``. Served
     the first's kernels (Inductor's cache alone), the second's operand was off by ~4e21;
-    keyed by instruction set, both equal the eager computation."""
+    with the instruction set in the cache key, both equal the eager computation."""
     base = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     base["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
     results = []
@@ -62,4 +65,3 @@ def test_kernels_compiled_for_avx512_are_not_served_to_avx2(tmp_path):
     for got in results:
         assert got["compiled"], "compilation failed: nothing compiled to compare"
         assert got["worst"] <= 1e-6, got
-    assert len(os.listdir(tmp_path / "inductor")) == 2  # a directory per instruction set
