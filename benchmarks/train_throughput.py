@@ -69,8 +69,10 @@ def cpu_line() -> str:
     named = " ".join(have) or "none of " + ", ".join(FLAGS)
     # Caps on what torch's kernels may use (oneDNN's, ATen's and Inductor's, MKL's): a run
     # under them mimics an older CPU (acceptance 2's AVX2 figures on a newer one).
-    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                              "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+    from raybm.cpu import ISA_CAP_VARIABLES
+
+    caps = [f"{k}={os.environ[k]}" for k in (*ISA_CAP_VARIABLES, "ATEN_CPU_CAPABILITY",
+                                              "MKL_ENABLE_INSTRUCTIONS")
             if os.environ.get(k)]
     capped = f"; capped: {' '.join(caps)}" if caps else ""
     return f"{model}; {os.cpu_count()} cores; flags: {named}{capped}"
@@ -477,6 +479,13 @@ def round_ratios(a: dict, b: dict) -> list[float]:
     return [x / y for x, y in zip(a["runs"], b["runs"])]
 
 
+def ab_line(times: list[float], base: list[float], base_name: str) -> str:
+    """``median (quartiles)`` of an A/B's per-round ratios ``times / base``, and both medians."""
+    q1, q2, q3 = statistics.quantiles([a / b for a, b in zip(times, base)], n=4)
+    return (f"{q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update {1000 * statistics.median(times):.1f}"
+            f" against {base_name}'s {1000 * statistics.median(base):.1f}")
+
+
 def spread(ratios: list[float], unit: str = "") -> str:
     """``median (min-max)`` of per-round ratios."""
     return (f"{statistics.median(ratios):.2f}{unit} ({min(ratios):.2f}-"
@@ -615,11 +624,8 @@ def main() -> None:
                 print(f"  F&F's classification contrast computed {moved:.1%} of its rows "
                       f"({precision})", flush=True)
             for method in others:
-                over = [a / b for a, b in zip(times[method], times["pcd"])]
-                q1, q2, q3 = statistics.quantiles(over, n=4)
-                print(f"  {method} {precision}: {q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update "
-                      f"{1000 * statistics.median(times[method]):.1f} against PCD's "
-                      f"{1000 * statistics.median(times['pcd']):.1f}", flush=True)
+                print(f"  {method} {precision}: {ab_line(times[method], times['pcd'], 'PCD')}",
+                      flush=True)
     if args.ab_auto and args.device == "cpu":
         print(f"\nIn-process A/B of auto against fp32, one update of each in turn, "
               f"{args.ab_auto} rounds (auto's time over fp32's: median (quartiles)):")
@@ -628,11 +634,7 @@ def main() -> None:
             times = in_turn({precision: built_trainer(method, precision)
                              for precision in ("fp32", "auto")}, args.ab_auto)
             results["ab_auto"][method] = times
-            over = [a / b for a, b in zip(times["auto"], times["fp32"])]
-            q1, q2, q3 = statistics.quantiles(over, n=4)
-            print(f"  {method}: {q2:.3f} ({q1:.3f}-{q3:.3f}); ms per update "
-                  f"{1000 * statistics.median(times['auto']):.1f} against fp32's "
-                  f"{1000 * statistics.median(times['fp32']):.1f}", flush=True)
+            print(f"  {method}: {ab_line(times['auto'], times['fp32'], 'fp32')}", flush=True)
     if args.shard:
         print(f"\nShard loop (no trainer), ms per update on {args.device}:")
         results["shard"] = {}

@@ -16,6 +16,7 @@ environment (``TORCHINDUCTOR_CACHE_DIR``, what child processes inherit) is left 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import torch
@@ -24,6 +25,7 @@ import torch.compiler.config
 from raybm.cpu import cpu_flags
 
 
+@functools.cache  # fixed for the process; asked before each kernel's first compilation
 def cache_key() -> str:
     """``raybm-<torch version>-<torch's CPU capability>-<hash of the CPU's flags>``."""
     flags = cpu_flags()
