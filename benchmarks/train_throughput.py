@@ -8,7 +8,8 @@ Methods (784 visible x 512 hidden Bernoulli RBM, 2,000 walkers, batch 2,000, k =
 - ``jarzynski``: Jarzynski-weighted walkers (Carbone et al. 2023, arXiv 2305.19414), with
   resampling.
 
-Each at ``sampler.precision`` fp32, bf16 and auto (what auto picks on this CPU is printed).
+Each at ``sampler.precision`` fp32, bf16 and auto (what auto picks on this CPU is printed),
+or digits (``--precisions fp32,digits``).
 The peer is ``rbms`` 0.5.0 (``pip install rbms==0.5.0 h5py``; never imported by raybm),
 ``rbms train`` on the same binarised images, PCD-10 with the same sizes.
 
@@ -364,25 +365,25 @@ def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
 
 
 def int8_sweep_floor(fp32: dict[str, float], repeats: int = 5) -> dict[str, float] | None:
-    """What the sweeps' two products would cost as exact int32 sums of 0/1 states against
-    int8 digits of ``W`` (``torch._int_mm``; three digits, stacked as columns, hold ~21 bits
-    of each column's largest weight, near float32's 24), with the fp32 floor's field and
-    statistic products: a path raybm does not have, measured for where the fp32 target is
-    bounded by the float32 products (None where int8 sums are not exact on this CPU)."""
+    """The floor of ``sampler.precision: digits``: the sweeps' two products as exact int32
+    sums of 0/1 states against three int8 digits of each coupling column
+    (``raybm.samplers.digits``, ``torch._int_mm``), with the fp32 floor's field and statistic
+    products (the gradient stays float32). None where int8 sums are not exact on this CPU
+    (digits then run as fp32)."""
     import torch
 
-    from raybm.models.products import int8_sums_exact
+    from raybm.samplers import digits
 
-    if not int8_sums_exact():
+    if not digits.available(torch.device("cpu")):
         return None
     n, nv, nh, k = SIZES["n_walkers"], 784, SIZES["n_hidden"], SIZES["k"]
     gen = torch.Generator().manual_seed(0)
     v = (torch.rand(n, nv, generator=gen) < 0.5).to(torch.int8)
     h = (torch.rand(n, nh, generator=gen) < 0.5).to(torch.int8)
-    up_digits = torch.randint(-127, 128, (nv, 3 * nh), generator=gen, dtype=torch.int8)
-    down_digits = torch.randint(-127, 128, (nh, 3 * nv), generator=gen, dtype=torch.int8)
-    up = best_ms(lambda: torch._int_mm(v, up_digits), repeats)
-    down = best_ms(lambda: torch._int_mm(h, down_digits), repeats)
+    w = torch.randn(nv, nh, generator=gen) * 0.05
+    up_digits, down_digits = digits.split(w), digits.split(w.T.contiguous())
+    up = best_ms(lambda: digits.sums(v, up_digits), repeats)
+    down = best_ms(lambda: digits.sums(h, down_digits), repeats)
     return {"vW_3digits": up, "hW^T_3digits": down,
             "pcd10_floor": k * (up + down) + 2 * fp32["vW"] + 2 * fp32["X^T[P|1]"]}
 
@@ -519,6 +520,9 @@ def main() -> None:
                         help="rounds of the in-process A/B of sampler.precision auto against "
                              "fp32, each method (acceptance 2: auto never slower where bf16 "
                              "is not native; 0: none)")
+    parser.add_argument("--ab-digits", type=int, default=0, metavar="N",
+                        help="rounds of the in-process A/B of sampler.precision digits "
+                             "against fp32, each method (0: none)")
     parser.add_argument("--no-processes", action="store_true",
                         help="only the in-process breakdown")
     parser.add_argument("--shard", type=int, default=0,
@@ -526,7 +530,7 @@ def main() -> None:
                              "what runs on a machine with torch alone, e.g. a GPU)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    for name in ("ab", "ab_auto"):
+    for name in ("ab", "ab_auto", "ab_digits"):
         if getattr(args, name) == 1 or getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')}: at least 2 rounds (quartiles of the "
                          "per-round ratios), or 0")
@@ -539,20 +543,20 @@ def main() -> None:
         raise SystemExit(f"needs the MNIST test images at {IMAGES} (../shared/data/mnist)")
     import torch
 
-    from raybm.samplers.gibbs import bf16_native, resolve_precision
+    from raybm.samplers.gibbs import bf16_native, int8_exact, resolve_precision
 
-
-    native = bf16_native(args.device)
+    # (the MNIST model is wide enough for both bf16 and the digits: AUTO_*_MIN_WIDTH)
+    native, int8 = bf16_native(args.device), int8_exact(args.device)
     print(f"CPU: {cpu_line()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    print(f"native bf16 matmuls: {native}; sampler.precision auto runs "
-          f"{resolve_precision('auto', native)}")
+    print(f"native bf16 matmuls: {native}; exact int8 sums: {int8}; sampler.precision auto "
+          f"runs {resolve_precision('auto', native, int8)}")
     print(f"MNIST t10k, {SIZES['n_hidden']} hidden, {SIZES['n_walkers']} walkers, batch "
           f"{SIZES['batch']}, k {SIZES['k']}; whole processes, ({args.long} - {args.short}) "
           "updates")
     results: dict = {"cpu": cpu_line(), "torch": torch.__version__, "device": args.device,
-                     "bf16_native": native, "sizes": SIZES, "processes": [], "breakdown": {}}
+                     "bf16_native": native, "int8_exact": int8, "sizes": SIZES, "processes": [], "breakdown": {}}
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with tempfile.TemporaryDirectory(prefix="raybm-throughput-") as tmp:
         if not args.no_processes:
@@ -600,7 +604,7 @@ def main() -> None:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in digits.items())
             bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / digits['pcd10_floor']:.2f}x"
                      if ref else "")
-            print(f"  sweeps from 3 int8 digits (not built): {parts}{bound}", flush=True)
+            print(f"  digits (sweeps' products from 3 int8 digits): {parts}{bound}", flush=True)
     if args.breakdown and args.device == "cpu":
         print("\nIn-process breakdown, ms per update:")
         for method in args.methods:
@@ -626,22 +630,24 @@ def main() -> None:
             for method in others:
                 print(f"  {method} {precision}: {ab_line(times[method], times['pcd'], 'PCD')}",
                       flush=True)
-    if args.ab_auto and args.device == "cpu":
-        print(f"\nIn-process A/B of auto against fp32, one update of each in turn, "
-              f"{args.ab_auto} rounds (auto's time over fp32's: median (quartiles)):")
-        results["ab_auto"] = {}
+    for other, rounds in (("auto", args.ab_auto), ("digits", args.ab_digits)):
+        if not rounds or args.device != "cpu":
+            continue
+        print(f"\nIn-process A/B of {other} against fp32, one update of each in turn, "
+              f"{rounds} rounds ({other}'s time over fp32's: median (quartiles)):")
+        results[f"ab_{other}"] = {}
         for method in args.methods:
             times = in_turn({precision: built_trainer(method, precision)
-                             for precision in ("fp32", "auto")}, args.ab_auto)
-            results["ab_auto"][method] = times
-            print(f"  {method}: {ab_line(times['auto'], times['fp32'], 'fp32')}", flush=True)
+                             for precision in ("fp32", other)}, rounds)
+            results[f"ab_{other}"][method] = times
+            print(f"  {method}: {ab_line(times[other], times['fp32'], 'fp32')}", flush=True)
     if args.shard:
         print(f"\nShard loop (no trainer), ms per update on {args.device}:")
         results["shard"] = {}
         for method in args.methods:
             for precision in args.precisions:
                 if precision == "auto":
-                    precision = resolve_precision("auto", native)
+                    precision = resolve_precision("auto", native, int8)
                 for compiled in ((False, True) if precision == "bf16" else (False,)):
                     key = f"{method}/{precision}" + ("/compiled" if compiled else "")
                     try:

@@ -253,11 +253,13 @@ class SamplerSection(_Section):
 
 
 class GibbsSamplerConfig(SamplerSection):
-    """Block Gibbs for RBMs: ``fp32`` (exact reference), ``bf16`` (fast path), or ``auto``
-    (the default: bf16 where every worker's CPU or GPU multiplies bf16 natively, else fp32)."""
+    """Block Gibbs for RBMs: ``fp32`` (exact reference), ``bf16`` (fast path), ``digits``
+    (float32-class products from int8 digits of the couplings, ``samplers.digits``), or
+    ``auto`` (the default: bf16 where every worker's CPU or GPU multiplies bf16 natively,
+    else digits where every worker sums int8 exactly, else fp32; both for wide models only)."""
 
     name: Literal["gibbs"] = "gibbs"
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", json_schema_extra=TUNE)
+    precision: Literal["auto", "fp32", "bf16", "digits"] = Field("auto", json_schema_extra=TUNE)
     # torch.compile of the sweeps' elementwise draws (both precisions): auto (on for a run
     # long enough to repay the ~15 s it takes to compile), true, false (YAML reads on / off
     # as these too)

@@ -73,7 +73,11 @@ torch.set_num_threads(1)
 from raybm.models.products import digit_product, int8_sums_exact
 from raybm.models.rbm import BernoulliRBM
 from raybm.cpu import BF16_ISAS, cpu_flags, matmul_isa
-from raybm.samplers.gibbs import GibbsKernel, bf16_native
+from raybm.samplers.gibbs import GibbsKernel, bf16_native, int8_exact
+from raybm.samplers import prepared
+from raybm.samplers.fused import formed
+from raybm.samplers.gibbs import _digit_field
+from raybm.samplers.scratch import Scratch
 a = torch.full((32, 1024), 127, dtype=torch.int8)
 b = torch.full((1024, 32), 127, dtype=torch.int8)
 onednn_exact = int(torch._int_mm(a, b)[0, 0]) == 127 * 127 * 1024
@@ -84,9 +88,22 @@ exact = x.double() @ w
 bound = (x.double().sum(1, keepdim=True) * w.abs().amax(0) / 32258
          + x.double() @ w.abs() * 2**-23 + exact.abs() * 2**-23)
 within = bool(((digit_product(x, w.float()).double() - exact).abs() <= bound).all())
-kernel = GibbsKernel("auto").for_run(BernoulliRBM(784, 512), bf16_native())
+kernel = GibbsKernel("auto").for_run(BernoulliRBM(784, 512), bf16_native(),
+                                     int8_exact=int8_exact())
+# a digits sweep's hidden field (int8 sums where exact, else the fp32 layout's product)
+model = BernoulliRBM(784, 64)
+with torch.no_grad():
+    model.weight.copy_(w)
+p = prepared.prepare(model, "digits")
+xs = x.to(p.matmul_dtype)
+field = (formed(_digit_field(p.digits_up, xs, Scratch())) if p.digits_up is not None
+         else xs @ p.up)
+digits_within = bool(((field.double() - exact).abs()
+                      <= x.double().sum(1, keepdim=True) * w.abs().amax(0) / (2 * 127**3)
+                      + exact.abs() * 2**-22 + x.double() @ w.abs() * 2**-23).all())
 print(json.dumps({"claims_exact": int8_sums_exact(), "onednn_exact": onednn_exact,
-                  "within": within, "bf16_native": bf16_native(),
+                  "within": within, "digits_within": digits_within,
+                  "digits_used": p.digits_up is not None, "bf16_native": bf16_native(),
                   "flags_bf16": bool(matmul_isa(BF16_ISAS, cpu_flags(), {})),
                   "auto": kernel.precision, "chosen": kernel.chosen}))
 """
@@ -109,7 +126,8 @@ def test_under_a_cap_on_onednn_the_products_stay_within_their_bound(cap):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["within"]
+    assert got["within"] and got["digits_within"]
+    assert got["digits_used"] == got["claims_exact"]
     if got["claims_exact"]:
         assert got["onednn_exact"]
     if cap in ("AVX2", "AVX512_CORE"):
@@ -118,4 +136,6 @@ def test_under_a_cap_on_onednn_the_products_stay_within_their_bound(cap):
         assert got["bf16_native"] == got["flags_bf16"]
     note = f"oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA"
     assert (note in got["chosen"]) == (got["flags_bf16"] and not got["bf16_native"])
-    assert got["auto"] == ("bf16" if got["bf16_native"] else "fp32")
+    # auto: bf16 where native, else the int8 digits where their sums are exact, else fp32
+    assert got["auto"] == ("bf16" if got["bf16_native"] else
+                           "digits" if got["claims_exact"] else "fp32")

@@ -34,7 +34,14 @@ def params(model):
     # (fused.splitmix_words; emulated bf16 on a CPU without it is slower, still exact)
     pytest.param(["algorithm.name=pcd", "algorithm.k=3", "sampler.precision=bf16",
                   "sampler.compile=true"], marks=pytest.mark.slow),
-], ids=["pcd-adam", "kstep-sgd", "jarzynski", "kstep-compiled-fp32", "pcd-compiled-bf16"])
+    # int8 digit products, labels sampled (F&F) and weighted walkers (where this CPU's int8
+    # sums are not exact these are fp32 runs: still exact resumes)
+    ["algorithm.name=kstep", "algorithm.k=3", "sampler.precision=digits"],
+    pytest.param(["algorithm.name=jarzynski", "algorithm.k=2", "algorithm.n_walkers=200",
+                  "sampler.precision=digits", "sampler.compile=true"],
+                 marks=pytest.mark.slow),
+], ids=["pcd-adam", "kstep-sgd", "jarzynski", "kstep-compiled-fp32", "pcd-compiled-bf16",
+        "kstep-digits", "jarzynski-compiled-digits"])
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algorithm):
     common = SMALL + algorithm + ["train.checkpoint_every=7"]
     straight = train_run(load_config(None, common + ["train.n_updates=20"]),
@@ -291,21 +298,30 @@ def test_a_step_that_overflows_the_parameters_is_never_checkpointed(tmp_path, mo
     assert load_checkpoint(tmp_path).step == 2
 
 
-@pytest.mark.parametrize("native, n_hidden, used, why", [
-    (False, 16, "fp32", "no native bf16 matmuls here"),
-    (True, 16, "fp32", "samples faster in fp32"),  # N M / (N + M) = 74 x 16 / 90 = 13
-    (True, 2000, "bf16", "native bf16 matmuls on every rank"),  # 74 x 2000 / 2074 = 71
+@pytest.mark.parametrize("native, int8, n_hidden, used, why", [
+    (False, False, 16, "fp32", "no native bf16 matmuls here"),
+    (True, True, 16, "fp32", "samples faster in fp32"),  # N M / (N + M) = 74 x 16 / 90 = 13
+    (True, True, 2000, "bf16", "native bf16 matmuls on every rank"),  # 74 x 2000 / 2074 = 71
+    (False, True, 16, "fp32", "samples faster in fp32"),
+    (False, True, 2000, "digits", "exact int8 sums on every rank"),
+    (False, False, 2000, "fp32", "no exact int8 sums for digits"),
 ])
-def test_precision_auto_takes_bf16_only_where_native_and_worth_it(
-        tmp_path, monkeypatch, native, n_hidden, used, why):
+def test_precision_auto_takes_the_fastest_path_that_is_native_and_worth_it(
+        tmp_path, monkeypatch, native, int8, n_hidden, used, why):
     """``sampler.precision: auto`` (the default) runs bf16 only where the matmuls are native
-    and the model large enough for them to repay the conversions (AUTO_BF16_MIN_WIDTH); the
-    run's first lines say what it chose and why, and the trainer runs that."""
+    and the model large enough for them to repay the conversions (AUTO_BF16_MIN_WIDTH), else
+    the int8 digits where their sums are exact and the model as large (AUTO_DIGITS_MIN_WIDTH),
+    else fp32; the run's first lines say what it chose and why, and the trainer runs that."""
+    import raybm.samplers.digits
     import raybm.samplers.gibbs
     from raybm.data.load import load_data
     from raybm.train import make_trainer
 
     monkeypatch.setattr(raybm.samplers.gibbs, "_cpu_bf16", lambda: native)
+    if not int8 or not raybm.samplers.digits.available(torch.device("cpu")):
+        # (claimed where the CPU lacks them: 0/1 rows against digits within +-127 are
+        # still summed exactly by oneDNN's AVX2 and AVX-512 int8 kernels, only slower)
+        monkeypatch.setattr(raybm.samplers.digits, "available", lambda device: int8)
     said: list[str] = []
     cfg = load_config(None, SMALL + [f"model.n_hidden={n_hidden}", "train.n_updates=2"])
     assert cfg.sampler.precision == "auto"

@@ -79,14 +79,15 @@ class Kernel(Protocol):
         ...
 
     def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True) -> "Kernel":
+                weighs_moves: bool = True, int8_exact: bool = False) -> "Kernel":
         """The kernel as it runs on ``model`` here: what its config left to the machine and
         the run decided (Gibbs' ``precision: auto`` and ``compile: auto``); its ``notes``
         then say what that came to. ``bf16_native``: every rank of the run has native bf16
         matmuls; ``draws``: about how many unit updates (walkers x units x steps) the whole
         run makes on one rank; ``weighs_moves``: the estimator reads the log-weight
         increments of moves (``KernelInfo.log_weight_increment``; Jarzynski), which a
-        kernel may otherwise skip computing (ULA)."""
+        kernel may otherwise skip computing (ULA); ``int8_exact``: every rank sums int8
+        products exactly (Gibbs' ``digits``, :func:`raybm.samplers.digits.available`)."""
         ...
 
     def state_dict(self) -> dict[str, float]:
@@ -130,7 +131,7 @@ class KernelBase:
         return []
 
     def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True) -> "Kernel":
+                weighs_moves: bool = True, int8_exact: bool = False) -> "Kernel":
         return self
 
     def state_dict(self) -> dict[str, float]:

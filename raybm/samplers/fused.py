@@ -45,6 +45,7 @@ from typing import NamedTuple
 import torch
 
 from raybm.samplers.compile_cache import tag_compile_caches
+from raybm.samplers.digits import combine_blocks
 from raybm.samplers.random_bits import (
     bernoulli_u16,
     unit_uniform24_,
@@ -91,21 +92,39 @@ class ClampedField(NamedTuple):
     label: torch.Tensor
 
 
-Field = torch.Tensor | ClampedField
+class DigitField(NamedTuple):
+    """A field left as the int32 sums of a digit product (``sampler.precision: digits``,
+    :mod:`raybm.samplers.digits`): ``sums`` ``(n, 3 width)`` and the ``(m,)`` column
+    scales, ``m <= width`` (a prefix of the columns: a visible draw leaves the label columns
+    out). A compiled draw combines the three blocks inside its loop, so the float32
+    ``(n, m)`` field is never written and read back; an eager one forms it first."""
+
+    sums: torch.Tensor
+    scale: torch.Tensor
+
+
+Field = torch.Tensor | ClampedField | DigitField
 
 
 def formed(z: Field, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``z`` as a tensor: a :class:`ClampedField` gathered and added (into ``out`` when
-    given), a tensor as it is."""
+    """``z`` as a tensor: a :class:`ClampedField` gathered and added, a :class:`DigitField`
+    combined (into ``out`` when given), a tensor as it is."""
     if isinstance(z, ClampedField):
         return torch.index_select(z.rows, 0, z.label, out=out).add_(z.fixed)
+    if isinstance(z, DigitField):
+        field = _form(tuple(z))
+        return field if out is None else out.copy_(field)
     return z
 
 
 def _form(z: torch.Tensor | tuple) -> torch.Tensor:
-    # Traced inside the compiled kernels (a ClampedField arrives as a plain tuple): the
-    # gather and the add become part of the draw's loop.
+    # Traced inside the compiled kernels (a ClampedField or DigitField arrives as a plain
+    # tuple, told apart by length): the gather and the add, or the digits' combination,
+    # become part of the draw's loop.
     if isinstance(z, tuple):
+        if len(z) == 2:
+            sums, scale = z
+            return combine_blocks(sums, scale, sums.shape[1] // 3, scale.shape[0])
         fixed, rows, label = z
         return rows[label] + fixed
     return z
@@ -115,8 +134,17 @@ def _fixed(z: Field) -> torch.Tensor:
     return z.fixed if isinstance(z, ClampedField) else z
 
 
+def _shape(z: torch.Tensor | tuple) -> tuple[int, int]:
+    # (n, m) of a field, a ClampedField or a DigitField, plain tuples included (traced).
+    if isinstance(z, tuple):
+        if len(z) == 2:
+            return z[0].shape[0], z[1].shape[0]
+        return z[0].shape
+    return z.shape
+
+
 def field_shape(z: Field) -> tuple[int, int]:
-    n, m = _fixed(z).shape
+    n, m = _shape(z)
     return n, m
 
 
@@ -171,12 +199,25 @@ def _keyed_words(z: torch.Tensor | tuple, key: torch.Tensor) -> torch.Tensor:
     # Not paired as in the label sweep (random_bits.paired_words): stores into the two
     # column halves of ``out`` became one loop over all m columns with the word hashed per
     # element, 1.03 -> 1.46 ms for a 2,000 x 512 draw (Intel Xeon with AMX, 2026-12-06).
-    n, m = (z[0] if isinstance(z, tuple) else z).shape
+    n, m = _shape(z)
     return high_words(splitmix_grid(key, n, m))
 
 
 def _fused_exact_keyed(z: torch.Tensor, bias: torch.Tensor, key: torch.Tensor,
                        out: torch.Tensor) -> None:
+    _fused_exact(z, bias, _keyed_words(z, key), out)
+
+
+def _fused_exact_digits(z: tuple, bias: torch.Tensor, words: torch.Tensor,
+                        out: torch.Tensor) -> None:
+    # _fused_exact on a DigitField: a function of its own, so its compiled graphs (int32
+    # sums in, int8 walkers out) do not spend the tensor fields' recompile budget (torch's
+    # limit of 8 per function; past it a kernel runs eagerly).
+    _fused_exact(z, bias, words, out)
+
+
+def _fused_exact_keyed_digits(z: tuple, bias: torch.Tensor, key: torch.Tensor,
+                              out: torch.Tensor) -> None:
     _fused_exact(z, bias, _keyed_words(z, key), out)
 
 
@@ -225,8 +266,8 @@ def _no_bias(z: Field, bias: torch.Tensor | None) -> torch.Tensor:
     # One graph per kernel: a field given with its bias in gets a zero one (x + 0 = x).
     if bias is not None:
         return bias
-    fixed = _fixed(z)
-    return torch.zeros(fixed.shape[1], dtype=torch.float32, device=fixed.device)
+    device = z[0].device if isinstance(z, tuple) else z.device
+    return torch.zeros(field_shape(z)[1], dtype=torch.float32, device=device)
 
 
 def exact_field(z: Field, words: torch.Tensor, out: torch.Tensor,
@@ -241,7 +282,8 @@ def exact_field(z: Field, words: torch.Tensor, out: torch.Tensor,
     states up to a sigmoid's last bit."""
     if not _on(compiled):
         return None
-    _try(_compiled(_fused_exact), _arg(z), _no_bias(z, bias), words, out)  # sets _failure
+    fn = _fused_exact_digits if isinstance(z, DigitField) else _fused_exact
+    _try(_compiled(fn), _arg(z), _no_bias(z, bias), words, out)  # sets _failure
     return None if _failure is not None else out
 
 
@@ -253,7 +295,8 @@ def exact_field_keyed(z: Field, key: torch.Tensor, out: torch.Tensor,
     or failed) the same words are made first (``random_bits.splitmix_grid``, ~10x slower)
     and drawn from as the eager kernel does: the same states up to a sigmoid's last bit."""
     if _on(compiled):
-        _try(_compiled(_fused_exact_keyed), _arg(z), _no_bias(z, bias), key, out)
+        fn = _fused_exact_keyed_digits if isinstance(z, DigitField) else _fused_exact_keyed
+        _try(_compiled(fn), _arg(z), _no_bias(z, bias), key, out)
         if _failure is None:
             return out
     n, m = field_shape(z)
@@ -262,8 +305,12 @@ def exact_field_keyed(z: Field, key: torch.Tensor, out: torch.Tensor,
 
 def _exact_eager(z: Field, bias: torch.Tensor | None, words: torch.Tensor,
                  out: torch.Tensor) -> torch.Tensor:
-    # The exact draw eagerly: uniforms made in ``out`` from ``words``, then compared.
+    # The exact draw eagerly: uniforms made in ``out`` from ``words``, then compared (in a
+    # float32 copy where ``out`` holds int8 walkers: the digits path's layout).
     field = formed(z) if bias is None else formed(z) + bias
+    if out.dtype != torch.float32:
+        u = unit_uniform24_(words, out=torch.empty(words.shape, device=words.device))
+        return out.copy_(u.lt_(torch.sigmoid(field)))
     return unit_uniform24_(words, out=out).lt_(torch.sigmoid(field))
 
 
@@ -551,5 +598,5 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
 KERNELS = (_fused, _fused_into, _splitmix_words, _fused_exact, _fused_exact_keyed,
-           _fused_categorical, _stats_fields, _softplus_sums, _label_sweep_keyed,
+           _fused_exact_digits, _fused_exact_keyed_digits, _fused_categorical, _stats_fields, _softplus_sums, _label_sweep_keyed,
            _label_sweep_keyed_bf16)

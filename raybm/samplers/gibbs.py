@@ -5,7 +5,7 @@ two blocks: ``h ~ p(h | v, l)`` then ``(v, l) ~ p(v | h) p(l | h)`` (Hinton 2002
 label unit as in Carbone et al. 2023, arXiv 2307.06797). Either of ``v`` and ``l`` can be
 clamped: clamping ``l`` generates a class, clamping ``v`` samples labels for classification.
 
-Two precisions:
+Three precisions:
 
 - ``"fp32"`` (the reference): fields in the model's dtype (the bias added by the draw; Potts
   hidden fields as a gather-sum of weight rows), ``[u < sigmoid(z)]`` with uniforms on
@@ -19,6 +19,13 @@ Two precisions:
   (``random_bits``; bias < 2^-16 per unit), fused into one loop when ``torch.compile`` is on
   (``fused``). What separates it from the reference is the bf16 rounding of the couplings and
   of the matmul output (each 2^-9 relative; see ``test_fast_path``).
+- ``"digits"``: the reference's draws on fields whose two products are int32 sums of the 0/1
+  states against three int8 digits of each coupling column (:mod:`raybm.samplers.digits`:
+  ``2^-22`` of the column's largest coupling per one in the row, float32's class), combined
+  inside the draw's compiled loop (``fused.DigitField``); walkers are int8 0/1 in the sweeps.
+  The same words give the same states as fp32 but where a uniform sits within that error of
+  its threshold. F&F's label chains run as fp32 (one product per chain). Where int8 sums are
+  not exact (no VNNI / AMX-INT8, or a GPU) the layout is fp32's and the run says so.
 
 F&F's label sweeps (visibles clamped, :func:`label_chain`), where they run compiled, draw the
 hiddens the reference way in both precisions, from a SplitMix64 key, one word per two draws
@@ -46,10 +53,12 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from raybm.cpu import BF16_ISAS, cpu_flags, matmul_isa, withheld_note
+from raybm.cpu import BF16_ISAS, INT8_DOT_ISAS, cpu_flags, matmul_isa, withheld_note
 from raybm.models.rbm import RBM
+from raybm.samplers import digits
 from raybm.samplers.fused import (
     ClampedField,
+    DigitField,
     Field,
     bernoulli_field,
     categorical_field,
@@ -80,7 +89,7 @@ from raybm.samplers.random_bits import (
 from raybm.samplers.scratch import Scratch
 from raybm.walkers import WalkerState
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "digits")
 # ``auto``: bf16 where every rank's device multiplies bf16 natively and the model is large
 # enough for it to pay (AUTO_BF16_MIN_WIDTH), else fp32 (the trainer decides,
 # :meth:`GibbsKernel.for_run`).
@@ -97,13 +106,21 @@ SETTINGS = ("auto", *PRECISIONS)
 # not re-measured as ten sweeps on a quiet machine, so bf16 keeps the lower figure (it then
 # compiles somewhat later than it would pay).
 COMPILE_COST_S = 15.0
-COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9}
+COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9, "digits": 2.2e-9}
 # precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
 # 2,000 walkers, fp32 time over bf16 (Intel Xeon with AMX, 1 thread, 2026-12-05): 12 x 8
 # (width 4.8) 0.54 / 0.58, 64 x 32 (21) 0.75 / 0.88, 100 x 100 (50) 0.99 / 1.20, 200 x 100
 # (67) 1.05 / 1.30, 784 x 128 (110) 1.31 / 1.34, 256 x 256 (128) 1.46 / 1.70, 784 x 512
 # (310) 2.32 / 2.06: below ~60 the bf16 path's conversions cost more than its matmuls save.
 AUTO_BF16_MIN_WIDTH = 64.0
+# precision auto picks digits (where bf16 is not native and int8 sums are exact) only for
+# models with bf16_width >= this. Ten compiled sweeps, digits time over fp32's per round
+# (benchmarks/digits_width.py, AMD EPYC with avx512_vnni, 2 threads, 2026-12-07), 500 / 2,000
+# walkers: 12 x 8 (width 5) 1.26 / 1.29, 64 x 32 (21) 1.16 / 1.07, 64 x 200 with 10 labels
+# (48) 1.07 / 0.76, 100 x 100 (50) 1.01 / 0.93, 200 x 100 (67) 0.87 / 0.69, 784 x 128 (110)
+# 0.59 / 0.59, 256 x 256 (128) 0.64 / 0.57, 784 x 512 (310) 0.50 / 0.46. (An earlier run of
+# the 2,000-walker sizes gave 1.00 at width 48: below ~64 it is a gamble.)
+AUTO_DIGITS_MIN_WIDTH = 64.0
 
 
 def bf16_native(device: torch.device | str = "cpu") -> bool:
@@ -130,11 +147,17 @@ def bf16_width(model: RBM) -> float:
     return n_in * model.n_hidden / (n_in + model.n_hidden)
 
 
-def resolve_precision(precision: str, native: bool) -> str:
-    """The precision a Gibbs setting runs at: ``auto`` is bf16 where ``native``, else fp32."""
+def resolve_precision(precision: str, native: bool, int8_exact: bool = False) -> str:
+    """The precision a Gibbs setting runs at: ``auto`` is bf16 where ``native``, else digits
+    where ``int8_exact``, else fp32 (each already judged worth it for the model)."""
     if precision == "auto":
-        return "bf16" if native else "fp32"
+        return "bf16" if native else "digits" if int8_exact else "fp32"
     return precision
+
+
+def int8_exact(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` runs the digits' products exactly (:func:`digits.available`)."""
+    return digits.available(torch.device(device))
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo"),
@@ -218,7 +241,7 @@ def _bernoulli_exact(
     of the int64 stream (``unit_uniform24_``), or with ``ws.compiled`` in one compiled loop
     from the same words (``fused.exact_field``); in other dtypes (float64 references), by
     ``uniform_``."""
-    if out.dtype != torch.float32:
+    if out.dtype not in (torch.float32, torch.int8):
         return out.uniform_(generator=gen).lt_(formed(z).add_(bias).sigmoid_())
     words = _draw_source(gen, False, *field_shape(z), ws, out.device)
     if ws.stream == COMPILED_STREAM:
@@ -226,6 +249,9 @@ def _bernoulli_exact(
     if exact_field(z, words, out, compiled=ws.compiled, bias=bias) is not None:
         return out
     prob = formed(z).add_(bias).sigmoid_()
+    if out.dtype == torch.int8:  # the digits path's walkers: the uniforms need a float32 home
+        u = ws.get("uniforms", prob.shape, torch.float32, out.device)
+        return out.copy_(unit_uniform24_(words, out=u).lt_(prob))
     return unit_uniform24_(words, out=out).lt_(prob)
 
 
@@ -274,11 +300,14 @@ def _hidden(gen: torch.Generator, p: GibbsParams, buf: torch.Tensor, ws: Scratch
         field = F.embedding_bag(buf, p.up, mode="sum")  # sum_i W[i, v_i] (+ D_l), float
         if p.fast:
             return _fast_draw(gen, field, p.hbias, ws, out=_drawn(p, ws, n, m, dev))
-        out = ws.get("out", (n, m), field.dtype, dev)
+        out = ws.get("out", (n, m), p.matmul_dtype, dev)  # int8 for the digits' product
         return _bernoulli_exact(gen, field, p.hbias, out, ws)
     if p.fast:
         y = torch.mm(buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))  # v W + D_l
         return _fast_draw(gen, y, p.hbias, ws, out=_drawn(p, ws, n, m, dev))
+    if p.digits_up is not None:
+        z = _digit_field(p.digits_up, buf, ws)
+        return _bernoulli_exact(gen, z, p.hbias, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
     z = torch.mm(buf, p.up, out=ws.get("field", (n, m), p.matmul_dtype, dev))
     return _bernoulli_exact(gen, z, p.hbias, ws.get("out", (n, m), p.matmul_dtype, dev), ws)
 
@@ -337,6 +366,8 @@ def _visible(
     last = None if sample_label else nv
     down, bias = p.down[:, first:last], p.vlbias[first:last]
     shape = (n, down.shape[1])
+    if p.digits_down is not None:
+        return _visible_digits(gen, p, h, buf, sample_x, sample_label, ws)
     # No bias in the product: the draws add it (in float32 for bf16), see _bernoulli_exact.
     field = torch.mm(h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
     if sample_x:
@@ -362,6 +393,37 @@ def _visible(
 
 
 # ------------------------------------------------------------------------- public kernels
+def _digit_field(d: digits.Digits, x: torch.Tensor, ws: Scratch) -> DigitField:
+    """The field ``x W`` of int8 0/1 rows from ``W``'s digits, left as int32 sums for the
+    draw to combine (:class:`fused.DigitField`)."""
+    out = ws.get("sums", (x.shape[0], 3 * d.width), torch.int32, x.device)
+    return DigitField(digits.sums(x, d, out=out), d.scale)
+
+
+def _visible_digits(
+    gen: torch.Generator, p: GibbsParams, h: torch.Tensor, buf: torch.Tensor,
+    sample_x: bool, sample_label: bool, ws: Scratch,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_visible` with the product from the digits of ``down`` (``precision:
+    digits``): the visible draws read the sums' first ``n_in`` columns, the labels theirs."""
+    nv, d = p.n_in, p.digits_down
+    field = _digit_field(d, h, ws)
+    if sample_x:
+        bias = p.vlbias[:nv]
+        if p.potts:
+            logits = formed(DigitField(field.sums, d.scale[:nv])).add_(bias)
+            state = categorical_index(gen, logits.view(h.shape[0], p.n_visible, p.n_states))
+            torch.add(state, p.offsets, out=buf[:, : p.n_visible])
+        else:
+            _bernoulli_exact(gen, DigitField(field.sums, d.scale[:nv]), bias, buf[:, :nv], ws)
+    label = None
+    if sample_label:
+        logits = digits.combine(field.sums, d, start=nv).add_(p.vlbias[nv:])
+        label = categorical_index(gen, logits)
+        _put_label(p, buf, label)
+    return buf, label
+
+
 def _check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -464,6 +526,9 @@ def label_chain(
     _check_precision(precision)
     if not model.n_labels:
         raise ValueError("a label chain samples labels: this RBM has no label unit")
+    # The digits path speeds up the sweeps' two products; a label chain has one, x W, made
+    # once: it runs as fp32 (its field is then the classification contrast's, as in fp32).
+    precision = "fp32" if precision == "digits" else precision
     # No transposed layout (down) unless the eager sweeps below need it.
     p = prepare(model, precision, down=False)
     ws = Scratch(stream=stream, compiled=compiled)
@@ -512,7 +577,7 @@ class GibbsKernel(KernelBase):
     visibles (sample labels for classification): those estimators take a ``GibbsKernel``.
     """
 
-    precision: str = "fp32"  # fp32 | bf16 | auto (the trainer resolves it: for_run)
+    precision: str = "fp32"  # fp32 | bf16 | digits | auto (the trainer resolves it: for_run)
     # torch.compile of the elementwise draws (samplers.fused; the fp32 path's too): True,
     # False, or "auto" (the trainer turns it on for a run whose draws save more than the
     # compilation costs, for_run).
@@ -541,21 +606,37 @@ class GibbsKernel(KernelBase):
                     "amx_bf16) that torch's matmuls may use"
                     f"{withheld_note(BF16_ISAS)}, so bf16 matmuls are emulated and slower "
                     "than fp32 (~50x measured); set sampler.precision=fp32"]
+        if self.precision == "digits" and (use_gpu or not digits.available(torch.device("cpu"))):
+            where = ("on a GPU" if use_gpu else
+                     f"on this CPU, whose int8 products are not summed exactly (no VNNI / "
+                     f"AMX-INT8{withheld_note(INT8_DOT_ISAS)})")
+            return [f"sampler.precision digits: no exact int8 digit products {where}: the "
+                    "sweeps multiply in float32, as with sampler.precision=fp32"]
         return [self.chosen] if self.chosen else []
 
     def for_run(self, model: RBM, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True) -> "GibbsKernel":
+                weighs_moves: bool = True, int8_exact: bool = False) -> "GibbsKernel":
         chosen = ""
         precision = self.precision
         if precision == "auto":
             width = bf16_width(model)
-            precision = resolve_precision("auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH)
-            why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)} (on Ray workers: "
-                   "on some worker)"
-                   if not bf16_native else
-                   f"native bf16 matmuls, but a model this small (N M / (N + M) = {width:.0f} "
-                   f"< {AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32"
-                   if precision == "fp32" else "native bf16 matmuls on every rank")
+            precision = resolve_precision(
+                "auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH,
+                int8_exact and width >= AUTO_DIGITS_MIN_WIDTH)
+            small = (f"a model this small (N M / (N + M) = {width:.0f} < "
+                     f"{AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32")
+            if precision == "bf16":
+                why = "native bf16 matmuls on every rank"
+            elif precision == "digits":
+                why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)}; exact int8 "
+                       "sums on every rank: int8 digits of the couplings, float32-class")
+            elif bf16_native:
+                why = f"native bf16 matmuls, but {small}"
+            else:
+                why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)} (on Ray "
+                       "workers: on some worker)"
+                       + (f", and {small}" if int8_exact else
+                          f"; no exact int8 sums for digits{withheld_note(INT8_DOT_ISAS)}"))
             chosen = f"sampler.precision auto: {precision} ({why})"
         compiled = self.compile
         if compiled == "auto":
@@ -613,9 +694,11 @@ class GibbsKernel(KernelBase):
 
     def _runs_at(self, model: RBM, x: torch.Tensor) -> str:
         """The precision of this kernel's sweeps on ``x``'s device."""
-        return resolve_precision(self.precision, self.precision == "auto"
-                                 and bf16_native(x.device)
-                                 and bf16_width(model) >= AUTO_BF16_MIN_WIDTH)
+        if self.precision != "auto":
+            return self.precision
+        width = bf16_width(model)
+        return resolve_precision("auto", bf16_native(x.device) and width >= AUTO_BF16_MIN_WIDTH,
+                                 int8_exact(x.device) and width >= AUTO_DIGITS_MIN_WIDTH)
 
 
 @torch.no_grad()

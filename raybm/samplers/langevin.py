@@ -365,7 +365,7 @@ class ULA(_Langevin):
     invariant: ClassVar[bool] = False
 
     def for_run(self, model: EnergyModel, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True) -> "ULA":
+                weighs_moves: bool = True, int8_exact: bool = False) -> "ULA":
         return replace(self, weighs_moves=weighs_moves)
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,

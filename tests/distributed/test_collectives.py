@@ -261,3 +261,30 @@ def test_two_rank_ff_with_labels_keeps_ranks_identical():
     assert set(a) >= {"weight", "label_weight"}
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def auto_precision_rank(rank: int, world: int, rank_without_int8: int | None) -> str:
+    """What ``sampler.precision: auto`` comes to on this rank of a wide model (N M / (N + M)
+    = 74 x 2000 / 2074 = 71), bf16 withheld everywhere and exact int8 sums on every rank
+    but ``rank_without_int8``."""
+    import raybm.samplers.digits
+    import raybm.samplers.gibbs
+    from raybm.data.load import load_data
+
+    raybm.samplers.gibbs._cpu_bf16 = lambda: False
+    if rank == rank_without_int8 or not raybm.samplers.digits.available(torch.device("cpu")):
+        exact = rank != rank_without_int8
+        raybm.samplers.digits.available = lambda device: exact
+    config = load_config(None, ["model.n_hidden=2000", "data.max_samples=200",
+                                "train.batch_size=50", "train.n_updates=2",
+                                "tracking.enabled=false", "train.progress=false"])
+    train, _ = load_data(config)
+    return make_trainer(config, train, population=TorchComm()).estimator.kernel.precision
+
+
+@pytest.mark.parametrize("rank_without_int8, used", [(None, "digits"), (1, "fp32")])
+def test_auto_takes_the_int8_digits_only_where_every_rank_sums_int8_exactly(
+        rank_without_int8, used):
+    """The ranks decide together (one all-reduce of what each can): a rank whose int8 sums
+    are not exact (no VNNI, or oneDNN capped below it) keeps the whole run in fp32."""
+    assert run_ranks(2, auto_precision_rank, rank_without_int8) == [used, used]

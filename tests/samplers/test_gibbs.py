@@ -54,7 +54,7 @@ def seven_visible_rbm(n_labels: int = 0) -> BernoulliRBM:
     return m
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
 def test_stationary_on_seven_visible_rbm(precision):
     """Walkers drawn from p(v) stay distributed as p(v) after Gibbs sweeps."""
     model = seven_visible_rbm()
@@ -70,7 +70,7 @@ def test_stationary_on_seven_visible_rbm(precision):
     assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("n_labels", [0, 3])
 def test_converges_from_uniform(kind, n_labels, precision):
@@ -83,7 +83,7 @@ def test_converges_from_uniform(kind, n_labels, precision):
     assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_clamped_label_samples_the_class_conditional(kind, precision):
     model = random_model(kind, torch.Generator().manual_seed(4), 3, scale=0.5)
@@ -96,7 +96,7 @@ def test_clamped_label_samples_the_class_conditional(kind, precision):
     assert pval > P_MIN, f"{precision}: chi-square p = {pval:.2e}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_clamped_visible_samples_labels_from_p_label_given_v(kind, precision):
     model = random_model(kind, torch.Generator().manual_seed(6), 4, scale=0.8)
@@ -114,7 +114,7 @@ def test_clamped_visible_samples_labels_from_p_label_given_v(kind, precision):
     assert pval > P_MIN, f"chi-square p = {pval:.2e}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_splitmix_stream_samples_the_model(kind, precision):
     """The SplitMix64 words (made eagerly here; by the compiled loops in
@@ -248,3 +248,14 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     assert auto.for_run(small, True, long_run).precision == "fp32"
     assert GibbsKernel("bf16").for_run(small, False) == GibbsKernel("bf16")
     assert GibbsKernel("fp32", compile=True).for_run(big, True).compile is True
+    # digits: where bf16 is not native and int8 sums are exact on every rank, wide models only
+    from raybm.samplers.gibbs import AUTO_DIGITS_MIN_WIDTH
+
+    assert bf16_width(small) < AUTO_DIGITS_MIN_WIDTH <= bf16_width(big)
+    assert auto.for_run(big, False, long_run, int8_exact=True).precision == "digits"
+    assert auto.for_run(big, True, long_run, int8_exact=True).precision == "bf16"
+    assert auto.for_run(small, False, long_run, int8_exact=True).precision == "fp32"
+    digits_run = auto.for_run(big, False, fp32_long, int8_exact=True)
+    assert digits_run.compile is True and digits_run.stream == "splitmix64"
+    assert "exact int8 sums on every rank" in digits_run.chosen
+    assert GibbsKernel("digits").for_run(big, True) == GibbsKernel("digits")

@@ -1,0 +1,117 @@
+"""``sampler.precision: digits``: Gibbs products from three int8 digits of the couplings.
+
+What the digits must give: the couplings to ``2^-22`` of each column's largest entry, fields
+within the module's bound of float64's, the same draws as fp32 from the same words (but where
+a uniform falls within that error of its threshold), and, where int8 sums are not exact on
+this CPU, the fp32 path with the run told why. The samplers' statistical checks
+(``test_gibbs.py``, ``test_fast_path.py``) run every precision, digits included.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raybm.models.rbm import build_rbm
+from raybm.samplers import digits, gibbs, prepared
+from raybm.samplers.scratch import Scratch
+
+needs_exact_int8 = pytest.mark.skipif(
+    not digits.available(torch.device("cpu")),
+    reason="this CPU does not sum int8 products exactly (no VNNI / AMX-INT8, or oneDNN is "
+    "capped below them): digits run as fp32 here")
+
+
+def _weights(gen: torch.Generator, k: int, m: int) -> torch.Tensor:
+    # Columns of very different scales, an all-zero column and one of small integers.
+    w = torch.randn(k, m, generator=gen) * torch.logspace(-3, 1, m)
+    w[:, 0] = 0.0
+    w[:, 1] = torch.arange(k) % 5 - 2.0
+    return w
+
+
+@needs_exact_int8
+def test_digits_hold_each_column_to_2_minus_22_of_its_largest_entry():
+    """Plus float32's rounding of the column's scale (``2^-24`` of the entry)."""
+    w = _weights(torch.Generator().manual_seed(0), 300, 70)
+    d = digits.split(w)
+    assert d.stacked.dtype == torch.int8 and d.width == 80 and d.stacked.shape == (300, 240)
+    q = d.stacked.view(300, 3, d.width)[:, :, :70].double()
+    assert q[:, 0].abs().max() <= 127 and q[:, 1:].abs().max() <= 64
+    assert (d.stacked.view(300, 3, d.width)[:, :, 70:] == 0).all()  # the padding
+    back = ((q[:, 0] * 127 + q[:, 1]) * 127 + q[:, 2]) * d.scale.double()
+    colmax = w.double().abs().amax(0)
+    bound = colmax / (2 * 127**3) + w.double().abs() * 2.0**-23
+    assert ((back - w.double()).abs() <= bound).all()
+    assert (back[:, 0] == 0).all()
+
+
+@needs_exact_int8
+@pytest.mark.parametrize("ones", [0.02, 0.5, 1.0])
+def test_fields_are_within_the_digits_bound_of_float64(ones):
+    """The bound of the module docstring, ``n1 max_i |W_ij| / (2 127^3)`` for a row of
+    ``n1`` ones, plus float32's rounding of the result; float32's own product is in the
+    same class (checked beside it)."""
+    gen = torch.Generator().manual_seed(1)
+    w = _weights(gen, 784, 100)
+    x = (torch.rand(500, 784, generator=gen) < ones).to(torch.int8)
+    d = digits.split(w)
+    field = digits.combine(digits.sums(x, d), d).double()
+    exact = x.double() @ w.double()
+    n1 = x.double().sum(1, keepdim=True)
+    colmax = w.double().abs().amax(0)
+    bound = n1 * colmax / (2 * 127**3) + exact.abs() * 2.0**-23
+    assert ((field - exact).abs() <= bound).all()
+    fp32 = (x.float() @ w).double()
+    assert (field - exact).abs().max() <= 8 * (fp32 - exact).abs().max() + 1e-12
+
+
+@needs_exact_int8
+@pytest.mark.parametrize("kind,n_labels", [("bernoulli", 0), ("bernoulli", 10), ("potts", 3)])
+def test_digits_draw_as_fp32_draws_from_the_same_words(kind, n_labels):
+    """Same generator, same words, fields within ~1e-6: the states differ only where a
+    uniform falls within that of its threshold (expected ~0.1 of these draws)."""
+    model = build_rbm(196 if kind == "bernoulli" else 40, 128,
+                      n_states=2 if kind == "bernoulli" else 4, n_labels=n_labels)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+    state = gibbs.init_uniform(torch.Generator().manual_seed(3), model, 400)
+    p32, pd = prepared.prepare(model, "fp32"), prepared.prepare(model, "digits")
+    assert pd.matmul_dtype == torch.int8 and pd.digits_down is not None
+    assert (pd.digits_up is None) == (kind == "potts")  # Potts' hidden field is a gather
+    h32 = gibbs._hidden(torch.Generator().manual_seed(4), p32,
+                        gibbs._encode(p32, state.x, state.label, Scratch()), Scratch())
+    hd = gibbs._hidden(torch.Generator().manual_seed(4), pd,
+                       gibbs._encode(pd, state.x, state.label, Scratch()), Scratch())
+    assert hd.dtype == torch.int8 and int((h32 != hd.float()).sum()) <= 1
+    one32, _ = gibbs.step(torch.Generator().manual_seed(5), state, model, 1, precision="fp32")
+    oned, _ = gibbs.step(torch.Generator().manual_seed(5), state, model, 1, precision="digits")
+    # One hidden flip would move ~a quarter of the visibles' probabilities by ~0.1 x 0.25.
+    assert int((one32.x != oned.x).sum()) <= 30
+    if n_labels:
+        assert int((one32.label != oned.label).sum()) <= 2
+
+
+def test_without_exact_int8_sums_digits_are_the_fp32_path_and_the_run_is_told(monkeypatch):
+    monkeypatch.setattr(digits, "available", lambda device: False)
+    model = build_rbm(12, 5, n_labels=2)
+    prepared.clear_cache(model)
+    try:
+        p = prepared.prepare(model, "digits")
+        assert p.digits_up is None and p.digits_down is None
+        assert p.matmul_dtype == model.weight.dtype
+        state = gibbs.init_uniform(torch.Generator().manual_seed(0), model, 20)
+        a, _ = gibbs.step(torch.Generator().manual_seed(1), state, model, 3, precision="digits")
+        b, _ = gibbs.step(torch.Generator().manual_seed(1), state, model, 3, precision="fp32")
+        assert torch.equal(a.x, b.x) and torch.equal(a.label, b.label)
+        (note,) = gibbs.GibbsKernel("digits").notes(use_gpu=False)
+        assert "sampler.precision digits" in note and "float32" in note
+    finally:
+        prepared.clear_cache(model)
+    assert gibbs.GibbsKernel("digits").notes(use_gpu=True)[0].count("GPU") == 1
+
+
+@needs_exact_int8
+def test_digits_need_no_note_where_they_are_exact():
+    assert gibbs.GibbsKernel("digits").notes(use_gpu=False) == []
