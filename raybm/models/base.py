@@ -78,9 +78,10 @@ class EnergyModel(nn.Module, ABC):
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
         respect to every parameter, by name, in closed form; ``precision`` the sampler's
-        matmul precision ("fp32": the parameters' dtype, "bf16"). ``visible_field``: the
-        part of the model's field that depends on ``x`` alone, as a sampler or the centring
-        computed it on these parameters (an RBM's ``x W``), for all the rows or the first
+        matmul precision ("fp32": the parameters' dtype, "bf16"; "digits" is fp32 here).
+        ``visible_field``: the part of the model's field that depends on ``x`` alone, as a
+        sampler or the centring computed it on these parameters (an RBM's ``x W``), for all
+        the rows or the first
         ``len(visible_field)`` of them, reused instead of recomputed; None: computed here.
         ``compiled``: its elementwise loops through ``torch.compile``, as the sampler's
         (``Kernel.compiled``). ``value=False``: the sum is not needed (a zero stands in for
@@ -161,8 +162,8 @@ class EnergyModel(nn.Module, ABC):
                       precision: str = "fp32") -> Any:
         """What :meth:`energy_change` needs of the parameters about to change (an optimizer
         step, a kick), for the walkers ``x`` (``cond``): by default their energies in float64.
-        ``precision``: the sampler's matmul precision ("fp32" or "bf16"), which a model may use
-        where its products allow (an RBM)."""
+        ``precision``: the sampler's matmul precision ("fp32", "bf16" or "digits"), which a
+        model may use where its products allow (an RBM)."""
         with torch.no_grad():
             return self.energy(x, cond).double()
 

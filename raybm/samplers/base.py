@@ -65,8 +65,9 @@ class Kernel(Protocol):
     box: tuple[float, float] | None
     adapts_on: tuple[str, ...]
     info_names: tuple[str, ...]
-    # The matmul precision of its moves ("fp32": the parameters' own dtype, or "bf16"),
-    # which a closed-form gradient of the same model takes too.
+    # The matmul precision of its moves ("fp32": the parameters' own dtype, "bf16", or
+    # "digits": Gibbs' int8 digit products, float32-class), which a closed-form gradient
+    # of the same model takes too (digits: as fp32).
     precision: str
     # Whether its elementwise loops run through torch.compile (Gibbs with sampler.compile
     # on); a closed-form gradient of the same model then compiles its own too.

@@ -13,11 +13,17 @@ the columns, ``x [Q1 | Q2 | Q3]`` (``torch._int_mm``, int32 sums, exact for rows
 
     z_j = ((S1_j 127 + S2_j) 127 + S3_j) s_j / 127^2
 
-with ``S1 127 + S2`` exact in int32 and the rest in float32. Its error is the digits' alone,
-at most ``n1 max_i |W_ij| / (2 127^3)`` for a row of ``n1`` ones (``2^-22`` of the column's
-largest coupling per one) plus float32's last rounding: the class of float32's own products,
-which round each partial sum to ``2^-24`` of itself. bf16, by comparison, keeps 8 bits of
-each coupling and of the field.
+with ``S1 127 + S2`` exact in int32 (rows of up to ~132,000 ones; wider layers are not
+split, :func:`split`) and the rest in float32. Its error is at most
+
+    n1 max_i |W_ij| / (2 127^3) + 2^-23 sum_i x_i |W_ij| + 2^-23 |z_j|
+
+for a row of ``n1`` ones: the digits' remainder (``~2^-22`` of the column's largest
+coupling per one), float32's rounding of ``W / s`` (and of a float64 ``W`` to float32) that
+the digits then hold, and float32's last rounding. That is the class of float32's own
+products, which round each partial sum to ``2^-24`` of itself (on a 784 x 512 layer the
+largest error against float64 was ~2x float32's product's); bf16, by comparison, keeps 8
+bits of each coupling and of the field.
 
 Exact only where oneDNN sums int8 pairs in 32 bits (VNNI, AMX-INT8, and no cap withholding
 them: :func:`raybm.models.products.int8_sums_exact`); elsewhere, and off the CPU,
@@ -36,6 +42,9 @@ from dataclasses import dataclass
 import torch
 
 BASE = 127
+# Rows with more ones than this would overflow S1 127 + S2 in int32 (each one adds up to
+# 127 127 + 64): such layers are not split (their products stay float32).
+_MAX_ONES = (2**31 - 1) // (BASE * BASE + 64)
 # Each block of digit columns padded to a multiple of this: oneDNN's int8 kernels tile
 # 16-wide (products.digit_product: x 1,026 columns 2.09 ms, x 1,056 1.56 ms).
 _PAD = 16
@@ -72,11 +81,12 @@ def available(device: torch.device) -> bool:
 def split(weight: torch.Tensor) -> Digits | None:
     """The digits of ``weight`` ``(K, M)``, or None where they would not be exact here
     (:func:`available`)."""
-    if not available(weight.device):
+    if not available(weight.device) or weight.shape[0] > _MAX_ONES:
         return None
     k, m = weight.shape
-    # float32 suffices: w / s rounds once (2^-24 of the entry), and the remainders' own
-    # roundings (times 127, ~2^-24 of a remainder below 64) are ~2^-10 of the digits' error.
+    # float32: w / s rounds once (2^-24 of the entry: the module docstring's second term),
+    # and the remainders' own roundings (times 127, ~2^-24 of a remainder below 64) are
+    # far below the digits' error.
     # In float64 with the transposed view read as it lies, both layouts took 21 ms here;
     # so, 2.8 ms (784 x 512 with 10 labels, AMD EPYC, 2 threads, 2026-12-07, busy machine).
     w = weight.detach().to(torch.float32).contiguous()

@@ -118,9 +118,9 @@ def formed(z: Field, out: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _form(z: torch.Tensor | tuple) -> torch.Tensor:
-    # Traced inside the compiled kernels (a ClampedField or DigitField arrives as a plain
-    # tuple, told apart by length): the gather and the add, or the digits' combination,
-    # become part of the draw's loop.
+    # Traced inside the compiled kernels (a ClampedField or DigitField arrives as a tuple,
+    # told apart by length): the gather and the add, or the digits' combination, become
+    # part of the draw's loop.
     if isinstance(z, tuple):
         if len(z) == 2:
             sums, scale = z
@@ -274,8 +274,8 @@ def exact_field(z: Field, words: torch.Tensor, out: torch.Tensor,
                 compiled: bool = False, bias: torch.Tensor | None = None
                 ) -> torch.Tensor | None:
     """The fp32 reference draw ``[u < sigmoid(z + bias)]`` by the ``torch.compile`` kernel,
-    written into ``out`` (float32 0/1; ``z``: float32 ``(n, m)``, may be a column slice, or
-    a :class:`ClampedField`; ``bias``: ``(m,)``, or None for a field with its bias in;
+    written into ``out`` (float32 0/1, or int8 for the digits' walkers; ``z``: float32
+    ``(n, m)``, may be a column slice, or a :class:`ClampedField` or :class:`DigitField`; ``bias``: ``(m,)``, or None for a field with its bias in;
     ``words``: int32 ``(n, m)``, the uniforms' 32-bit words, as
     ``random_bits.unit_uniform24_`` reads them), or None where it does not run (compilation
     off or failed): the caller's eager kernel then draws, from the same words, the same
@@ -598,5 +598,6 @@ def stats_fields(y: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None,
 
 # Every kernel function compiled here (a test replaces their compiled forms in ``_cache``).
 KERNELS = (_fused, _fused_into, _splitmix_words, _fused_exact, _fused_exact_keyed,
-           _fused_exact_digits, _fused_exact_keyed_digits, _fused_categorical, _stats_fields, _softplus_sums, _label_sweep_keyed,
+           _fused_exact_digits, _fused_exact_keyed_digits,
+           _fused_categorical, _stats_fields, _softplus_sums, _label_sweep_keyed,
            _label_sweep_keyed_bf16)

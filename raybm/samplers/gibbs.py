@@ -21,11 +21,13 @@ Three precisions:
   of the matmul output (each 2^-9 relative; see ``test_fast_path``).
 - ``"digits"``: the reference's draws on fields whose two products are int32 sums of the 0/1
   states against three int8 digits of each coupling column (:mod:`raybm.samplers.digits`:
-  ``2^-22`` of the column's largest coupling per one in the row, float32's class), combined
-  inside the draw's compiled loop (``fused.DigitField``); walkers are int8 0/1 in the sweeps.
-  The same words give the same states as fp32 but where a uniform sits within that error of
-  its threshold. F&F's label chains run as fp32 (one product per chain). Where int8 sums are
-  not exact (no VNNI / AMX-INT8, or a GPU) the layout is fp32's and the run says so.
+  ``~2^-22`` of the column's largest coupling per one in the row, float32's class), combined
+  inside a compiled Bernoulli draw's loop (``fused.DigitField``; eager draws, Potts visibles
+  and label logits form the float32 field first); walkers are int8 0/1 in the sweeps. For a
+  float32 model the same words give the same states as fp32 but where a uniform sits within
+  that error of its threshold. F&F's label chains run as fp32 (one product per chain). Where
+  int8 sums are not exact (no VNNI / AMX-INT8, or a GPU), and for float64 models, the layout
+  is fp32's (the model's dtype) and, where the machine decided, the run says so.
 
 F&F's label sweeps (visibles clamped, :func:`label_chain`), where they run compiled, draw the
 hiddens the reference way in both precisions, from a SplitMix64 key, one word per two draws

@@ -171,11 +171,14 @@ def _build_digits(model: RBM) -> GibbsParams:
     # torch._int_mm reads). The float32 up / down stay: Potts' hidden field is a gather of
     # up's rows, not a product.
     params = _build(model, "fp32", True)
+    if model.weight.dtype != torch.float32:
+        # A float64 model (a reference) keeps its own dtype: digits are float32-class.
+        return params
     w = _couplings(model)[0]
     up = None if params.potts else split(w)
     down = split(w.T)
-    if down is None:
-        return params  # not exact here: the fp32 layout (the kernel's notes say so)
+    if down is None or (up is None and not params.potts):
+        return params  # not exact here (or too wide): the fp32 layout (the notes say so)
     return replace(params, matmul_dtype=torch.int8, field_dtype=torch.float32,
                    hbias=params.hbias.float(), vlbias=params.vlbias.float(),
                    digits_up=up, digits_down=down)

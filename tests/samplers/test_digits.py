@@ -20,6 +20,8 @@ needs_exact_int8 = pytest.mark.skipif(
     not digits.available(torch.device("cpu")),
     reason="this CPU does not sum int8 products exactly (no VNNI / AMX-INT8, or oneDNN is "
     "capped below them): digits run as fp32 here")
+# The samplers' checks run digits only where they are digits (elsewhere they are fp32's run).
+DIGITS = pytest.param("digits", marks=needs_exact_int8)
 
 
 def _weights(gen: torch.Generator, k: int, m: int) -> torch.Tensor:
@@ -84,7 +86,7 @@ def test_digits_draw_as_fp32_draws_from_the_same_words(kind, n_labels):
                         gibbs._encode(p32, state.x, state.label, Scratch()), Scratch())
     hd = gibbs._hidden(torch.Generator().manual_seed(4), pd,
                        gibbs._encode(pd, state.x, state.label, Scratch()), Scratch())
-    assert hd.dtype == torch.int8 and int((h32 != hd.float()).sum()) <= 1
+    assert hd.dtype == torch.int8 and int((h32 != hd.float()).sum()) <= 1  # Potts: a gather
     one32, _ = gibbs.step(torch.Generator().manual_seed(5), state, model, 1, precision="fp32")
     oned, _ = gibbs.step(torch.Generator().manual_seed(5), state, model, 1, precision="digits")
     # One hidden flip would move ~a quarter of the visibles' probabilities by ~0.1 x 0.25.
@@ -115,3 +117,61 @@ def test_without_exact_int8_sums_digits_are_the_fp32_path_and_the_run_is_told(mo
 @needs_exact_int8
 def test_digits_need_no_note_where_they_are_exact():
     assert gibbs.GibbsKernel("digits").notes(use_gpu=False) == []
+
+
+@pytest.mark.slow
+@needs_exact_int8
+@pytest.mark.parametrize("n_labels", [0, 10])
+def test_compiled_digit_draws_agree_with_eager(n_labels):
+    """The compiled draws combine the int32 sums inside their loop (``fused.DigitField``, its
+    own compiled functions) and store int8 walkers: the same states as the eager draws,
+    which form the float32 field first, from the same words (but where a sigmoid's last bit
+    decides), on both streams. Compiles (tens of seconds from a cold cache): slow."""
+    from raybm.samplers import fused
+
+    model = build_rbm(120, 48, n_labels=n_labels)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(6))
+    state = gibbs.init_uniform(torch.Generator().manual_seed(7), model, 300)
+    for stream in ("sfc64", "splitmix64"):
+        eager, _ = gibbs.step(torch.Generator().manual_seed(8), state, model, 3,
+                              precision="digits", stream=stream)
+        compiled, _ = gibbs.step(torch.Generator().manual_seed(8), state, model, 3,
+                                 precision="digits", stream=stream, compiled=True)
+        assert not fused.compile_status().startswith("failed"), fused.compile_status()
+        assert int((eager.x != compiled.x).sum()) <= 3
+        if n_labels:
+            assert int((eager.label != compiled.label).sum()) <= 1
+
+
+@needs_exact_int8
+def test_a_failed_compilation_of_a_digit_draw_falls_back_to_the_eager_draw(monkeypatch):
+    from raybm.samplers import fused
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    model = build_rbm(30, 12, n_labels=3)
+    state = gibbs.init_uniform(torch.Generator().manual_seed(9), model, 40)
+    eager, _ = gibbs.step(torch.Generator().manual_seed(10), state, model, 2,
+                          precision="digits", stream="splitmix64")
+    monkeypatch.setattr(fused, "_cache", {fn: broken for fn in fused.KERNELS})
+    fused.set_compile(True)
+    try:
+        with pytest.warns(RuntimeWarning, match="torch.compile"):
+            fallen, _ = gibbs.step(torch.Generator().manual_seed(10), state, model, 2,
+                                   precision="digits", stream="splitmix64", compiled=True)
+        assert fused.compile_status().startswith("failed: RuntimeError")
+    finally:
+        fused.set_compile(False)
+    assert torch.equal(eager.x, fallen.x) and torch.equal(eager.label, fallen.label)
+
+
+def test_float64_models_and_layers_too_wide_for_int32_keep_the_fp32_layout():
+    """A float64 model (a reference) keeps its own dtype; a layer whose rows could hold more
+    ones than ``S1 127 + S2`` fits in int32 is not split."""
+    model = build_rbm(12, 5, n_labels=2).double()
+    p = prepared.prepare(model, "digits")
+    assert p.digits_up is None and p.matmul_dtype == torch.float64
+    assert digits.split(torch.zeros(digits._MAX_ONES + 1, 4)) is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+
 from raybm.models import BernoulliRBM
 from raybm.samplers import fused, gibbs, prepared, random_bits
 from raybm.samplers.random_bits import (
@@ -23,6 +24,7 @@ from raybm.samplers.random_bits import (
     unit_uniform24_,
 )
 from tests.enumeration import random_model
+from tests.samplers.test_digits import DIGITS
 
 ALL_U16 = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
 
@@ -273,7 +275,7 @@ def test_a_layout_without_down_gets_it_when_asked_for_the_parameters_it_was_buil
     assert fresh.down is None and not torch.equal(fresh.up, full.up)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", DIGITS])
 def test_step_sees_parameter_changes_between_calls(precision):
     """Saturated biases make the sampler deterministic: flipping them in place must flip the
     walkers on the next call (a stale cached copy would not)."""
@@ -296,7 +298,7 @@ def _rows(kind: str):
     return torch.tensor([[2, 0, 1, 2], [0, 1, 1, 0]], dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", DIGITS])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 @pytest.mark.parametrize("n_labels", [0, 3])
 def test_single_half_steps_match_the_conditionals(kind, n_labels, precision):
@@ -331,7 +333,7 @@ def test_single_half_steps_match_the_conditionals(kind, n_labels, precision):
     assert ((freq - pv.double()).abs() <= 5 * se + slack + 1e-12).all()
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])  # digits: float64 kept
 def test_zero_sweeps_and_float64_models(precision):
     model = random_model("potts", torch.Generator().manual_seed(8), 2).double()
     gen = torch.Generator().manual_seed(9)
@@ -518,7 +520,7 @@ def test_compiled_categorical_agrees_with_eager():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", ["sfc64", "splitmix64"])
-@pytest.mark.parametrize("precision", ["bf16", "fp32", "digits"])
+@pytest.mark.parametrize("precision", ["bf16", "fp32", DIGITS])
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])
 def test_compiled_path_samples_the_model(kind, precision, stream):
     """The chi-square check of ``test_gibbs.py`` with the compiled kernels (labels included),
@@ -605,7 +607,7 @@ def test_compiled_clamped_fields_agree_with_eager():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stream", ["sfc64", "splitmix64"])
-@pytest.mark.parametrize("precision", ["bf16", "fp32", "digits"])
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("kind", ["bernoulli", "bernoulli_even", "potts"])
 def test_compiled_label_chain_samples_p_label_given_v(kind, precision, stream):
     """The label chain with the compiled label sweeps (the clamped field formed in their
@@ -674,7 +676,7 @@ def test_compiled_label_sweeps_agree_with_their_eager_form(m):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "digits"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_compiled_gradient_statistics_agree_with_eager(precision):
     """``RBM.weighted_energy_gradient`` with its elementwise part compiled
     (``fused.stats_fields``) against the eager form: without labels, one label per row and
