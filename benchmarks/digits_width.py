@@ -56,7 +56,7 @@ def one(n: int, nv: int, nh: int, labels: int, rounds: int = 9) -> str:
     ratios = [y / x for x, y in zip(times["fp32"], times["digits"])]
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     return (f"| {n} | {nv} x {nh}{f' + {labels} labels' if labels else ''} | "
-            f"{nv * nh / (nv + nh):.0f} | {a * 1e3:.2f} | {b * 1e3:.2f} | "
+            f"{(nv + labels) * nh / (nv + labels + nh):.0f} | {a * 1e3:.2f} | {b * 1e3:.2f} | "
             f"{statistics.median(ratios):.2f} ({q1:.2f}-{q3:.2f}) |")
 
 

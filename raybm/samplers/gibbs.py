@@ -119,9 +119,9 @@ AUTO_BF16_MIN_WIDTH = 64.0
 # models with bf16_width >= this. Ten compiled sweeps, digits time over fp32's per round
 # (benchmarks/digits_width.py, AMD EPYC with avx512_vnni, 2 threads, 2026-12-07), 500 / 2,000
 # walkers: 12 x 8 (width 5) 1.26 / 1.29, 64 x 32 (21) 1.16 / 1.07, 64 x 200 with 10 labels
-# (48) 1.07 / 0.76, 100 x 100 (50) 1.01 / 0.93, 200 x 100 (67) 0.87 / 0.69, 784 x 128 (110)
+# (54) 1.07 / 0.76, 100 x 100 (50) 1.01 / 0.93, 200 x 100 (67) 0.87 / 0.69, 784 x 128 (110)
 # 0.59 / 0.59, 256 x 256 (128) 0.64 / 0.57, 784 x 512 (310) 0.50 / 0.46. (An earlier run of
-# the 2,000-walker sizes gave 1.00 at width 48: below ~64 it is a gamble.)
+# the 2,000-walker sizes gave 1.00 at width 54: below ~64 it is a gamble.)
 AUTO_DIGITS_MIN_WIDTH = 64.0
 
 
