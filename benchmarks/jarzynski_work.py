@@ -33,7 +33,7 @@ from raybm.metrics.exact import as_float64  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--precision", default="auto", help="sampler.precision: fp32, bf16, auto")
+    parser.add_argument("--precision", default="auto", help="sampler.precision: fp32, bf16, digits, auto")
     parser.add_argument("--updates", type=int, default=400)
     parser.add_argument("--reports", type=int, default=4, help="lines printed along the way")
     args = parser.parse_args()

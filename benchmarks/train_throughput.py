@@ -364,12 +364,14 @@ def matmul_floor(precision: str, repeats: int = 5) -> dict[str, float]:
             "pcd10_floor": k * (up + down) + 2 * up + 2 * stats}
 
 
-def int8_sweep_floor(fp32: dict[str, float], repeats: int = 5) -> dict[str, float] | None:
-    """The floor of ``sampler.precision: digits``: the sweeps' two products as exact int32
-    sums of 0/1 states against three int8 digits of each coupling column
-    (``raybm.samplers.digits``, ``torch._int_mm``), with the fp32 floor's field and statistic
-    products (the gradient stays float32). None where int8 sums are not exact on this CPU
-    (digits then run as fp32)."""
+def int8_sweep_floor(repeats: int = 5) -> dict[str, float] | None:
+    """The floor of ``sampler.precision: digits``: every product of :func:`matmul_floor` as
+    exact int32 sums of 0/1 states against three int8 digits of each column of the other
+    operand (``raybm.samplers.digits``, ``torch._int_mm``), as the digits path runs them:
+    the sweeps' two products and the fields against the couplings' digits, ``X^T [P | 1]``
+    against digits of ``[P | 1]``. The splits into digits (of the couplings once per
+    update, of ``[P | 1]`` per gradient) are not counted. None where int8 sums are not
+    exact on this CPU (digits then run as fp32)."""
     import torch
 
     from raybm.samplers import digits
@@ -381,11 +383,14 @@ def int8_sweep_floor(fp32: dict[str, float], repeats: int = 5) -> dict[str, floa
     v = (torch.rand(n, nv, generator=gen) < 0.5).to(torch.int8)
     h = (torch.rand(n, nh, generator=gen) < 0.5).to(torch.int8)
     w = torch.randn(nv, nh, generator=gen) * 0.05
+    p = torch.rand(n, nh + 1, generator=gen)
     up_digits, down_digits = digits.split(w), digits.split(w.T.contiguous())
+    p_digits = digits.split(p)
     up = best_ms(lambda: digits.sums(v, up_digits), repeats)
     down = best_ms(lambda: digits.sums(h, down_digits), repeats)
-    return {"vW_3digits": up, "hW^T_3digits": down,
-            "pcd10_floor": k * (up + down) + 2 * fp32["vW"] + 2 * fp32["X^T[P|1]"]}
+    stats = best_ms(lambda: digits.sums(v.t(), p_digits), repeats)
+    return {"vW_3digits": up, "hW^T_3digits": down, "X^T[P|1]_3digits": stats,
+            "pcd10_floor": k * (up + down) + 2 * up + 2 * stats}
 
 
 def load_mnist_tensors():
@@ -598,13 +603,13 @@ def main() -> None:
             bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / floor['pcd10_floor']:.2f}x"
                      if ref else "")
             print(f"  {precision}: {parts}{bound}", flush=True)
-        digits = int8_sweep_floor(results["floor"]["fp32"])
-        if digits is not None:  # not a path raybm has (the function's docstring)
+        digits = int8_sweep_floor()
+        if digits is not None:  # where int8 sums are exact here
             results["floor"]["int8_digits"] = digits
             parts = ", ".join(f"{k} {v:.1f}" for k, v in digits.items())
             bound = (f"; rbms / floor = {ref['s_per_update'] * 1000 / digits['pcd10_floor']:.2f}x"
                      if ref else "")
-            print(f"  digits (sweeps' products from 3 int8 digits): {parts}{bound}", flush=True)
+            print(f"  digits (every product from 3 int8 digits): {parts}{bound}", flush=True)
     if args.breakdown and args.device == "cpu":
         print("\nIn-process breakdown, ms per update:")
         for method in args.methods:

@@ -306,14 +306,14 @@ def _kernel_here(kernel, config: Config, train: Dataset):
     import torch
 
     from raybm.models.build import build as build_model
-    from raybm.samplers.gibbs import bf16_native, int8_exact
+    from raybm.samplers.gibbs import matmul_support
     from raybm.streams import generator
 
     gpu = config.distributed.use_gpu and torch.cuda.is_available()
     # The model as the trainer builds it (its stream; only its shape matters here).
     model = build_model(config, train, generator(config.train.seed, "init"))
     device = "cuda" if gpu else "cpu"
-    return kernel.for_run(model, bf16_native(device), int8_exact=int8_exact(device))
+    return kernel.for_run(model, matmul_support(device))
 
 
 def open_run(plan: RunPlan, say: Callable[[str], None] = lambda message: None,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,7 +47,8 @@ from raybm.gradients import add_gradients, finite, sum_gradients
 from raybm.models.base import EnergyModel
 from raybm.models.build import build as build_model
 from raybm.optim import build_optimizers
-from raybm.samplers.gibbs import bf16_native, int8_exact
+from raybm.samplers.base import MatmulSupport
+from raybm.samplers.gibbs import matmul_support
 from raybm.samplers.registry import build_kernel
 from raybm.streams import generator
 from raybm.threads import apply_threads
@@ -86,10 +87,9 @@ class Trainer:
         # with what its config left to the machine and the run decided for every rank alike
         # (Gibbs' precision auto: bf16 only if every rank multiplies bf16 natively; compile
         # auto: on for a run long enough to repay compiling).
-        bf16, int8 = self._every_rank_can()
         self.estimator.kernel = build_kernel(c.sampler, self.model, self.modules).for_run(
-            self.model, bf16, self._draws(), weighs_moves=self.estimator.weighs_moves,
-            int8_exact=int8)
+            self.model, self._every_rank_can(), self._draws(),
+            weighs_moves=self.estimator.weighs_moves)
         self.optimizers = build_optimizers(c, self.modules)
         self.phases: list[Phase] = [as_phase(p) for p in self.estimator.phases]
         use_labels = self.model.n_labels > 0
@@ -121,13 +121,16 @@ class Trainer:
         return float(chains * math.prod(self.model.event_shape) * c.algorithm.k
                      * len(self.estimator.phases) * c.train.n_updates)
 
-    def _every_rank_can(self) -> tuple[bool, bool]:
-        """Whether every rank multiplies bf16 natively, and sums int8 products exactly."""
+    def _every_rank_can(self) -> MatmulSupport:
+        """What every rank multiplies natively or exactly: each field of this rank's
+        :class:`MatmulSupport` where all ranks have it (one all-reduce)."""
         device = next(self.model.parameters()).device
-        can = torch.tensor([float(bf16_native(device)), float(int8_exact(device)), 1.0],
+        here = matmul_support(device)
+        names = [f.name for f in fields(MatmulSupport)]
+        can = torch.tensor([float(getattr(here, name)) for name in names] + [1.0],
                            dtype=torch.float64, device=device)
         self.population.all_reduce_(can)
-        return bool(can[0] == can[2]), bool(can[1] == can[2])
+        return MatmulSupport(**{name: bool(can[i] == can[-1]) for i, name in enumerate(names)})
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

@@ -73,7 +73,7 @@ torch.set_num_threads(1)
 from raybm.models.products import digit_product, int8_sums_exact
 from raybm.models.rbm import BernoulliRBM
 from raybm.cpu import BF16_ISAS, cpu_flags, matmul_isa
-from raybm.samplers.gibbs import GibbsKernel, bf16_native, int8_exact
+from raybm.samplers.gibbs import GibbsKernel, bf16_native, int8_exact, matmul_support
 from raybm.samplers import prepared
 from raybm.samplers.fused import formed
 from raybm.samplers.gibbs import _digit_field
@@ -88,8 +88,7 @@ exact = x.double() @ w
 bound = (x.double().sum(1, keepdim=True) * w.abs().amax(0) / 32258
          + x.double() @ w.abs() * 2**-23 + exact.abs() * 2**-23)
 within = bool(((digit_product(x, w.float()).double() - exact).abs() <= bound).all())
-kernel = GibbsKernel("auto").for_run(BernoulliRBM(784, 512), bf16_native(),
-                                     int8_exact=int8_exact())
+kernel = GibbsKernel("auto").for_run(BernoulliRBM(784, 512), matmul_support())
 # a digits sweep's hidden field (int8 sums where exact, else the fp32 layout's product)
 model = BernoulliRBM(784, 64)
 with torch.no_grad():

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from raybm.algorithms.base import Batch
 from raybm.models.rbm import RBM
+from raybm.samplers.prepared import visible_digit_field
 
 
 class Centering:
@@ -43,11 +44,15 @@ class Centering:
                              precision: str = "fp32") -> torch.Tensor:
         """One step of the moving average of ``p(h | v_data, l_data)``; its fields' matmul
         in the sampler's ``precision`` (bf16: the fields rounded to 8 bits, nothing next to
-        the noise of a minibatch mean averaged over ~1/momentum updates). Returns the
-        batch's ``x W`` it computed (in the product's dtype), which the update's first
-        contrast, on the same parameters, reuses (``Batch.visible_field``)."""
-        dtype = torch.bfloat16 if precision == "bf16" else None
-        xw = model.visible_to_hidden(batch.x, dtype)
+        the noise of a minibatch mean averaged over ~1/momentum updates; digits: float32
+        from the sweeps' int8 digits of ``W``). Returns the batch's ``x W`` it computed (in
+        the product's dtype), which the update's first contrast, on the same parameters,
+        reuses (``Batch.visible_field``)."""
+        # digits: x W from the sweeps' int8 digits of W, where they exist here
+        xw = visible_digit_field(model, batch.x) if precision == "digits" else None
+        if xw is None:
+            dtype = torch.bfloat16 if precision == "bf16" else None
+            xw = model.visible_to_hidden(batch.x, dtype)
         field = xw + model.hbias  # float32: bf16 x W promoted exactly, as a cast would
         if model.n_labels and batch.label is not None:
             field = field + model.label_weight.index_select(0, batch.label)

@@ -32,6 +32,7 @@ from torch import nn
 
 from raybm.models.base import EnergyModel
 from raybm.models.products import digit_product
+from raybm.samplers import digits
 from raybm.samplers.fused import stats_fields
 from raybm.samplers.scratch import Scratch
 
@@ -196,7 +197,10 @@ class RBM(EnergyModel):
         float32) lost about 3 of its 7 digits. ``x [W' | dW | da]`` is one product: in the
         parameters' dtype, or in a bf16 run on the CPU from int8 digits of each column
         (``models.products.digit_product``: ~15 bits of its largest entry, at int8 speed),
-        as bf16 would round the change itself, and ``z'``, to 8 bits. Summed over 400 updates
+        as bf16 would round the change itself, and ``z'``, to 8 bits; in a digits run from
+        three int8 digits of each column (:mod:`raybm.samplers.digits`: ~2^-22 of the
+        column's largest entry per one, float32's class, for ``W'`` and for the change
+        alike). Summed over 400 updates
         of a 784 x 512 RBM on 2,000 MNIST walkers, the log-weights' error against float64
         spread over the walkers by 6.5e-8 nats in fp32 and 1.3e-5 in bf16, against 6.2e-4
         and 6.1e-4 for the difference of free energies (``benchmarks/jarzynski_work.py``,
@@ -211,7 +215,17 @@ class RBM(EnergyModel):
         columns = torch.cat([self.weight.detach().reshape(-1, m),
                              delta["weight"].reshape(-1, m), delta["vbias"].reshape(-1, 1)], 1)
         ws = self._change_scratch
-        if before.precision == "bf16" and x.device.type == "cpu":
+        # digits: three int8 digits of each column (the sweeps' digits, samplers.digits),
+        # float32's class for z' and for the change (each column has its own scale), where
+        # the rows are integer 0/1 states of a float32 model and int8 sums are exact here.
+        split = (digits.split(columns) if before.precision == "digits"
+                 and columns.dtype == torch.float32 and not x.dtype.is_floating_point
+                 else None)
+        if split is not None:
+            sums = digits.sums(self.flat_visible(x, torch.int8), split,
+                               out=ws.get("sums", (x.shape[0], 3 * split.width), torch.int32))
+            product = digits.combine(sums, split)
+        elif before.precision == "bf16" and x.device.type == "cpu":
             # Kept buffers: fresh, the (n, 2 M) products page-fault in at every update.
             product = digit_product(self.flat_visible(x, torch.int8), columns,
                                     ws.get("product", (x.shape[0], 2 * m + 1), torch.float32),
@@ -313,8 +327,15 @@ class RBM(EnergyModel):
 
         ``precision="bf16"``: both matmuls in bf16 (``X`` is 0/1, exact; ``W`` and
         ``[c * P | c]`` rounded to 8 bits, the rounding the bf16 Gibbs sweeps already make),
-        the rest in float32. With a label unit and no label (``F(v)`` with the labels summed
-        out) there is no such form: None.
+        the rest in float32. ``precision="digits"``, for a float32 model with integer
+        states where int8 sums are exact (:mod:`raybm.samplers.digits`), both products
+        float32-class at int8 speed: ``x W`` from the Gibbs sweeps' digits of ``W``
+        (``samplers.prepared.visible_digit_field``; Bernoulli: a Potts field is a gather,
+        float32) and ``X^T [c P | c]`` from three int8 digits of each column of
+        ``[c P | c]``, made here (``X`` is 0/1: exact int32 sums; within
+        ``n1 max_b |[c P | c]_bj| / (2 127^3)`` plus float32's roundings for a column of
+        ``X`` with ``n1`` ones); otherwise float32. With a label unit and no label (``F(v)``
+        with the labels summed out) there is no such form: None.
 
         ``visible_field``: ``x W`` (``(n, M)``, no bias) from the label chain of a Gibbs
         kernel in the same precision on these parameters (``gibbs.label_chain``), which
@@ -329,20 +350,42 @@ class RBM(EnergyModel):
         pdtype = self.weight.dtype
         dtype = torch.bfloat16 if precision == "bf16" else pdtype
         m = self.n_hidden
-        xs = self.flat_visible(x, dtype)
-        w = self.weight.reshape(-1, m).to(dtype)
+        # digits: both products from int8 digits (the fields from the sweeps' digits of W,
+        # X^T [c P | c] from digits of its right operand made here) where the rows are
+        # integer 0/1 states of a float32 model; the float rows only where a product falls
+        # back to float32 (not exact here, or a Potts field).
+        digit_rows = (precision == "digits" and pdtype == torch.float32
+                      and not x.dtype.is_floating_point)
+        float_rows: list[torch.Tensor] = []
+
+        def xs() -> torch.Tensor:
+            if not float_rows:
+                float_rows.append(self.flat_visible(x, dtype))
+            return float_rows[0]
+
+        def fields(first: int, out: torch.Tensor | None = None) -> torch.Tensor:
+            # x W of the rows from `first` on.
+            if digit_rows:
+                # Imported here: samplers.prepared imports this module.
+                from raybm.samplers.prepared import visible_digit_field
+
+                y = visible_digit_field(self, x[first:])
+                if y is not None:
+                    return y if out is None else out.copy_(y)
+            return torch.mm(xs()[first:], self.weight.reshape(-1, m).to(dtype), out=out)
+
         if visible_field is None:
-            y = xs @ w
-        elif len(visible_field) == len(xs):
+            y = fields(0)
+        elif len(visible_field) == len(x):
             y = visible_field
         else:  # the first rows' (the data's, from the centring), the others' here
             # Both parts in the product's dtype, the walkers' written in place: the fields
             # take it to float32 themselves (exactly), where two casts and a float32
             # concatenation cost ~1 ms of a bf16 update (4,000 x 512).
             done = len(visible_field)
-            y = torch.empty(len(xs), m, dtype=dtype, device=xs.device)
+            y = torch.empty(len(x), m, dtype=dtype, device=x.device)
             y[:done].copy_(visible_field)
-            torch.mm(xs[done:], w, out=y[done:])
+            fields(done, out=y[done:])
         c = coef.to(pdtype)
         # Compiled loop nests (samplers.fused.stats_fields); not for 0 or 1 rows, which
         # torch specialises even in a dynamic-shape graph (a recompile mid-run).
@@ -363,7 +406,13 @@ class RBM(EnergyModel):
             row_p, row_c = (cp.sum(1), c.sum(1)) if cp.dim() == 3 else (cp, c)
             operand = torch.cat([row_p, row_c.unsqueeze(1)], 1).to(dtype)
             hidden = row_p.sum(0)  # summed as before the fused operand: the same bits
-        stats = -(xs.T @ operand).to(pdtype)  # -X^T [cP | c]
+        # -X^T [cP | c]
+        split = digits.split(operand) if digit_rows else None
+        if split is not None:  # within n1 max_b |operand_bj| / (2 127^3) (+ float32's)
+            rows = self.flat_visible(x, torch.int8)
+            stats = digits.combine(digits.sums(rows.T, split), split).neg_()
+        else:
+            stats = -(xs().T @ operand).to(pdtype)
         grads = {"weight": stats[:, :m].reshape(self.weight.shape),
                  "vbias": stats[:, m].reshape(self.vbias.shape),
                  "hbias": -hidden}

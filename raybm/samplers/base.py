@@ -24,6 +24,19 @@ import torch
 from raybm.walkers import WalkerState
 
 
+@dataclass(frozen=True)
+class MatmulSupport:
+    """What every rank of a run multiplies natively or exactly, agreed over the ranks (the
+    trainer's all-reduce) and handed to ``Kernel.for_run``, which picks its products from it.
+
+    bf16: bf16 matmuls are native (``avx512_bf16`` / AMX, or a GPU), not emulated.
+    int8: int8 products are summed exactly in 32 bits (VNNI / AMX-INT8): Gibbs' digits.
+    """
+
+    bf16: bool = False
+    int8: bool = False
+
+
 @dataclass
 class KernelInfo:
     """What one ``step`` call knows beyond the new walkers.
@@ -67,7 +80,8 @@ class Kernel(Protocol):
     info_names: tuple[str, ...]
     # The matmul precision of its moves ("fp32": the parameters' own dtype, "bf16", or
     # "digits": Gibbs' int8 digit products, float32-class), which a closed-form gradient
-    # of the same model takes too (digits: as fp32).
+    # of the same model takes too (digits: its x W from the same digits, X^T [c P | c]
+    # from digits of its own).
     precision: str
     # Whether its elementwise loops run through torch.compile (Gibbs with sampler.compile
     # on); a closed-form gradient of the same model then compiles its own too.
@@ -79,16 +93,15 @@ class Kernel(Protocol):
     def notes(self, use_gpu: bool) -> list[str]:
         ...
 
-    def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True, int8_exact: bool = False) -> "Kernel":
+    def for_run(self, model: torch.nn.Module, support: MatmulSupport, draws: float = 0.0,
+                weighs_moves: bool = True) -> "Kernel":
         """The kernel as it runs on ``model`` here: what its config left to the machine and
         the run decided (Gibbs' ``precision: auto`` and ``compile: auto``); its ``notes``
-        then say what that came to. ``bf16_native``: every rank of the run has native bf16
-        matmuls; ``draws``: about how many unit updates (walkers x units x steps) the whole
-        run makes on one rank; ``weighs_moves``: the estimator reads the log-weight
-        increments of moves (``KernelInfo.log_weight_increment``; Jarzynski), which a
-        kernel may otherwise skip computing (ULA); ``int8_exact``: every rank sums int8
-        products exactly (Gibbs' ``digits``, :func:`raybm.samplers.digits.available`)."""
+        then say what that came to. ``support``: what every rank of the run multiplies
+        natively or exactly; ``draws``: about how many unit updates (walkers x units x
+        steps) the whole run makes on one rank; ``weighs_moves``: the estimator reads the
+        log-weight increments of moves (``KernelInfo.log_weight_increment``; Jarzynski),
+        which a kernel may otherwise skip computing (ULA)."""
         ...
 
     def state_dict(self) -> dict[str, float]:
@@ -131,8 +144,8 @@ class KernelBase:
         """Lines a run should say about this kernel on this machine before it trains."""
         return []
 
-    def for_run(self, model: torch.nn.Module, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True, int8_exact: bool = False) -> "Kernel":
+    def for_run(self, model: torch.nn.Module, support: MatmulSupport, draws: float = 0.0,
+                weighs_moves: bool = True) -> "Kernel":
         return self
 
     def state_dict(self) -> dict[str, float]:

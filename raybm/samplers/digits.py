@@ -77,12 +77,19 @@ def available(device: torch.device) -> bool:
     return device.type == "cpu" and int8_sums_exact()
 
 
+def exact_for(rows: int, device: torch.device) -> bool:
+    """Whether the digits of a ``(rows, M)`` matrix give exact sums on ``device``: int8
+    sums exact there (:func:`available`) and rows short enough for ``S1 127 + S2`` in
+    int32."""
+    return rows <= _MAX_ONES and available(device)
+
+
 @torch.no_grad()
 def split(weight: torch.Tensor) -> Digits | None:
     """The digits of ``weight`` ``(K, M)``, or None where they would not be exact here
-    (:func:`available`)."""
-    if not available(weight.device) or weight.shape[0] > _MAX_ONES:
-        return None
+    (:func:`exact_for`)."""
+    if not exact_for(weight.shape[0], weight.device) or weight.numel() == 0:
+        return None  # (an empty matrix: nothing to split, its float32 product costs nothing)
     k, m = weight.shape
     # float32: w / s rounds once (2^-24 of the entry: the module docstring's second term),
     # and the remainders' own roundings (times 127, ~2^-24 of a remainder below 64) are
@@ -107,8 +114,12 @@ def split(weight: torch.Tensor) -> Digits | None:
 
 
 def sums(x: torch.Tensor, digits: Digits, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x [Q1 | Q2 | Q3]`` for int8 0/1 rows ``x`` ``(n, K)``: int32 ``(n, 3 width)``."""
-    return torch._int_mm(x, digits.stacked, out=out)
+    """``x [Q1 | Q2 | Q3]`` for int8 0/1 rows ``x`` ``(n, K')``: int32 ``(n, 3 width)``.
+    ``K' <= K``: the first ``K'`` rows of the digits (a label unit's rows left out where
+    only the visibles' part of a field is wanted)."""
+    stacked = digits.stacked if x.shape[1] == digits.stacked.shape[0] else \
+        digits.stacked[: x.shape[1]]
+    return torch._int_mm(x, stacked, out=out)
 
 
 def combine(s: torch.Tensor, digits: Digits, start: int = 0) -> torch.Tensor:

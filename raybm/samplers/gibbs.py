@@ -25,9 +25,14 @@ Three precisions:
   inside a compiled Bernoulli draw's loop (``fused.DigitField``; eager draws, Potts visibles
   and label logits form the float32 field first); walkers are int8 0/1 in the sweeps. For a
   float32 model the same words give the same states as fp32 but where a uniform sits within
-  that error of its threshold. F&F's label chains run as fp32 (one product per chain). Where
-  int8 sums are not exact (no VNNI / AMX-INT8, or a GPU), and for float64 models, the layout
-  is fp32's (the model's dtype) and, where the machine decided, the run says so.
+  that error of its threshold. The other products of 0/1 visibles with the couplings in
+  such a run take the same digits (``prepared.visible_digit_field``): an F&F label chain's
+  one ``x W`` (its sweeps then run as fp32's), the centring's positive phase and the
+  walkers' fields of the closed-form gradient; its ``X^T [c P | c]`` and Jarzynski's work
+  take digits of their own (``RBM.weighted_energy_gradient``, ``RBM.energy_change``).
+  Where int8 sums are not exact (no VNNI / AMX-INT8, or a GPU), and for float64 models,
+  the layout is fp32's (the model's dtype) and, where the machine decided, the run says
+  so.
 
 F&F's label sweeps (visibles clamped, :func:`label_chain`), where they run compiled, draw the
 hiddens the reference way in both precisions, from a SplitMix64 key, one word per two draws
@@ -72,8 +77,8 @@ from raybm.samplers.fused import (
     runs_compiled,
     splitmix_words,
 )
-from raybm.samplers.base import KernelBase, KernelInfo
-from raybm.samplers.prepared import GibbsParams, prepare
+from raybm.samplers.base import KernelBase, KernelInfo, MatmulSupport
+from raybm.samplers.prepared import GibbsParams, prepare, visible_digit_field
 from raybm.samplers.random_bits import (
     COMPILED_STREAM,
     EAGER_STREAM,
@@ -106,7 +111,9 @@ SETTINGS = ("auto", *PRECISIONS)
 # 2026-12-07 the compiled bf16 draws read SplitMix64 words stored by a compiled loop
 # (fused.splitmix_words), ~0.9 ns more per such unit by the words' timing alone (AMD EPYC):
 # not re-measured as ten sweeps on a quiet machine, so bf16 keeps the lower figure (it then
-# compiles somewhat later than it would pay).
+# compiles somewhat later than it would pay). digits saves what fp32 does
+# (benchmarks/compile_saves.py, AMD EPYC, 2 threads, 2026-12-08, medians of 7: 5.44 ns
+# against fp32's 5.68 ns, both above the Xeon's 2.2 ns), so it takes fp32's figure.
 COMPILE_COST_S = 15.0
 COMPILE_SAVES_S = {"bf16": 1.4e-9, "fp32": 2.2e-9, "digits": 2.2e-9}
 # precision auto picks bf16 only for models with bf16_width >= this. Ten sweeps of 500 and
@@ -155,6 +162,12 @@ def resolve_precision(precision: str, native: bool, int8_exact: bool = False) ->
     if precision == "auto":
         return "bf16" if native else "digits" if int8_exact else "fp32"
     return precision
+
+
+def matmul_support(device: torch.device | str = "cpu") -> MatmulSupport:
+    """What ``device`` multiplies natively or exactly (:func:`bf16_native`,
+    :func:`int8_exact`): this rank's part of a run's :class:`MatmulSupport`."""
+    return MatmulSupport(bf16=bf16_native(device), int8=int8_exact(device))
 
 
 def int8_exact(device: torch.device | str = "cpu") -> bool:
@@ -360,6 +373,8 @@ def _visible(
     """``(v, l) ~ p(v | h) p(l | h)`` for the parts asked for, written into the layout ``buf``
     (or a new one); returns it and the new labels (None when not sampled)."""
     ws = ws.sub("v")
+    if p.digits_down is not None:
+        return _visible_digits(gen, p, h, buf, sample_x, sample_label, ws)
     nv, n, dev = p.n_in, h.shape[0], h.device
     # Only the columns drawn: clamped visibles need the label columns alone, clamped labels
     # the visible ones alone (an F&F generation sweep: its (n, M) x (M, N + L) product was
@@ -368,8 +383,6 @@ def _visible(
     last = None if sample_label else nv
     down, bias = p.down[:, first:last], p.vlbias[first:last]
     shape = (n, down.shape[1])
-    if p.digits_down is not None:
-        return _visible_digits(gen, p, h, buf, sample_x, sample_label, ws)
     # No bias in the product: the draws add it (in float32 for bf16), see _bernoulli_exact.
     field = torch.mm(h, down, out=ws.get("field", shape, p.matmul_dtype, dev))
     if sample_x:
@@ -522,19 +535,21 @@ def label_chain(
     computed once and each sweep adds only the label's row ``D_l`` (an ``(n, M)`` gather
     instead of an ``(n, N) x (N, M)`` matmul per sweep). Returns the labels after ``k``
     sweeps (int64 ``(n,)``) and that ``x W`` (``(n, M)``, without bias or label, in
-    ``precision``'s matmul: bf16 as the fast path's product gives it, else float32), which
-    a classification contrast on the same parameters reuses
-    (:meth:`RBM.weighted_energy_gradient`'s ``visible_field``)."""
+    ``precision``'s matmul: bf16 as the fast path's product gives it, else float32, from
+    the digits in ``digits``), which a classification contrast on the same parameters
+    reuses (:meth:`RBM.weighted_energy_gradient`'s ``visible_field``)."""
     _check_precision(precision)
     if not model.n_labels:
         raise ValueError("a label chain samples labels: this RBM has no label unit")
-    # The digits path speeds up the sweeps' two products; a label chain has one, x W, made
-    # once: it runs as fp32 (its field is then the classification contrast's, as in fp32).
+    # digits: the chain's one product, x W (made once), from the digits (float32, the
+    # classification contrast's field too); its sweeps then run as fp32's, on that field.
+    fixed = visible_digit_field(model, x) if precision == "digits" else None
     precision = "fp32" if precision == "digits" else precision
     # No transposed layout (down) unless the eager sweeps below need it.
     p = prepare(model, precision, down=False)
     ws = Scratch(stream=stream, compiled=compiled)
-    fixed = _visible_part(p, _encode(p, x, None, ws))
+    if fixed is None:
+        fixed = _visible_part(p, _encode(p, x, None, ws))
     # D, the label rows of up, in float32 in the fast path (a copy of 10 rows: the field
     # x W + D_l is summed in float32); the label biases: with D, the only part of
     # p(v, l | h) needed.
@@ -590,7 +605,8 @@ class GibbsKernel(KernelBase):
     # written before the choice existed holds no such state, and continues with the
     # Mersenne Twister.
     stream: str = EAGER_STREAM
-    # What ``precision: auto`` came to and why (for_run; the run's first lines say it).
+    # What ``precision: auto`` (or a ``digits`` this run cannot sum exactly) came to and
+    # why (for_run; the run's first lines say it).
     chosen: str = ""
     name: ClassVar[str] = "gibbs"
     invariant: ClassVar[bool] = True
@@ -616,15 +632,15 @@ class GibbsKernel(KernelBase):
                     "sweeps multiply in float32, as with sampler.precision=fp32"]
         return [self.chosen] if self.chosen else []
 
-    def for_run(self, model: RBM, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True, int8_exact: bool = False) -> "GibbsKernel":
+    def for_run(self, model: RBM, support: MatmulSupport, draws: float = 0.0,
+                weighs_moves: bool = True) -> "GibbsKernel":
         chosen = ""
         precision = self.precision
         if precision == "auto":
             width = bf16_width(model)
             precision = resolve_precision(
-                "auto", bf16_native and width >= AUTO_BF16_MIN_WIDTH,
-                int8_exact and width >= AUTO_DIGITS_MIN_WIDTH)
+                "auto", support.bf16 and width >= AUTO_BF16_MIN_WIDTH,
+                support.int8 and width >= AUTO_DIGITS_MIN_WIDTH)
             small = (f"a model this small (N M / (N + M) = {width:.0f} < "
                      f"{AUTO_BF16_MIN_WIDTH:.0f}) samples faster in fp32")
             if precision == "bf16":
@@ -632,14 +648,21 @@ class GibbsKernel(KernelBase):
             elif precision == "digits":
                 why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)}; exact int8 "
                        "sums on every rank: int8 digits of the couplings, float32-class")
-            elif bf16_native:
+            elif support.bf16:
                 why = f"native bf16 matmuls, but {small}"
             else:
                 why = (f"no native bf16 matmuls here{withheld_note(BF16_ISAS)} (on Ray "
                        "workers: on some worker)"
-                       + (f", and {small}" if int8_exact else
+                       + (f", and {small}" if support.int8 else
                           f"; no exact int8 sums for digits{withheld_note(INT8_DOT_ISAS)}"))
             chosen = f"sampler.precision auto: {precision} ({why})"
+        elif precision == "digits" and not support.int8:
+            # The layout would be fp32's on the ranks without exact int8 sums (prepared):
+            # the whole run takes it, and says so (and logs fp32 as the precision used).
+            precision = "fp32"
+            chosen = ("sampler.precision digits: no exact int8 digit products on every rank "
+                      f"(a GPU, or no VNNI / AMX-INT8{withheld_note(INT8_DOT_ISAS)}): the "
+                      "sweeps multiply in float32, as with sampler.precision=fp32")
         compiled = self.compile
         if compiled == "auto":
             # Worth it when the fused loop saves (COMPILE_SAVES_S per walker coordinate and

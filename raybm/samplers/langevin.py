@@ -106,7 +106,7 @@ from typing import ClassVar
 import torch
 
 from raybm.models.base import EnergyModel
-from raybm.samplers.base import KernelBase, KernelInfo
+from raybm.samplers.base import KernelBase, KernelInfo, MatmulSupport
 from raybm.walkers import WalkerState
 
 
@@ -364,8 +364,8 @@ class ULA(_Langevin):
     name: ClassVar[str] = "ula"
     invariant: ClassVar[bool] = False
 
-    def for_run(self, model: EnergyModel, bf16_native: bool, draws: float = 0.0,
-                weighs_moves: bool = True, int8_exact: bool = False) -> "ULA":
+    def for_run(self, model: EnergyModel, support: MatmulSupport, draws: float = 0.0,
+                weighs_moves: bool = True) -> "ULA":
         return replace(self, weighs_moves=weighs_moves)
 
     def step(self, gen: torch.Generator, state: WalkerState, model: EnergyModel, k: int, *,

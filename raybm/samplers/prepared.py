@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from raybm.models.rbm import RBM, PottsRBM
-from raybm.samplers.digits import Digits, split
+from raybm.samplers.digits import Digits, combine, exact_for, split, sums
 
 _DTYPES = {"bf16": torch.bfloat16}
 
@@ -48,7 +48,9 @@ class GibbsParams:
     digits_up, digits_down: the int8 digits of ``up`` (Bernoulli) and ``down``
                 (``sampler.precision: digits``, :mod:`raybm.samplers.digits`), which the
                 sweeps' products use in place of float32 ``up`` / ``down``; walkers are
-                then int8 0/1 (``matmul_dtype``). None in the other precisions.
+                then int8 0/1 (``matmul_dtype``), and ``down`` is None (no product reads
+                it: the digits are the layout). None in the other precisions, and
+                ``digits_down`` where the down layout was not asked for.
     """
 
     potts: bool
@@ -66,6 +68,16 @@ class GibbsParams:
     fast: bool
     digits_up: Digits | None = None
     digits_down: Digits | None = None
+
+    @property
+    def digit_layout(self) -> bool:
+        """Whether this is the digits layout (int8 walkers against digits)."""
+        return self.matmul_dtype == torch.int8
+
+    @property
+    def has_down(self) -> bool:
+        """Whether the visible step's layout is built (``down``, or its digits)."""
+        return self.down is not None or self.digits_down is not None
 
 
 _CACHE: "weakref.WeakKeyDictionary[RBM, dict]" = weakref.WeakKeyDictionary()
@@ -103,12 +115,14 @@ def prepare(model: RBM, precision: str, down: bool = True) -> GibbsParams:
     entry = _CACHE.get(model, {}).get(precision)
     if key is not None and entry is not None and entry[0] == key:
         params = entry[1]
-        if not down or params.down is not None:
+        if not down or params.has_down:
             return params
         # The parameters are those the layout was built from (same key): only down to add.
-        params = replace(params, down=_down(_couplings(model)[0], params.matmul_dtype))
+        w = _couplings(model)[0]
+        params = (replace(params, digits_down=split(w.T)) if params.digit_layout
+                  else replace(params, down=_down(w, params.matmul_dtype)))
     else:
-        params = (_build_digits(model) if precision == "digits"
+        params = (_build_digits(model, down) if precision == "digits"
                   else _build(model, precision, down))
     if key is not None:
         _CACHE.setdefault(model, {})[precision] = (key, params)
@@ -166,19 +180,38 @@ def _build(model: RBM, precision: str, with_down: bool = True) -> GibbsParams:
     )
 
 
-def _build_digits(model: RBM) -> GibbsParams:
-    # The fp32 layout plus the digits of both products' couplings; walkers in int8 (what
-    # torch._int_mm reads). The float32 up / down stay: Potts' hidden field is a gather of
-    # up's rows, not a product.
-    params = _build(model, "fp32", True)
-    if model.weight.dtype != torch.float32:
-        # A float64 model (a reference) keeps its own dtype: digits are float32-class.
-        return params
+def _build_digits(model: RBM, with_down: bool = True) -> GibbsParams:
+    # The fp32 layout without its float32 down (the digits are the visible step's layout),
+    # plus the digits of both products' couplings; walkers in int8 (what torch._int_mm
+    # reads). The float32 up stays: Potts' hidden field is a gather of its rows, not a
+    # product, and a label chain reads its label rows. down=False (a label chain): only
+    # up's digits (the chain's one product, x W), down's are added when asked for.
     w = _couplings(model)[0]
-    up = None if params.potts else split(w)
-    down = split(w.T)
-    if down is None or (up is None and not params.potts):
-        return params  # not exact here (or too wide): the fp32 layout (the notes say so)
+    exact = exact_for(w.shape[0], w.device) and exact_for(w.shape[1], w.device)
+    if model.weight.dtype != torch.float32 or not exact:
+        # A float64 model (a reference) keeps its own dtype: digits are float32-class. Not
+        # exact here (or too wide): the fp32 layout (the notes say so).
+        return _build(model, "fp32", with_down)
+    params = _build(model, "fp32", False)
     return replace(params, matmul_dtype=torch.int8, field_dtype=torch.float32,
                    hbias=params.hbias.float(), vlbias=params.vlbias.float(),
-                   digits_up=up, digits_down=down)
+                   digits_up=None if params.potts else split(w),
+                   digits_down=split(w.T) if with_down else None)
+
+
+def visible_digit_field(model: RBM, x: torch.Tensor) -> torch.Tensor | None:
+    """``x W`` (``(n, M)`` float32, no bias or label) of 0/1 visibles ``x`` ``(n, N)`` from
+    the digits of the model's cached digits layout (:func:`prepare`), within the bound of
+    :mod:`raybm.samplers.digits`: the fields of a run in ``sampler.precision: digits``
+    outside its sweeps (the centring's positive phase, the walkers' hidden probabilities of
+    a closed-form gradient, a label chain's clamped visibles), at the sweeps' int8 speed and
+    without digits of their own. None where that layout has no digits of ``up`` (Potts,
+    whose field is a gather; float64 models; int8 sums not exact here), and for float
+    rows (which need not be 0/1): the caller multiplies in float32."""
+    if x.dtype.is_floating_point or x.device.type != "cpu" or len(x) == 0:
+        return None  # float rows need not be 0/1 (digits sum 0/1 rows only)
+    p = prepare(model, "digits", down=False)
+    if p.digits_up is None:
+        return None
+    rows = x if x.dtype == torch.int8 else x.to(torch.int8)
+    return combine(sums(rows.reshape(len(rows), -1).contiguous(), p.digits_up), p.digits_up)

@@ -30,7 +30,7 @@ from raybm.algorithms.centering import Centering
 from raybm.algorithms.contrastive import PersistentContrastiveDivergence
 from raybm.gradients import add_gradients
 from raybm.models.rbm import RBM
-from raybm.samplers import gibbs
+from raybm.samplers import digits, gibbs, prepared
 from raybm.samplers.gibbs import GibbsKernel
 from raybm.walkers import WalkerState
 from tests.enumeration import random_model
@@ -158,6 +158,63 @@ def test_in_float32_and_with_bf16_matmuls_within_their_rounding(kind, n_labels):
             ref = reference[name].float()
             scale = ref.abs().max() + 1e-3
             assert float((g - ref).abs().max()) <= tol * float(scale), (precision, name)
+
+
+@pytest.mark.skipif(not digits.available(torch.device("cpu")),
+                    reason="this CPU does not sum int8 products exactly: digits run as fp32")
+@pytest.mark.parametrize("kind", ["bernoulli", "potts"])
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_with_digits_within_the_digits_bound_of_fp32(kind, n_labels):
+    """``precision="digits"``: the walkers' ``x W`` (and the centring's, reused for the data
+    rows) from the sweeps' digits of ``W`` (Bernoulli; Potts' field is a gather, fp32's),
+    and ``X^T [c P | c]`` from digits of ``[c P | c]``. A field within the digits' bound
+    ``d`` of the exact one (``samplers.digits``) moves ``p = sigmoid(z)`` by at most
+    ``d / 4``, so a gradient entry ``sum_b c_b x_bi p_bj`` by at most
+    ``sum_b |c_b| x_bi d_bj / 4``; the product's own digits add at most
+    ``n1_i max_b |c_b| / (2 127^3)`` for a column of ``X`` with ``n1_i`` ones (``p <= 1``),
+    plus ``2^-23`` of ``sum_b x_bi |c_b|``; and both paths round in float32."""
+    gen = torch.Generator().manual_seed(51 + n_labels)
+    model = random_model(kind, gen, n_labels, scale=0.7).float()
+    batch, walkers = _inputs(model, gen, 64, 48, True)
+    centering = Centering(model, batch.x, batch.label)
+    xw = centering.update_hidden_offset(model, batch, "digits")
+    exact = model.flat_visible(batch.x, torch.float64) @ model.weight.double().reshape(
+        -1, model.n_hidden)
+    if kind == "potts":
+        assert xw.dtype == torch.float32
+        torch.testing.assert_close(xw.double(), exact, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(xw, prepared.visible_digit_field(model, batch.x))
+    x, cond, coef = contrast_terms(batch, walkers)
+    _, g32 = model.weighted_energy_gradient(x, cond, coef, precision="fp32")
+    _, gd = model.weighted_energy_gradient(x, cond, coef, precision="digits")
+    with torch.no_grad():
+        xs = model.flat_visible(x, torch.float64)
+        c = coef.double().abs().reshape(len(xs), -1).sum(1, keepdim=True)  # (n, 1)
+        w = model.weight.double().reshape(-1, model.n_hidden)
+        dp = torch.zeros(len(xs), model.n_hidden, dtype=torch.float64)
+        if kind == "bernoulli":
+            rows = torch.cat([model.weight, model.label_weight]) if n_labels else model.weight
+            colmax = rows.double().abs().amax(0)
+            field = (xs.sum(1, keepdim=True) * colmax / (2 * 127**3)
+                     + (xs @ w.abs()) * 2.0**-23 + (xs @ w).abs() * 2.0**-23)
+            dp = c * field / 4
+        product = (xs.sum(0) * float(c.max()) / (2 * 127**3)  # (N q,): per column of X
+                   + (xs.T @ c).squeeze(1) * 2.0**-23)
+        allowed = {"weight": xs.T @ dp + product.unsqueeze(1), "vbias": product,
+                   "hbias": dp.sum(0)}
+    assert not torch.equal(gd["weight"], g32["weight"])  # the digits were read
+    for name, g in g32.items():
+        g = g.detach()
+        diff = (gd[name].detach() - g).double().abs()
+        slack = 2e-5 * (float(g.abs().max()) + 1e-3)  # float32 rounding (1e-5 each above)
+        if name in allowed:
+            assert (diff <= allowed[name].reshape(diff.shape) + slack).all(), name
+        else:  # the label parts read no field beyond what p carries
+            assert float(diff.max()) <= float(dp.sum()) + slack, name
+    # The walkers' fields computed, the data's reused: what the contrast gives alone.
+    est = PersistentContrastiveDivergence(k=1, kernel=GibbsKernel(precision="digits"))
+    _assert_reuse_changes_nothing(est, model, batch, walkers, xw, 1e-6, 1e-7)
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "potts"])

@@ -175,3 +175,55 @@ def test_float64_models_and_layers_too_wide_for_int32_keep_the_fp32_layout():
     p = prepared.prepare(model, "digits")
     assert p.digits_up is None and p.matmul_dtype == torch.float64
     assert digits.split(torch.zeros(digits._MAX_ONES + 1, 4)) is None
+
+
+@needs_exact_int8
+def test_the_visible_field_outside_the_sweeps_is_the_digits_and_within_their_bound():
+    """``prepared.visible_digit_field``: ``x W`` of 0/1 visibles (no label rows) from the
+    cached layout's digits, within the bound of float64's; None where the layout has no
+    digits of ``up`` (Potts, float64) or the rows are floats (which need not be 0/1)."""
+    gen = torch.Generator().manual_seed(7)
+    model = build_rbm(784, 100, n_labels=10)
+    with torch.no_grad():
+        model.weight.copy_(_weights(gen, 784, 100))
+        model.label_weight.normal_(0, 5.0, generator=gen)  # larger than any W: its scale
+    x = (torch.rand(300, 784, generator=gen) < 0.3).to(torch.uint8)
+    field = prepared.visible_digit_field(model, x)
+    up = prepared.prepare(model, "digits").digits_up
+    assert field.dtype == torch.float32 and torch.equal(
+        field, digits.combine(digits.sums(x.to(torch.int8), up), up))
+    exact = x.double() @ model.weight.detach().double()
+    colmax = torch.cat([model.weight, model.label_weight]).detach().double().abs().amax(0)
+    bound = (x.double().sum(1, keepdim=True) * colmax / (2 * 127**3)
+             + (x.double() @ model.weight.detach().double().abs()) * 2.0**-23
+             + exact.abs() * 2.0**-23)
+    assert ((field.double() - exact).abs() <= bound).all()
+    assert prepared.visible_digit_field(model, x.float()) is None
+    assert prepared.visible_digit_field(build_rbm(20, 8, n_states=3), x[:, :20] % 3) is None
+    assert prepared.visible_digit_field(model.double(), x) is None
+
+
+@needs_exact_int8
+def test_a_label_chain_takes_its_x_w_from_the_digits_and_draws_as_fp32():
+    """Its one product from the digits (what the classification contrast then reuses), its
+    sweeps fp32's: the same labels from the same generator but where a uniform sits within
+    the fields' ~1e-6 of its threshold; a layout built without down has no digits of it
+    (nor float32 down) until a sweep asks."""
+    model = build_rbm(196, 128, n_labels=10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1, generator=torch.Generator().manual_seed(8))
+    prepared.clear_cache(model)
+    x = (torch.rand(400, 196, generator=torch.Generator().manual_seed(9)) < 0.4).to(
+        torch.uint8)
+    start = torch.randint(0, 10, (400,), generator=torch.Generator().manual_seed(10))
+    ld, fd = gibbs.label_chain(torch.Generator().manual_seed(11), model, x, start, 5, "digits")
+    l32, f32 = gibbs.label_chain(torch.Generator().manual_seed(11), model, x, start, 5, "fp32")
+    assert torch.equal(fd, prepared.visible_digit_field(model, x))
+    assert (fd - f32).abs().max() <= 1e-5 and not torch.equal(fd, f32)
+    assert int((ld != l32).sum()) <= 2
+    p = prepared.prepare(model, "digits", down=False)
+    assert p.digits_up is not None and p.digits_down is None and p.down is None
+    p = prepared.prepare(model, "digits")
+    assert p.digits_down is not None and p.down is None and p.has_down
+    assert prepared.prepare(model, "digits", down=False) is p  # cached, down kept

@@ -212,52 +212,61 @@ def test_for_run_resolves_auto_by_machine_size_and_length():
     """``precision: auto`` is bf16 only with native bf16 and a model wide enough
     (``bf16_width``); ``compile: auto`` only for runs whose draws repay compiling, by what
     it saves in the precision chosen; explicit settings are kept."""
+    from raybm.samplers.base import MatmulSupport
     from raybm.samplers.gibbs import (AUTO_BF16_MIN_WIDTH, COMPILE_COST_S, COMPILE_SAVES_S,
                                       GibbsKernel, bf16_width)
+
+    # What every rank of the run multiplies natively (bf16) or exactly (int8)
+    bf16_only, int8_only = MatmulSupport(bf16=True), MatmulSupport(int8=True)
+    both, neither = MatmulSupport(bf16=True, int8=True), MatmulSupport()
 
     big, small = BernoulliRBM(784, 512), BernoulliRBM(12, 8)
     assert bf16_width(big) == pytest.approx(784 * 512 / 1296)
     assert bf16_width(small) < AUTO_BF16_MIN_WIDTH <= bf16_width(big)
     auto = GibbsKernel("auto", compile="auto")
     long_run = 2 * COMPILE_COST_S / COMPILE_SAVES_S["bf16"]
-    assert auto.for_run(big, True, long_run) == GibbsKernel(
+    assert auto.for_run(big, bf16_only, long_run) == GibbsKernel(
         "bf16", compile=True, stream="splitmix64",
         chosen="sampler.precision auto: bf16 (native bf16 matmuls on every rank)")
-    assert auto.for_run(big, True, long_run / 3).compile is False
-    assert auto.for_run(big, False, long_run).precision == "fp32"
+    assert auto.for_run(big, bf16_only, long_run / 3).compile is False
+    assert auto.for_run(big, neither, long_run).precision == "fp32"
     # the saving is per precision: a run between the two thresholds compiles in one only
     fp32_long = 2 * COMPILE_COST_S / COMPILE_SAVES_S["fp32"]
     between = (long_run + fp32_long) / 2
     fp32_saves_more = COMPILE_SAVES_S["fp32"] > COMPILE_SAVES_S["bf16"]
-    assert auto.for_run(big, False, between).compile is fp32_saves_more
-    assert auto.for_run(big, True, between).compile is not fp32_saves_more
+    assert auto.for_run(big, neither, between).compile is fp32_saves_more
+    assert auto.for_run(big, bf16_only, between).compile is not fp32_saves_more
     # compiled draws take SplitMix64's words (fp32 makes them in its loop, bf16 reads them
     # from a compiled loop that stores them); eager runs read SFC64's; a checkpoint's stream
     # comes back, and SplitMix64 brings compilation to the fp32 draw (eagerly its words
     # cost ~10x), not to a bf16 one (its stored words cost ~2.3x eagerly)
-    fp32_run = auto.for_run(big, False, fp32_long)
+    fp32_run = auto.for_run(big, neither, fp32_long)
     assert fp32_run.compile is True and fp32_run.stream == "splitmix64"
-    bf16_run = auto.for_run(big, True, long_run)
+    bf16_run = auto.for_run(big, bf16_only, long_run)
     assert bf16_run.stream == "splitmix64"
-    assert GibbsKernel("bf16", compile=True).for_run(big, False).stream == "splitmix64"
-    assert auto.for_run(big, False, fp32_long / 3).stream == "sfc64"
+    assert GibbsKernel("bf16", compile=True).for_run(big, neither).stream == "splitmix64"
+    assert auto.for_run(big, neither, fp32_long / 3).stream == "sfc64"
     resumed = GibbsKernel("fp32").with_state(fp32_run.state_dict())
     assert resumed.stream == "splitmix64" and resumed.compile is True
     resumed = GibbsKernel("bf16").with_state(bf16_run.state_dict())
     assert resumed.stream == "splitmix64" and resumed.compile is False
     assert GibbsKernel("auto").with_state(bf16_run.state_dict()).compile is True
     assert GibbsKernel("fp32").with_state({}).stream == "mt19937"
-    assert auto.for_run(small, True, long_run).precision == "fp32"
-    assert GibbsKernel("bf16").for_run(small, False) == GibbsKernel("bf16")
-    assert GibbsKernel("fp32", compile=True).for_run(big, True).compile is True
+    assert auto.for_run(small, bf16_only, long_run).precision == "fp32"
+    assert GibbsKernel("bf16").for_run(small, neither) == GibbsKernel("bf16")
+    assert GibbsKernel("fp32", compile=True).for_run(big, bf16_only).compile is True
     # digits: where bf16 is not native and int8 sums are exact on every rank, wide models only
     from raybm.samplers.gibbs import AUTO_DIGITS_MIN_WIDTH
 
     assert bf16_width(small) < AUTO_DIGITS_MIN_WIDTH <= bf16_width(big)
-    assert auto.for_run(big, False, long_run, int8_exact=True).precision == "digits"
-    assert auto.for_run(big, True, long_run, int8_exact=True).precision == "bf16"
-    assert auto.for_run(small, False, long_run, int8_exact=True).precision == "fp32"
-    digits_run = auto.for_run(big, False, fp32_long, int8_exact=True)
+    assert auto.for_run(big, int8_only, long_run).precision == "digits"
+    assert auto.for_run(big, both, long_run).precision == "bf16"
+    assert auto.for_run(small, int8_only, long_run).precision == "fp32"
+    digits_run = auto.for_run(big, int8_only, fp32_long)
     assert digits_run.compile is True and digits_run.stream == "splitmix64"
     assert "exact int8 sums on every rank" in digits_run.chosen
-    assert GibbsKernel("digits").for_run(big, True) == GibbsKernel("digits")
+    assert GibbsKernel("digits").for_run(big, int8_only) == GibbsKernel("digits")
+    # an explicit digits where some rank has no exact int8 sums: the run is fp32, and says so
+    fallen = GibbsKernel("digits").for_run(big, bf16_only)
+    assert fallen.precision == "fp32" and "as with sampler.precision=fp32" in fallen.chosen
+    assert fallen.notes(use_gpu=True) == [fallen.chosen]
