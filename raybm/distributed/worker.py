@@ -258,10 +258,10 @@ def train_worker(cfg: dict[str, Any]) -> None:
     if rank == 0:
         record_placement_group(fit_dir)
         used, said = trainer.estimator.kernel.precision, cfg["meta"].get("precision_used")
-        if said is not None and used != said:  # precision auto, and a worker lacks bf16
+        if said is not None and used != said:  # a worker lacks bf16 or exact int8 sums
             print(f"sampler.precision: the workers run {used} (the driver's machine would "
-                  f"run {said}): not every worker multiplies bf16 natively",
-                  file=sys.stderr, flush=True)
+                  f"run {said}): not every worker multiplies bf16 natively or sums int8 "
+                  "products exactly", file=sys.stderr, flush=True)
     tracker = None
     meta = cfg["meta"]
     # With reports to a Tune trial, the trial process logs them to MLflow as it hands them to

@@ -98,7 +98,10 @@ def split(weight: torch.Tensor) -> Digits | None:
     # so, 2.8 ms (784 x 512 with 10 labels, AMD EPYC, 2 threads, 2026-12-07, busy machine).
     w = weight.detach().to(torch.float32).contiguous()
     scale = torch.maximum(w.amax(0), w.amin(0).neg_()).div_(BASE)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    # An all-zero column takes scale 1; a NaN one keeps its NaN, so that a non-finite
+    # coupling gives non-finite fields and gradients, as float32's products do (the
+    # trainer's divergence check reads them).
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     width = -(-m // _PAD) * _PAD
     stacked = torch.zeros(k, 3, width, dtype=torch.int8, device=weight.device)
     rest = torch.div(w, scale)
@@ -119,6 +122,11 @@ def sums(x: torch.Tensor, digits: Digits, out: torch.Tensor | None = None) -> to
     only the visibles' part of a field is wanted)."""
     stacked = digits.stacked if x.shape[1] == digits.stacked.shape[0] else \
         digits.stacked[: x.shape[1]]
+    if 1 in x.shape:
+        # A single row or column may carry strides torch counts as contiguous but
+        # torch._int_mm on the CPU reads wrongly (a (1, n) transposed view: garbage sums, no
+        # error; torch 2.13): a compact copy, of n bytes.
+        x = x.clone(memory_format=torch.contiguous_format)
     return torch._int_mm(x, stacked, out=out)
 
 

@@ -45,6 +45,10 @@ class GibbsParams:
     offsets:    Potts only: ``(N,)`` int64 ``i * q``, the row of site ``i``'s state 0 in ``up``
                 (which, with labels, ends with a zero row: the index of "no label given").
     fast:       bf16 matmuls and the 16-bit integer-domain Bernoulli draw.
+    digits_visible: the int8 digits of ``up``'s visible rows (``W`` alone, each column of
+                its own scale: a label's rows ``D`` may be far larger than ``W``), for
+                products of the visibles alone (:func:`visible_digit_field`); ``digits_up``
+                itself where there are no label rows. None where ``digits_up`` is.
     digits_up, digits_down: the int8 digits of ``up`` (Bernoulli) and ``down``
                 (``sampler.precision: digits``, :mod:`raybm.samplers.digits`), which the
                 sweeps' products use in place of float32 ``up`` / ``down``; walkers are
@@ -68,6 +72,7 @@ class GibbsParams:
     fast: bool
     digits_up: Digits | None = None
     digits_down: Digits | None = None
+    digits_visible: Digits | None = None
 
     @property
     def digit_layout(self) -> bool:
@@ -105,7 +110,7 @@ def _key(model: RBM) -> tuple | None:
 def prepare(model: RBM, precision: str, down: bool = True) -> GibbsParams:
     """The cached :class:`GibbsParams` of ``model`` for ``precision`` ("fp32", "bf16" or
     "digits"; digits where they would not be exact here are the fp32 layout:
-    :func:`raybm.samplers.digits.available`).
+    :func:`raybm.samplers.digits.exact_for`).
 
     ``down=False``: its ``down`` may be None. The transposed copy is most of the build (a
     784 x 512 layout with 10 labels: 0.43 of 0.74 ms in bf16; Intel Xeon with AMX,
@@ -184,34 +189,41 @@ def _build_digits(model: RBM, with_down: bool = True) -> GibbsParams:
     # The fp32 layout without its float32 down (the digits are the visible step's layout),
     # plus the digits of both products' couplings; walkers in int8 (what torch._int_mm
     # reads). The float32 up stays: Potts' hidden field is a gather of its rows, not a
-    # product, and a label chain reads its label rows. down=False (a label chain): only
-    # up's digits (the chain's one product, x W), down's are added when asked for.
+    # product (a Bernoulli layout reads only its shape). down=False (a label chain): no
+    # digits of down until a sweep asks for them.
     w = _couplings(model)[0]
-    exact = exact_for(w.shape[0], w.device) and exact_for(w.shape[1], w.device)
+    potts = isinstance(model, PottsRBM)
+    # Potts never splits up (its field is a gather): only down's rows bound its sums.
+    exact = (potts or exact_for(w.shape[0], w.device)) and exact_for(w.shape[1], w.device)
     if model.weight.dtype != torch.float32 or not exact:
         # A float64 model (a reference) keeps its own dtype: digits are float32-class. Not
-        # exact here (or too wide): the fp32 layout (the notes say so).
+        # exact here (or too wide): the fp32 layout (where the CPU is the reason, the run's
+        # notes say so).
         return _build(model, "fp32", with_down)
     params = _build(model, "fp32", False)
+    up = None if potts else split(w)
+    visible = up if up is None or not model.n_labels else split(w[: params.n_in])
     return replace(params, matmul_dtype=torch.int8, field_dtype=torch.float32,
                    hbias=params.hbias.float(), vlbias=params.vlbias.float(),
-                   digits_up=None if params.potts else split(w),
-                   digits_down=split(w.T) if with_down else None)
+                   digits_up=up, digits_down=split(w.T) if with_down else None,
+                   digits_visible=visible)
 
 
 def visible_digit_field(model: RBM, x: torch.Tensor) -> torch.Tensor | None:
     """``x W`` (``(n, M)`` float32, no bias or label) of 0/1 visibles ``x`` ``(n, N)`` from
-    the digits of the model's cached digits layout (:func:`prepare`), within the bound of
+    the digits of ``W`` in the model's cached digits layout (:func:`prepare`,
+    ``digits_visible``: scaled by ``W``'s columns alone), within the bound of
     :mod:`raybm.samplers.digits`: the fields of a run in ``sampler.precision: digits``
     outside its sweeps (the centring's positive phase, the walkers' hidden probabilities of
-    a closed-form gradient, a label chain's clamped visibles), at the sweeps' int8 speed and
-    without digits of their own. None where that layout has no digits of ``up`` (Potts,
+    a closed-form gradient, a label chain's clamped visibles), at the sweeps' int8 speed,
+    from digits made once per parameter change. None where that layout has none (Potts,
     whose field is a gather; float64 models; int8 sums not exact here), and for float
     rows (which need not be 0/1): the caller multiplies in float32."""
     if x.dtype.is_floating_point or x.device.type != "cpu" or len(x) == 0:
         return None  # float rows need not be 0/1 (digits sum 0/1 rows only)
     p = prepare(model, "digits", down=False)
-    if p.digits_up is None:
+    digits = p.digits_visible
+    if digits is None:
         return None
     rows = x if x.dtype == torch.int8 else x.to(torch.int8)
-    return combine(sums(rows.reshape(len(rows), -1).contiguous(), p.digits_up), p.digits_up)
+    return combine(sums(rows.reshape(len(rows), -1).contiguous(), digits), digits)

@@ -180,8 +180,10 @@ def test_float64_models_and_layers_too_wide_for_int32_keep_the_fp32_layout():
 @needs_exact_int8
 def test_the_visible_field_outside_the_sweeps_is_the_digits_and_within_their_bound():
     """``prepared.visible_digit_field``: ``x W`` of 0/1 visibles (no label rows) from the
-    cached layout's digits, within the bound of float64's; None where the layout has no
-    digits of ``up`` (Potts, float64) or the rows are floats (which need not be 0/1)."""
+    cached layout's digits of ``W`` alone, within the bound of float64's that ``W``'s own
+    columns set (label couplings far larger than ``W`` do not widen it); None where the
+    layout has no digits of ``up`` (Potts, float64) or the rows are floats (which need not
+    be 0/1)."""
     gen = torch.Generator().manual_seed(7)
     model = build_rbm(784, 100, n_labels=10)
     with torch.no_grad():
@@ -189,11 +191,11 @@ def test_the_visible_field_outside_the_sweeps_is_the_digits_and_within_their_bou
         model.label_weight.normal_(0, 5.0, generator=gen)  # larger than any W: its scale
     x = (torch.rand(300, 784, generator=gen) < 0.3).to(torch.uint8)
     field = prepared.visible_digit_field(model, x)
-    up = prepared.prepare(model, "digits").digits_up
+    own = prepared.prepare(model, "digits").digits_visible
     assert field.dtype == torch.float32 and torch.equal(
-        field, digits.combine(digits.sums(x.to(torch.int8), up), up))
+        field, digits.combine(digits.sums(x.to(torch.int8), own), own))
     exact = x.double() @ model.weight.detach().double()
-    colmax = torch.cat([model.weight, model.label_weight]).detach().double().abs().amax(0)
+    colmax = model.weight.detach().double().abs().amax(0)
     bound = (x.double().sum(1, keepdim=True) * colmax / (2 * 127**3)
              + (x.double() @ model.weight.detach().double().abs()) * 2.0**-23
              + exact.abs() * 2.0**-23)
@@ -227,3 +229,18 @@ def test_a_label_chain_takes_its_x_w_from_the_digits_and_draws_as_fp32():
     p = prepared.prepare(model, "digits")
     assert p.digits_down is not None and p.down is None and p.has_down
     assert prepared.prepare(model, "digits", down=False) is p  # cached, down kept
+
+
+@needs_exact_int8
+def test_a_non_finite_coupling_gives_non_finite_fields_as_float32_does():
+    """The trainer stops a run whose gradients or loss are not finite: the digits must not
+    hide a NaN coupling behind finite int8 digits (its column's field is NaN), and an
+    all-zero column still gives zeros."""
+    w = torch.randn(50, 6, generator=torch.Generator().manual_seed(12))
+    w[:, 1] = 0.0
+    w[7, 3] = float("nan")
+    d = digits.split(w)
+    x = torch.ones(4, 50, dtype=torch.int8)
+    field = digits.combine(digits.sums(x, d), d)
+    assert torch.isnan(field[:, 3]).all() and (field[:, 1] == 0).all()
+    assert torch.isfinite(field[:, [0, 2, 4, 5]]).all()
