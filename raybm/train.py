@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,12 +125,10 @@ class Trainer:
         """What every rank multiplies natively or exactly: each field of this rank's
         :class:`MatmulSupport` where all ranks have it (one all-reduce)."""
         device = next(self.model.parameters()).device
-        here = matmul_support(device)
-        names = [f.name for f in fields(MatmulSupport)]
-        can = torch.tensor([float(getattr(here, name)) for name in names] + [1.0],
+        can = torch.tensor([*map(float, astuple(matmul_support(device))), 1.0],
                            dtype=torch.float64, device=device)
-        self.population.all_reduce_(can)
-        return MatmulSupport(**{name: bool(can[i] == can[-1]) for i, name in enumerate(names)})
+        self.population.all_reduce_(can)  # a field is every rank's where it sums to the count
+        return MatmulSupport(*(bool(v == can[-1]) for v in can[:-1]))
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

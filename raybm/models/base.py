@@ -78,7 +78,8 @@ class EnergyModel(nn.Module, ABC):
                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``sum_b coef_b energy(x_b, cond_b)`` (a 0-d float64 tensor) and its gradient with
         respect to every parameter, by name, in closed form; ``precision`` the sampler's
-        matmul precision ("fp32": the parameters' dtype, "bf16"; "digits" is fp32 here).
+        matmul precision ("fp32": the parameters' dtype, "bf16", or "digits": int8 digit
+        products where the model has them, else as fp32).
         ``visible_field``: the part of the model's field that depends on ``x`` alone, as a
         sampler or the centring computed it on these parameters (an RBM's ``x W``), for all
         the rows or the first

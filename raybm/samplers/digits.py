@@ -84,6 +84,17 @@ def exact_for(rows: int, device: torch.device) -> bool:
     return rows <= _MAX_ONES and available(device)
 
 
+def column_scale(weight: torch.Tensor) -> torch.Tensor:
+    """``max_i |W_ij| / 127`` per column of ``weight`` ``(K, M)``, as float32: the unit of a
+    column's first digit. An all-zero column takes 1; a NaN one keeps its NaN, so that a
+    non-finite coupling gives non-finite products, as float32's do (the trainer's divergence
+    check reads them)."""
+    # Two reductions (0.08 ms at 784 x 513, where abs() made a copy and vector_norm(inf)
+    # took 0.65 ms).
+    scale = torch.maximum(weight.amax(0), weight.amin(0).neg_()).float().div_(BASE)
+    return torch.where(scale == 0, torch.ones_like(scale), scale)
+
+
 @torch.no_grad()
 def split(weight: torch.Tensor) -> Digits | None:
     """The digits of ``weight`` ``(K, M)``, or None where they would not be exact here
@@ -97,11 +108,7 @@ def split(weight: torch.Tensor) -> Digits | None:
     # In float64 with the transposed view read as it lies, both layouts took 21 ms here;
     # so, 2.8 ms (784 x 512 with 10 labels, AMD EPYC, 2 threads, 2026-12-07, busy machine).
     w = weight.detach().to(torch.float32).contiguous()
-    scale = torch.maximum(w.amax(0), w.amin(0).neg_()).div_(BASE)
-    # An all-zero column takes scale 1; a NaN one keeps its NaN, so that a non-finite
-    # coupling gives non-finite fields and gradients, as float32's products do (the
-    # trainer's divergence check reads them).
-    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    scale = column_scale(w)
     width = -(-m // _PAD) * _PAD
     stacked = torch.zeros(k, 3, width, dtype=torch.int8, device=weight.device)
     rest = torch.div(w, scale)

@@ -27,6 +27,18 @@ def test_digit_product_is_within_its_bound(shape, scale):
     assert (out[:, 0] == 0).all()
 
 
+def test_a_nan_weight_gives_a_nan_column_as_float32_does():
+    """The digits must not hide a NaN coupling behind finite int8 digits (a bf16 Jarzynski
+    run's work would stay finite and the trainer's divergence check would not see it)."""
+    gen = torch.Generator().manual_seed(4)
+    x = (torch.rand(6, 30, generator=gen) < 0.5).to(torch.uint8)
+    x[:, 3] = 1
+    weight = torch.randn(30, 5, generator=gen)
+    weight[3, 2] = float("nan")
+    out = digit_product(x, weight)
+    assert torch.isnan(out[:, 2]).all() and torch.isfinite(out[:, [0, 1, 3, 4]]).all()
+
+
 def test_without_exact_int8_sums_it_is_a_float32_product(monkeypatch):
     """A CPU without VNNI / AMX-INT8 (oneDNN would add int8 pairs in 16 bits, which the digits
     overflow): the product is a float32 one, within the same bound."""
